@@ -1,0 +1,41 @@
+"""Backends: each turns an ir.Graph into an Executable.
+
+A backend registers a factory under its name; `graphc.compile(..., backend=name)` looks it
+up here, so the frontend holds no list of backends.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ..ir.errors import GraphcError
+from ..ir.graph import Graph
+from .executable import Executable
+
+BackendFactory = Callable[..., Executable]
+_BACKENDS: dict[str, Callable[[], BackendFactory]] = {}
+
+
+def register_backend(name: str, loader: Callable[[], BackendFactory]) -> None:
+    """`loader` imports the backend lazily, so optional dependencies load only when used."""
+    _BACKENDS[name] = loader
+
+
+def available_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def compile_graph(graph: Graph, backend: str, params: Mapping[str, Any] | None = None,
+                  single_output: bool = False) -> Executable:
+    if backend not in _BACKENDS:
+        raise GraphcError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+    return _BACKENDS[backend]()(graph, params=params, single_output=single_output)
+
+
+def _reference() -> BackendFactory:
+    from .reference import ReferenceExecutable
+    return ReferenceExecutable
+
+
+register_backend("reference", _reference)
+
+__all__ = ["Executable", "register_backend", "available_backends", "compile_graph"]

@@ -1,0 +1,90 @@
+"""Runs a graph node by node with the registry's numpy implementations.
+
+Deliberately simple: no rewriting, no buffer reuse beyond dropping dead arrays. Every result
+is checked against its node's inferred type, so a registry entry whose shape rule and
+reference disagree is caught here rather than trusted.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ...ir.errors import GraphcError
+from ...ir.graph import Graph, Node, Value
+from ...ir.registry import get_op
+from ..executable import Executable
+
+
+class InterpreterError(GraphcError):
+    """A node failed while being evaluated (bad index data, or an internal inconsistency)."""
+
+
+def _run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
+    opdef = get_op(node.op)
+    try:
+        with np.errstate(all="ignore"):  # IEEE semantics, as compiled code has
+            result = opdef.reference(*args, **node.attrs)
+    except GraphcError as e:
+        raise e.attach(node)
+    except Exception as e:  # a numpy failure on this node's data
+        raise InterpreterError(f"{node.op} failed: {type(e).__name__}: {e}", node=node) from e
+    results = list(result) if isinstance(result, tuple) else [result]
+    outs = []
+    for value, arr in zip(node.outputs, results, strict=True):
+        arr = np.asarray(arr)
+        if arr.shape != value.shape or arr.dtype != value.dtype.np_dtype:
+            raise InterpreterError(
+                f"internal: reference of {node.op} returned {arr.dtype}{list(arr.shape)} but its "
+                f"shape rule says {value.type}", node=node)
+        outs.append(arr)
+    return outs
+
+
+def evaluate(graph: Graph, feeds: Mapping[Value, np.ndarray],
+             wanted: list[Value] | None = None) -> dict[Value, np.ndarray]:
+    """Evaluate the schedule; `feeds` binds inputs and params. Returns the wanted values."""
+    wanted = list(graph.outputs if wanted is None else wanted)
+    env: dict[Value, np.ndarray] = dict(feeds)
+    for c in graph.constants:
+        env[c] = c.data
+    last_use: dict[Value, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last_use[v] = i
+    keep = set(wanted)
+    for i, n in enumerate(graph.nodes):
+        try:
+            args = [env[v] for v in n.inputs]
+        except KeyError:
+            missing = next(v for v in n.inputs if v not in env)
+            raise InterpreterError(f"value {missing.ref()} is not bound (missing input or "
+                                   "parameter, or a node scheduled before its producer)", node=n)
+        for v, arr in zip(n.outputs, _run_node(n, args)):
+            env[v] = arr
+        for v in n.inputs:
+            if last_use.get(v) == i and v not in keep and v.kind == "node":
+                env.pop(v, None)
+    return {v: env[v] for v in wanted}
+
+
+def run_graph(graph: Graph, inputs: Mapping[str, np.ndarray],
+              params: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """Evaluate outputs and parameter updates from arrays keyed by name."""
+    feeds: dict[Value, np.ndarray] = {}
+    for v in graph.inputs:
+        feeds[v] = inputs[v.name]
+    for p in graph.params:
+        feeds[p] = params[p.name]
+    upd_names = list(graph.updates)
+    wanted = list(graph.outputs) + [graph.updates[k] for k in upd_names]
+    env = evaluate(graph, feeds, wanted)
+    outs = [env[v] for v in graph.outputs]
+    return outs, {k: env[graph.updates[k]] for k in upd_names}
+
+
+class ReferenceExecutable(Executable):
+    backend_name = "reference"
+
+    def _execute(self, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray]):
+        return run_graph(self.graph, inputs, params)

@@ -1,0 +1,136 @@
+"""The `graphc` command line: dump graphs, list the op registry."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__
+from .ir.errors import GraphcError
+from .ir.graph import Graph
+
+
+class CLIError(GraphcError):
+    """A command-line argument that cannot be used (bad target, missing function)."""
+
+
+def _load_module(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise CLIError(f"no such file: {path}")
+    name = "_graphc_target_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def load_target(target: str) -> Graph:
+    """`file.py:function` (called with no arguments) or a text IR file (.gcir)."""
+    from .compile import prepare
+    from .ir.text import parse
+
+    path, _, fn_name = target.rpartition(":") if ":" in target else (target, "", "")
+    if not fn_name:
+        if not os.path.isfile(target):
+            raise CLIError(f"no such file: {target} (expected FILE.py:FUNCTION or a text IR file)")
+        with open(target, encoding="utf-8") as f:
+            return parse(f.read())
+    module = _load_module(path)
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise CLIError(f"{path} has no function {fn_name!r}")
+    result = fn()
+    graph = getattr(result, "graph", result)  # an Executable carries its compiled graph
+    if not isinstance(graph, Graph):
+        raise CLIError(f"{target} returned {type(result).__name__}, not a graphc Graph")
+    if graph.outputs and not hasattr(result, "graph"):
+        graph, _ = prepare(graph)  # what gc.compile would compile: pruned and verified
+    return graph
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    from .ir.analysis import to_dot
+    from .ir.jsonform import graph_to_json
+    from .ir.summary import summarize
+    from .ir.text import print_graph
+
+    g = load_target(args.target)
+    if args.format == "text":
+        out = print_graph(g)
+    elif args.format == "dot":
+        out = to_dot(g)
+    elif args.format == "json":
+        out = json.dumps(graph_to_json(g), indent=1)
+    else:
+        out = summarize(g)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(out if out.endswith("\n") else out + "\n")
+    else:
+        print(out.rstrip("\n"))
+    return 0
+
+
+def _cmd_ops(args: argparse.Namespace) -> int:
+    from .ir.registry import all_ops
+
+    rows = []
+    for name, op in all_ops().items():
+        arity = "n" if op.arity is None else str(op.arity)
+        attrs = ", ".join(op.attrs) or "-"
+        rows.append((name, op.fusion.value, "yes" if op.differentiable else "no", arity,
+                     str(op.num_outputs), attrs))
+    head = ("op", "fusion", "grad", "inputs", "outputs", "attributes")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  " + head[5]]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+    lines.append(f"{len(rows)} ops, {sum(r[2] == 'yes' for r in rows)} differentiable")
+    print("\n".join(lines))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphc", description="graphc: a define-and-run deep-learning "
+                                "graph compiler (tensor IR, passes, LLVM and CUDA code generation).")
+    p.add_argument("--version", action="version", version=f"graphc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    d = sub.add_parser("dump", help="print a graph as text IR, DOT, JSON or a summary",
+                       description="Print the graph that FILE.py:FUNCTION returns (called with no "
+                       "arguments), or a text IR file. A graph with outputs set is pruned and "
+                       "verified first, as gc.compile would.")
+    d.add_argument("target", help="FILE.py:FUNCTION or FILE.gcir")
+    d.add_argument("--format", choices=("text", "dot", "json", "summary"), default="text")
+    d.add_argument("-o", "--output", help="write to this file instead of stdout")
+    d.set_defaults(func=_cmd_dump)
+    o = sub.add_parser("ops", help="list the op registry")
+    o.set_defaults(func=_cmd_ops)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except GraphcError as e:
+        print(f"graphc: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `graphc dump ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""gc.compile: select outputs and updates, prune, verify, hand the graph to a backend."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from .backends import compile_graph
+from .backends.executable import Executable
+from .ir.errors import BuildError, GraphcError
+from .ir.graph import Graph as IRGraph, Value
+from .ir.loc import capture_loc
+from .passes.dce import eliminate_dead_code
+from .tensor import Tensor
+
+UpdatesLike = Mapping[Any, Any] | Sequence[tuple[Any, Any]]
+
+
+def _value(graph: IRGraph, t: Any, what: str) -> Value:
+    if isinstance(t, Tensor):
+        if t.graph is not graph:
+            raise BuildError(f"{what} {t!r} belongs to graph {t.graph.name!r}, not {graph.name!r}")
+        return t.value
+    if isinstance(t, Value):
+        return t
+    raise BuildError(f"{what} must be a Tensor, got {type(t).__name__}")
+
+
+def _param_name(graph: IRGraph, key: Any) -> str:
+    if isinstance(key, str):
+        graph.param(key)  # raises a clear error when missing
+        return key
+    v = _value(graph, key, "update target")
+    if v.kind != "param":
+        raise BuildError(f"update target {v.ref()} is not a parameter")
+    return v.name
+
+
+def resolve_outputs(graph: IRGraph, outputs: Any) -> tuple[list[Value], bool]:
+    """Output values and whether a single (unlisted) output was given."""
+    single = isinstance(outputs, (Tensor, Value))
+    return [_value(graph, t, "output") for t in ([outputs] if single else outputs)], single
+
+
+def resolve_updates(graph: IRGraph, updates: UpdatesLike) -> dict[str, Value]:
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    out: dict[str, Value] = {}
+    for key, new in pairs:
+        name = _param_name(graph, key)
+        if name in out:
+            raise BuildError(f"parameter {name!r} is updated twice")
+        new_v = _value(graph, new, f"update of {name!r}")
+        if new_v.type != graph.param(name).type:
+            raise BuildError(f"update of parameter {name!r}: new value is {new_v.type}, "
+                             f"parameter is {graph.param(name).type}")
+        out[name] = new_v
+    return out
+
+
+def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = None,
+            state_updates: bool | None = None) -> tuple[IRGraph, bool]:
+    """A pruned, verified copy of `graph` computing `outputs` and applying `updates`.
+
+    Without outputs, the graph's own (set_outputs) are used. Layer state updates
+    (batch-norm running statistics) are included when there are parameter updates (a
+    training step), unless state_updates says otherwise.
+    """
+    if outputs is None:
+        if not graph.outputs:
+            raise BuildError(f"compile: graph {graph.name!r} has no outputs; pass outputs=[...] "
+                             "or call g.set_outputs(...)")
+        outs, single = list(graph.outputs), False
+        upd = dict(graph.updates) if updates is None else resolve_updates(graph, updates)
+    else:
+        outs, single = resolve_outputs(graph, outputs)
+        upd = resolve_updates(graph, updates or {})
+    include_state = bool(upd) if state_updates is None else state_updates
+    if include_state:
+        for name, new in getattr(graph, "state_updates", {}).items():
+            upd.setdefault(name, new)
+    work = graph.copy()
+    index = {v: i for i, v in enumerate(graph.all_values())}
+    fresh = list(work.all_values())
+    work.outputs = [fresh[index[v]] for v in outs]
+    work.updates = {k: fresh[index[v]] for k, v in upd.items()}
+    eliminate_dead_code(work, prune_signature=True)
+    work.verify()
+    return work, single
+
+
+def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
+            backend: str = "reference", params: Mapping[str, Any] | None = None,
+            state_updates: bool | None = None) -> Executable:
+    """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
+
+    updates: {param: new_value} applied after every call (an optimizer step).
+    params: initial parameter values overriding the graph's initialisers.
+    """
+    loc = capture_loc()
+    try:
+        work, single = prepare(graph, outputs, updates, state_updates)
+        return compile_graph(work, backend, params=params, single_output=single)
+    except GraphcError as e:
+        raise e.attach(loc=loc)

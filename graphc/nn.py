@@ -1,0 +1,125 @@
+"""Layers that create their own parameters in the active graph and apply registry ops.
+
+Parameter names are `<layer>.<what>` with layer names `linear0`, `conv1`, ... unless given;
+initial values come from seeded initialisers, so a rebuilt graph starts identically.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import init as initializers
+from . import ops
+from .builder import current_graph, param
+from .ir.init import Init
+from .tensor import Tensor
+
+
+def _prefix(name: str | None, kind: str) -> str:
+    return name if name is not None else current_graph().unique_name(kind)
+
+
+class Linear:
+    """y = x @ w + b, with w of shape (in_features, out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 name: str | None = None, init: Init | None = None, dtype: str = "f32") -> None:
+        g = current_graph()
+        self.name = _prefix(name, "linear")
+        self.weight = param(f"{self.name}.w", (in_features, out_features), dtype,
+                            init=init or initializers.glorot_uniform(seed=g.next_seed()))
+        self.bias = param(f"{self.name}.b", (out_features,), dtype, init=initializers.zeros()) \
+            if bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = x @ self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+class Conv2d:
+    """NCHW convolution with (out, in/groups, kh, kw) weights, He-initialised."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 stride: int | Sequence[int] = 1, padding: Any = 0, dilation: int | Sequence[int] = 1,
+                 groups: int = 1, bias: bool = True, *, name: str | None = None,
+                 init: Init | None = None, dtype: str = "f32") -> None:
+        g = current_graph()
+        kh, kw = ops._pair(kernel_size, "kernel_size")
+        self.name = _prefix(name, "conv")
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.weight = param(f"{self.name}.w", (out_channels, in_channels // max(groups, 1), kh, kw),
+                            dtype, init=init or initializers.he_normal(seed=g.next_seed()))
+        self.bias = param(f"{self.name}.b", (out_channels,), dtype, init=initializers.zeros()) \
+            if bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return ops.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, groups=self.groups)
+
+
+class BatchNorm:
+    """Batch normalisation over every axis but `axis` (channels).
+
+    Called with training=True it normalises with batch statistics and records the running
+    statistics' update in the graph (`Graph.state_updates`); gc.compile applies those with
+    a training step's updates. training=False uses the running statistics.
+    """
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
+                 axis: int = 1, name: str | None = None, dtype: str = "f32") -> None:
+        self.name = _prefix(name, "bn")
+        self.momentum, self.eps, self.axis = momentum, eps, axis
+        c = (num_features,)
+        self.gamma = param(f"{self.name}.gamma", c, dtype, init=initializers.ones())
+        self.beta = param(f"{self.name}.beta", c, dtype, init=initializers.zeros())
+        self.running_mean = param(f"{self.name}.running_mean", c, dtype,
+                                  init=initializers.zeros(), trainable=False)
+        self.running_var = param(f"{self.name}.running_var", c, dtype,
+                                 init=initializers.ones(), trainable=False)
+
+    def __call__(self, x: Tensor, training: bool = True) -> Tensor:
+        if not training:
+            return ops.batch_norm_inference(x, self.gamma, self.beta, self.running_mean,
+                                            self.running_var, eps=self.eps, axis=self.axis)
+        y, mean, var = ops.batch_norm(x, self.gamma, self.beta, eps=self.eps, axis=self.axis)
+        n = x.size // x.shape[self.axis]
+        m = self.momentum
+        unbiased = var * (n / max(n - 1, 1))  # running variance is unbiased, as in PyTorch
+        new_mean = self.running_mean * (1.0 - m) + ops.stop_gradient(mean) * m
+        new_var = self.running_var * (1.0 - m) + ops.stop_gradient(unbiased) * m
+        states = x.graph.state_updates
+        states[self.running_mean.name] = new_mean.value
+        states[self.running_var.name] = new_var.value
+        return y
+
+
+class LayerNorm:
+    """Normalisation over the trailing `shape` axes with learned scale and shift."""
+
+    def __init__(self, shape: int | Sequence[int], *, eps: float = 1e-5, name: str | None = None,
+                 dtype: str = "f32") -> None:
+        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.name = _prefix(name, "ln")
+        self.eps = eps
+        self.gamma = param(f"{self.name}.gamma", self.shape, dtype, init=initializers.ones())
+        self.beta = param(f"{self.name}.beta", self.shape, dtype, init=initializers.zeros())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        k = len(self.shape)
+        return ops.layer_norm(x, self.gamma, self.beta, axis=tuple(range(-k, 0)), eps=self.eps)
+
+
+class Embedding:
+    """Rows of a (num_embeddings, dim) table looked up by integer ids."""
+
+    def __init__(self, num_embeddings: int, dim: int, *, name: str | None = None,
+                 init: Init | None = None, dtype: str = "f32") -> None:
+        g = current_graph()
+        self.name = _prefix(name, "embedding")
+        self.weight = param(f"{self.name}.w", (num_embeddings, dim), dtype,
+                            init=init or initializers.normal(1.0, seed=g.next_seed()))
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        return ops.take(self.weight, ids, axis=0)
+
+
+linear, conv2d, batch_norm, layer_norm, embedding = Linear, Conv2d, BatchNorm, LayerNorm, Embedding

@@ -1,0 +1,80 @@
+"""The error hierarchy. Every error graphc raises on bad input is a GraphcError.
+
+Errors carry the node, its op, the shapes involved and the user's source line, so that a
+message points at the line of the model that caused it rather than at graphc's internals.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class GraphcError(Exception):
+    """Base class of every error graphc raises on bad input or bad graphs."""
+
+    def __init__(self, message: str, *, node: Any = None, loc: Any = None) -> None:
+        self.node = node
+        self.loc = loc if loc is not None else getattr(node, "loc", None)
+        self.message = message
+        super().__init__(self._render())
+
+    def attach(self, node: Any = None, loc: Any = None) -> "GraphcError":
+        """Add the node and source line that an error was raised for, if it lacks them."""
+        if self.node is None and node is not None:
+            self.node = node
+        if self.loc is None:
+            self.loc = loc if loc is not None else getattr(node, "loc", None)
+        self.args = (self._render(),)
+        return self
+
+    def _render(self) -> str:
+        parts = [self.message]
+        if self.node is not None and hasattr(self.node, "describe"):
+            parts.append(f"  in {self.node.describe()}")
+        if self.loc is not None and str(self.loc):
+            parts.append(f"  at {self.loc}")
+        return "\n".join(parts)
+
+
+class ShapeError(GraphcError):
+    """Operand shapes do not fit the op (broadcasting, contraction, window sizes)."""
+
+
+class DTypeError(GraphcError):
+    """Operand dtypes do not fit the op, or two operands disagree."""
+
+
+class AttrError(GraphcError):
+    """An op attribute is missing, unknown, or of the wrong kind or value."""
+
+
+class UnknownOpError(GraphcError):
+    """An op name that the registry does not hold."""
+
+
+class VerificationError(GraphcError):
+    """A graph breaks an IR invariant (dangling value, cycle, type mismatch...)."""
+
+
+class ParseError(GraphcError):
+    """Malformed text IR; carries the line and column."""
+
+    def __init__(self, message: str, line: int, col: int, source_line: str = "") -> None:
+        self.line = line
+        self.col = col
+        self.source_line = source_line
+        text = f"{message} (line {line}, column {col})"
+        if source_line:
+            text += f"\n  {source_line}\n  {' ' * (col - 1)}^"
+        super().__init__(text)
+
+
+class InputError(GraphcError):
+    """Arguments given to a compiled graph do not match its inputs."""
+
+
+class DifferentiationError(GraphcError):
+    """A gradient was asked through something that has none."""
+
+
+class BuildError(GraphcError):
+    """Misuse of the builder API (no active graph, mixing graphs...)."""

@@ -1,0 +1,68 @@
+"""matmul: batched, numpy-broadcast over leading axes, optional transposes of either side.
+
+The transpose flags let gradients and the GEMM generator read operands in place instead of
+materialising a transposed copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..registry import Attr, Cost, Fusion, OpDef, register
+from ..types import TensorType
+from ._common import broadcast_shapes, require_numeric, same_dtype
+
+_ATTRS = {"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False)}
+
+
+def _mk(t: TensorType, transposed: bool) -> tuple[int, int]:
+    m, k = t.shape[-2:]
+    return (k, m) if transposed else (m, k)
+
+
+def _matmul_infer(ts, a):
+    x, y = ts
+    dt = same_dtype("matmul", ts)
+    require_numeric("matmul", x)
+    if x.rank < 2 or y.rank < 2:
+        raise ShapeError(f"matmul needs operands of rank >= 2, got {x} and {y} (the builder "
+                         "turns vectors into matrices)")
+    m, k = _mk(x, a["transpose_a"])
+    k2, n = _mk(y, a["transpose_b"])
+    if k != k2:
+        raise ShapeError(f"matmul: contraction dimensions differ: {x} @ {y} contracts {k} with "
+                         f"{k2}" + (" (after transposes)" if a["transpose_a"] or a["transpose_b"] else ""))
+    batch = broadcast_shapes("matmul batch dims", x.shape[:-2], y.shape[:-2])
+    return TensorType(batch + (m, n), dt)
+
+
+def _matmul_ref(x, y, transpose_a, transpose_b):
+    if transpose_a:
+        x = np.swapaxes(x, -1, -2)
+    if transpose_b:
+        y = np.swapaxes(y, -1, -2)
+    return np.matmul(x, y)
+
+
+def _matmul_vjp(b, n, g):
+    x, y = n.inputs
+    ta, tb = n.attrs["transpose_a"], n.attrs["transpose_b"]
+    if ta:
+        gx = b.matmul(y, g, transpose_a=tb, transpose_b=True)
+    else:
+        gx = b.matmul(g, y, transpose_a=False, transpose_b=not tb)
+    if tb:
+        gy = b.matmul(g, x, transpose_a=True, transpose_b=ta)
+    else:
+        gy = b.matmul(x, g, transpose_a=not ta, transpose_b=False)
+    return [b.sum_to(gx, x.shape), b.sum_to(gy, y.shape)]
+
+
+def _matmul_cost(ts, outs, a) -> Cost:
+    x = ts[0]
+    k = x.shape[-2] if a["transpose_a"] else x.shape[-1]
+    return Cost(2 * outs[0].size * k, sum(t.nbytes for t in ts) + outs[0].nbytes)
+
+
+register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
+               _matmul_cost, doc="batched matrix product with numpy batch broadcasting"))

@@ -1,0 +1,185 @@
+"""The op registry: one entry per op, read by every pass and backend.
+
+An entry holds the attribute schema, type inference, a numpy reference implementation, the
+vector-Jacobian product (built from other registry ops through an Emitter), the fusion
+class, a cost estimate, and (for elementwise ops) the scalar expression used by code
+generators. Passes and backends never keep their own lists of op names.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import dtypes
+from .errors import AttrError, GraphcError, UnknownOpError
+from .types import TensorType
+
+
+class Fusion(enum.Enum):
+    ELEMENTWISE = "elementwise"
+    BROADCAST = "broadcast"
+    REDUCTION = "reduction"
+    CONTRACTION = "contraction"
+    LAYOUT = "layout"
+    OPAQUE = "opaque"
+
+
+_REQUIRED = object()
+ATTR_KINDS = ("int", "float", "bool", "str", "ints", "floats", "dtype")
+
+
+@dataclass(frozen=True)
+class Attr:
+    kind: str
+    default: Any = _REQUIRED
+    choices: tuple | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+def _coerce(name: str, spec: Attr, value: Any) -> Any:
+    def bad(why: str) -> AttrError:
+        return AttrError(f"attribute {name}={value!r}: {why}")
+
+    k = spec.kind
+    if k == "int":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise bad("expected an int")
+        out: Any = int(value)
+    elif k == "float":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise bad("expected a number")
+        out = float(value)
+    elif k == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad("expected true or false")
+        out = bool(value)
+    elif k == "str":
+        if not isinstance(value, str):
+            raise bad("expected a string")
+        out = value
+    elif k in ("ints", "floats"):
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            raise bad("expected a list")
+        item = Attr("int" if k == "ints" else "float")
+        out = tuple(_coerce(name, item, v) for v in value)
+    elif k == "dtype":
+        try:
+            out = dtypes.dtype(value)
+        except GraphcError:
+            raise bad(f"expected one of {', '.join(dtypes.BY_NAME)}") from None
+    else:  # pragma: no cover - schema typo
+        raise AssertionError(k)
+    if spec.choices is not None and out not in spec.choices:
+        raise bad(f"expected one of {', '.join(map(str, spec.choices))}")
+    return out
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: int
+    bytes: int
+
+
+InferFn = Callable[[list[TensorType], dict[str, Any]], "TensorType | list[TensorType]"]
+RefFn = Callable[..., "np.ndarray | tuple[np.ndarray, ...]"]
+VjpFn = Callable[..., "list[Any]"]
+
+
+def _elementwise_cost(flops_per_element: int) -> Callable[[list[TensorType], list[TensorType], dict], Cost]:
+    def cost(ins: list[TensorType], outs: list[TensorType], attrs: dict) -> Cost:
+        n = sum(t.size for t in outs)
+        return Cost(flops_per_element * n, sum(t.nbytes for t in ins) + sum(t.nbytes for t in outs))
+    return cost
+
+
+@dataclass
+class OpDef:
+    """Everything graphc knows about one op."""
+
+    name: str
+    fusion: Fusion
+    infer: InferFn
+    reference: RefFn
+    arity: int | None  # number of tensor inputs; None = variadic (at least one)
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    vjp: VjpFn | None = None
+    cost: Callable[[list[TensorType], list[TensorType], dict], Cost] = _elementwise_cost(1)
+    num_outputs: int = 1
+    doc: str = ""
+    # Inputs through which no gradient flows (indices, labels, masks): the VJP returns None.
+    nondiff_inputs: tuple[int, ...] = ()
+
+    @property
+    def differentiable(self) -> bool:
+        return self.vjp is not None
+
+    def check_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Validate against the schema, fill defaults, coerce to canonical Python values."""
+        unknown = sorted(set(attrs) - set(self.attrs))
+        if unknown:
+            raise AttrError(f"op {self.name} has no attribute {', '.join(unknown)}; "
+                            f"its attributes are {', '.join(self.attrs) or 'none'}")
+        out: dict[str, Any] = {}
+        for name, spec in self.attrs.items():
+            if name in attrs:
+                out[name] = _coerce(name, spec, attrs[name])
+            elif spec.required:
+                raise AttrError(f"op {self.name} needs attribute {name} ({spec.kind})")
+            else:
+                out[name] = spec.default
+        return out
+
+    def infer_types(self, in_types: Sequence[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+        if self.arity is not None and len(in_types) != self.arity:
+            raise GraphcError(f"op {self.name} takes {self.arity} inputs, got {len(in_types)}")
+        if self.arity is None and not in_types:
+            raise GraphcError(f"op {self.name} needs at least one input")
+        out = self.infer(list(in_types), attrs)
+        outs = [out] if isinstance(out, TensorType) else list(out)
+        assert len(outs) == self.num_outputs, (self.name, outs)
+        return outs
+
+    def estimate_cost(self, in_types: list[TensorType], out_types: list[TensorType],
+                      attrs: dict[str, Any]) -> Cost:
+        return self.cost(in_types, out_types, attrs)
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    if opdef.name in _REGISTRY:
+        raise AssertionError(f"op {opdef.name} registered twice")
+    _REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get_op(name: str, loc: Any = None) -> OpDef:
+    _load_ops()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownOpError(f"unknown op {name!r}{hint}", loc=loc) from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_ops()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _load_ops() -> None:
+    if not _REGISTRY:
+        from . import ops  # noqa: F401  (registers every op module)
+
+
+def elementwise_cost(flops_per_element: int):
+    return _elementwise_cost(flops_per_element)
