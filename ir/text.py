@@ -21,6 +21,7 @@ unquoted `%12` or `%c12` defines an unnamed value; every other spelling defines 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import fields as dc_fields, is_dataclass
 from typing import Any, NamedTuple
@@ -397,7 +398,11 @@ class _Lexer:
             if len(text) > _MAX_NUMBER_CHARS:
                 raise self._err("number literal too long", start)
             if "." in text or "e" in text or "E" in text:
-                return tok("float", float(text), m.end())
+                val = float(text)
+                if math.isinf(val):
+                    raise self._err(f"number {text} is out of range of a 64-bit float (write "
+                                    "inf or -inf)", start)
+                return tok("float", val, m.end())
             return tok("int", int(text), m.end())
         if c in _IDENT_START:
             m = _IDENT_TOK.match(t, start)

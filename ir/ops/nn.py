@@ -37,6 +37,7 @@ from math import prod
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import dtypes
 from ..errors import AttrError, GraphcError, ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import TensorType, format_shape as _fs
@@ -601,12 +602,13 @@ def _one_hot_infer(ts, a):
 
 def _one_hot_ref(labels, depth, dtype):
     _check_labels("one_hot", labels, depth)
-    return (labels[..., None] == np.arange(depth)).astype(dtype.np_dtype)
+    return (labels[..., None] == np.arange(depth)).astype(dtypes.dtype(dtype).np_dtype)
 
 
 register(OpDef(
     "one_hot", Fusion.ELEMENTWISE, _one_hot_infer, _one_hot_ref, 1,
-    {"depth": Attr("int"), "dtype": Attr("dtype", "f32")}, None,
+    # The default is a DType: check_attrs fills defaults without coercing them.
+    {"depth": Attr("int"), "dtype": Attr("dtype", dtypes.f32)}, None,
     lambda ts, outs, a: _io_cost(outs[0].size, ts, outs), nondiff_inputs=(0,),
     doc="labels[..., None] == arange(depth) as dtype; a label outside [0, depth) is an error. "
         "Elementwise over the output: element (..., j) depends on labels[...] and j only"))

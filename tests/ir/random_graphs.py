@@ -708,7 +708,7 @@ def _finish(ctx: Ctx) -> Graph:
     chosen = [v for v in sinks if ch.coin(0.8)] + [v for v in outs if ch.coin(0.15)]
     if not chosen:
         chosen = [ch.choice(outs)]
-    g.set_outputs(chosen[:4])
+    g.set_outputs(list(dict.fromkeys(chosen))[:4])
     if ctx.opts.updates:
         for p in g.params:
             same = [v for n in g.nodes for v in n.outputs if v.type == p.type]
