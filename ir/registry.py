@@ -132,7 +132,7 @@ class OpDef:
             elif spec.required:
                 raise AttrError(f"op {self.name} needs attribute {name} ({spec.kind})")
             else:
-                out[name] = spec.default
+                out[name] = _coerce(name, spec, spec.default)
         return out
 
     def infer_types(self, in_types: Sequence[TensorType], attrs: dict[str, Any]) -> list[TensorType]:

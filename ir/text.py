@@ -233,7 +233,8 @@ def _dense_decimal(arr: np.ndarray, dt: DType) -> str | None:
 
     text = rec(arr)
     if dt.is_float:  # decimals must give back the same bits (a NaN's sign and payload don't)
-        flat = np.array([float(x) for x in arr.reshape(-1).tolist()], dtype=np.float64)
+        flat = np.array([float(_fmt_float(x)) for x in arr.reshape(-1).tolist()],
+                        dtype=np.float64)
         back = flat.astype(dt.np_dtype)
         if back.tobytes() != np.ascontiguousarray(arr, dtype=dt.np_dtype).reshape(-1).tobytes():
             return None

@@ -25,16 +25,22 @@ class _Problem:
         self.message = message
         self.node = node
 
-    def render(self) -> str:
+    def render(self, names: dict | None = None, positions: dict | None = None) -> str:
         if self.node is None:
             return self.message
         n = self.node
-        where = f" (at {n.loc})" if getattr(n, "loc", None) is not None else ""
+        where = f" at {n.loc}" if getattr(n, "loc", None) is not None else ""
         try:
-            desc = n.describe()
-        except Exception:  # noqa: BLE001 - a node broken enough that describe() fails
-            desc = f"node {getattr(n, 'op', '?')}"
-        return f"{desc}{where}: {self.message}"
+            from .text import format_node
+            desc = f"`{format_node(n, names or {}, loc=False)}`"
+        except Exception:  # noqa: BLE001 - a node broken enough that printing fails
+            try:
+                desc = n.describe()
+            except Exception:  # noqa: BLE001
+                desc = f"{getattr(n, 'op', '?')}"
+        pos = (positions or {}).get(n)
+        label = f"node {pos} " if pos is not None else "node "
+        return f"{label}{desc}{where}: {self.message}"
 
 
 def _safe_repr(v: Any) -> str:
@@ -130,8 +136,14 @@ def problems(g: Graph) -> list[_Problem]:
                 if v in out_pos:
                     late.append((n, k, v))
                 else:
-                    origin = (f"an output of {v.producer.op} node not in this graph"
-                              if v.producer is not None else f"a {v.kind} not in this graph")
+                    prod = v.producer
+                    if prod is not None and prod in node_pos:
+                        origin = (f"its producer, node {node_pos[prod]} ({prod.op}), does not "
+                                  "list it as an output")
+                    elif prod is not None:
+                        origin = f"an output of a node ({prod.op}) not in this graph"
+                    else:
+                        origin = f"{'an' if v.kind == 'input' else 'a'} {v.kind} not in this graph"
                     add(f"operand {k} {_safe_repr(v)} is not defined in this graph ({origin})", n)
         for v in n.outputs:
             if isinstance(v, Value):
@@ -219,14 +231,23 @@ def verify(g: Graph) -> None:
     found = problems(g)
     if not found:
         return
+    try:
+        from .text import value_names
+        names = value_names(g)
+    except Exception:  # noqa: BLE001 - printing names is best effort on a broken graph
+        names = {}
+    positions = {}
+    for i, n in enumerate(g.nodes):
+        positions.setdefault(n, i)
+    rendered = [p.render(names, positions) for p in found]
     if len(found) == 1:
-        msg = f"graph @{g.name} is malformed: {found[0].render()}"
+        msg = f"graph @{g.name} is malformed: {rendered[0]}"
     else:
         msg = f"graph @{g.name} is malformed ({len(found)} problems):\n" + \
-            "\n".join(f"  - {p.render()}" for p in found)
+            "\n".join(f"  - {r}" for r in rendered)
     err = VerificationError(msg)
     first = next((p.node for p in found if p.node is not None), None)
     err.node = first  # for programmatic use; the message already names every node
     err.loc = getattr(first, "loc", None)
-    err.problems = [p.render() for p in found]  # type: ignore[attr-defined]
+    err.problems = rendered  # type: ignore[attr-defined]
     raise err

@@ -48,12 +48,19 @@ def evaluate(graph: Graph, feeds: Mapping[Value, np.ndarray],
     env: dict[Value, np.ndarray] = dict(feeds)
     for c in graph.constants:
         env[c] = c.data
+    needed: set[Value] = set(wanted)  # run only what the wanted values depend on
+    schedule = []
+    for n in reversed(graph.nodes):
+        if any(o in needed for o in n.outputs):
+            schedule.append(n)
+            needed.update(n.inputs)
+    schedule.reverse()
     last_use: dict[Value, int] = {}
-    for i, n in enumerate(graph.nodes):
+    for i, n in enumerate(schedule):
         for v in n.inputs:
             last_use[v] = i
     keep = set(wanted)
-    for i, n in enumerate(graph.nodes):
+    for i, n in enumerate(schedule):
         try:
             args = [env[v] for v in n.inputs]
         except KeyError:

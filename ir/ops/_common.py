@@ -45,9 +45,9 @@ def require_int(op: str, t: TensorType, what: str = "operand") -> None:
 
 
 def normalize_axis(op: str, axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
+    if not -rank <= axis < rank:
         raise ShapeError(f"{op}: axis {axis} is out of range for rank {rank}")
-    return axis % max(rank, 1)
+    return axis % rank
 
 
 def check_axes(op: str, axes: Sequence[int], rank: int) -> tuple[int, ...]:

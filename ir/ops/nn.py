@@ -606,12 +606,12 @@ def _one_hot_ref(labels, depth, dtype):
 
 
 register(OpDef(
-    "one_hot", Fusion.ELEMENTWISE, _one_hot_infer, _one_hot_ref, 1,
-    # The default is a DType: check_attrs fills defaults without coercing them.
-    {"depth": Attr("int"), "dtype": Attr("dtype", dtypes.f32)}, None,
+    "one_hot", Fusion.OPAQUE, _one_hot_infer, _one_hot_ref, 1,
+    {"depth": Attr("int"), "dtype": Attr("dtype", "f32")}, None,
     lambda ts, outs, a: _io_cost(outs[0].size, ts, outs), nondiff_inputs=(0,),
     doc="labels[..., None] == arange(depth) as dtype; a label outside [0, depth) is an error. "
-        "Elementwise over the output: element (..., j) depends on labels[...] and j only"))
+        "Opaque to fusion: its output has one more axis than its input, which elementwise "
+        "ops never have"))
 
 
 def _ce_infer(ts, a):
@@ -767,8 +767,8 @@ register(OpDef(
 
 
 def _bni_infer(ts, a):
-    dt, _ = _check_norm("batch_norm_inference", ts[0], ts[1:],
-                        ("gamma", "beta", "running_mean", "running_var"), a)
+    _check_norm("batch_norm_inference", ts[0], ts[1:],
+                ("gamma", "beta", "running_mean", "running_var"), a)
     return ts[0]
 
 

@@ -71,6 +71,8 @@ _reduction("min", np.min, _extremum_vjp, "numeric")
 def _argmax_infer(ts: list[TensorType], a: dict) -> TensorType:
     (t,) = ts
     require_numeric("argmax", t)
+    if t.rank == 0:
+        raise ShapeError(f"argmax needs an operand of rank >= 1, got {t}")
     ax = normalize_axis("argmax", a["axis"], t.rank)
     if ax != a["axis"]:
         raise ShapeError(f"argmax: axis {a['axis']} must be canonical (0..rank-1)")

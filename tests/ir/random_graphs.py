@@ -31,7 +31,8 @@ from graphc.ir import Graph, GraphcError, Loc, TensorType, Value, all_ops, dtype
 from graphc.ir.init import Fill, GlorotUniform, HeNormal, Normal, Ones, Uniform, Zeros
 
 __all__ = ["random_graphs", "build_random_graph", "op_example", "Options", "Chooser",
-           "RandomChooser", "DrawChooser", "Ctx", "recipe", "RECIPES"]
+           "RandomChooser", "DrawChooser", "Ctx", "recipe", "RECIPES", "REGISTRY_CRASHES",
+           "ops_without_examples"]
 
 
 # --- sources of randomness ------------------------------------------------------------
@@ -204,6 +205,8 @@ class Ctx:
         if self.opts.fancy_names and self.ch.coin(0.5):
             name = self.ch.choice(_FANCY_CONST_NAMES) + ("" if self.ch.coin() else
                                                          str(self.counts["const"]))
+            if name in self.g.named_values():
+                name = None
         self.counts["const"] += 1
         return self.g.add_constant(data, dt, name=name)
 
@@ -330,7 +333,7 @@ def guess_attr(ctx: Ctx, name: str, spec: Any, ins: list[Value]) -> Any:
     return tuple(ch.choice([0, 1, 1, 1, 2]) for _ in range(length))
 
 
-def _generic(ctx: Ctx, op: str) -> tuple[list[Value], dict[str, Any]]:
+def generic_proposal(ctx: Ctx, op: str) -> tuple[list[Value], dict[str, Any]]:
     opdef = all_ops()[op]
     arity = opdef.arity if opdef.arity is not None else ctx.ch.randint(1, 3)
     ins: list[Value] = []
@@ -349,6 +352,9 @@ def _generic(ctx: Ctx, op: str) -> tuple[list[Value], dict[str, Any]]:
 # --- recipes for ops that generic proposals rarely fit --------------------------------------
 
 Recipe = Callable[[Ctx], "tuple[list[Value], dict[str, Any]]"]
+# (op, exception) for every proposal on which the registry raised something other than a
+# GraphcError: a bug in that op's checks (bad input must give a GraphcError, never a crash).
+REGISTRY_CRASHES: list[tuple[str, str]] = []
 RECIPES: dict[str, Recipe] = {}
 
 
@@ -660,7 +666,7 @@ def _propose(ctx: Ctx, op: str) -> tuple[list[Value], dict[str, Any]]:
     fn = RECIPES.get(op)
     if fn is not None and ctx.ch.coin(0.9):
         return fn(ctx, op)
-    return _generic(ctx, op)
+    return generic_proposal(ctx, op)
 
 
 def _rand_loc(ctx: Ctx) -> Loc | None:
@@ -674,13 +680,19 @@ def _try_add(ctx: Ctx, op: str, tries: int) -> bool:
     """Propose operands/attrs for op until the registry accepts one; undo failed sources."""
     g = ctx.g
     for _ in range(tries):
+        ins = attrs = None
         mark = (len(g.inputs), len(g.params), len(g.constants), dict(g.param_values))
+        node = None
         try:
             ins, attrs = _propose(ctx, op)
-            # Only GraphcError means "does not fit": anything else from add_node is a
-            # registry bug and propagates.
             node = g.add_node(op, ins, attrs, _rand_loc(ctx))
         except GraphcError:
+            pass
+        except Exception as e:  # noqa: BLE001 - a registry bug: recorded, and not kept
+            if ins is None:
+                raise  # a bug in the recipe itself, not in the registry
+            REGISTRY_CRASHES.append((op, f"{type(e).__name__}: {e}"))
+        if node is None:
             g.inputs[mark[0]:] = []
             g.params[mark[1]:] = []
             g.constants[mark[2]:] = []

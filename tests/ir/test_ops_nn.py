@@ -17,13 +17,7 @@ from graphc.passes.autodiff import grad
 from graphc.testing import check_grads, check_op_grads
 
 RNG = np.random.default_rng(1234)
-WORST: list[float] = []  # largest relative gradient error seen, reported at the end
-
-
-def _gc(*args, **kw) -> float:
-    err = check_op_grads(*args, **kw)
-    WORST.append(err)
-    return err
+# tests/conftest.py records every check_grads call and reports the largest relative error.
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -314,7 +308,7 @@ def test_conv2d_grad_refs_match_naive_and_adjoint(case):
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_gradients(case):
     xs, ws, attrs = CONV_CASES[case]
-    _gc("conv2d", [rnd(*xs), rnd(*ws)], attrs)
+    check_op_grads("conv2d", [rnd(*xs), rnd(*ws)], attrs)
 
 
 @pytest.mark.parametrize("case", ["stride2_asympad", "dilation2", "groups2", "depthwise",
@@ -324,8 +318,8 @@ def test_conv2d_grad_ops_gradients(case):
     xs, ws, attrs = CONV_CASES[case]
     a = _full_conv(attrs)
     ys = infer("conv2d", T(*xs), T(*ws), **attrs)
-    _gc("conv2d_grad_input", [rnd(*ys), rnd(*ws)], dict(input_shape=xs, **a))
-    _gc("conv2d_grad_weight", [rnd(*xs), rnd(*ys)], dict(weight_shape=ws, **a))
+    check_op_grads("conv2d_grad_input", [rnd(*ys), rnd(*ws)], dict(input_shape=xs, **a))
+    check_op_grads("conv2d_grad_weight", [rnd(*xs), rnd(*ys)], dict(weight_shape=ws, **a))
 
 
 def test_conv2d_double_backward():
@@ -340,7 +334,7 @@ def test_conv2d_double_backward():
         return b.add(b.sum(b.mul(gx, gx), axes=(0, 1, 2, 3), keepdims=False),
                      b.sum(b.mul(gw, gw), axes=(0, 1, 2, 3), keepdims=False))
 
-    WORST.append(check_grads(build, [0.5 * rnd(*xs), 0.5 * rnd(*ws)]))
+    check_grads(build, [0.5 * rnd(*xs), 0.5 * rnd(*ws)])
 
 
 def test_conv2d_cost():
@@ -496,13 +490,13 @@ def test_pool_gradients(case):
     xs, attrs = POOL_CASES[case]
     ys = infer("max_pool2d", T(*xs), **attrs)
     x = distinct(*xs)  # no ties: finite differences never cross an argmax switch
-    _gc("max_pool2d", [x], attrs)
-    _gc("max_pool2d_grad", [x, rnd(*ys)], attrs)     # zero w.r.t. x, linear in g
-    _gc("max_pool2d_select", [x, rnd(*xs)], attrs)
+    check_op_grads("max_pool2d", [x], attrs)
+    check_op_grads("max_pool2d_grad", [x, rnd(*ys)], attrs)     # zero w.r.t. x, linear in g
+    check_op_grads("max_pool2d_select", [x, rnd(*xs)], attrs)
     for cip in (True, False):
         a = dict(count_include_pad=cip, **attrs)
-        _gc("avg_pool2d", [rnd(*xs)], a)
-        _gc("avg_pool2d_grad", [rnd(*ys)], dict(input_shape=xs, **a))
+        check_op_grads("avg_pool2d", [rnd(*xs)], a)
+        check_op_grads("avg_pool2d_grad", [rnd(*ys)], dict(input_shape=xs, **a))
 
 
 def test_max_pool2d_double_backward():
@@ -515,7 +509,7 @@ def test_max_pool2d_double_backward():
         (gx,) = grad(b.graph, loss, [x])
         return gx  # = max_pool2d_grad(x, 3 y^2): second derivative through g and y
 
-    WORST.append(check_grads(build, [distinct(*POOL_CASES["asympad"][0])]))
+    check_grads(build, [distinct(*POOL_CASES["asympad"][0])])
 
 
 def test_pool_costs_and_fusion():
@@ -575,8 +569,8 @@ def test_softmax_extreme_and_empty():
 
 @pytest.mark.parametrize("axis", [0, 2])
 def test_softmax_gradients(axis):
-    _gc("softmax", [rnd(3, 4, 2)], {"axis": axis})
-    _gc("log_softmax", [rnd(3, 4, 2)], {"axis": axis})
+    check_op_grads("softmax", [rnd(3, 4, 2)], {"axis": axis})
+    check_op_grads("log_softmax", [rnd(3, 4, 2)], {"axis": axis})
 
 
 # --- one_hot ----------------------------------------------------------------------------------
@@ -595,7 +589,7 @@ def test_one_hot_shapes_and_reference():
         np.testing.assert_array_equal(out, want)
     assert run("one_hot", labels, depth=5).dtype == np.float32  # default dtype f32
     op = get_op("one_hot")
-    assert not op.differentiable and op.fusion is Fusion.ELEMENTWISE
+    assert not op.differentiable and op.fusion is Fusion.OPAQUE
 
 
 def test_one_hot_errors():
@@ -659,7 +653,7 @@ def test_ce_bad_label():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_ce_gradients(reduction):
     labels = np.array([0, 4, 2, 2], dtype=np.int32)
-    _gc("softmax_cross_entropy", [rnd(4, 5), labels], {"reduction": reduction})
+    check_op_grads("softmax_cross_entropy", [rnd(4, 5), labels], {"reduction": reduction})
     assert get_op("softmax_cross_entropy").nondiff_inputs == (1,)
 
 
@@ -673,7 +667,7 @@ def test_ce_second_order():
         (gl,) = grad(b.graph, loss, [logits])
         return gl  # softmax - one_hot: differentiating it runs softmax's VJP
 
-    WORST.append(check_grads(build, [rnd(3, 4)]))
+    check_grads(build, [rnd(3, 4)])
 
 
 # --- batch_norm and batch_norm_inference --------------------------------------------------
@@ -740,7 +734,7 @@ def test_batch_norm_reference(shape, axis):
 @pytest.mark.parametrize("shape,axis", [((3, 2, 2, 3), 1), ((4, 3), 1), ((2, 3, 4), 2)])
 def test_batch_norm_gradients(shape, axis, output):
     c = shape[axis]
-    _gc("batch_norm", [rnd(*shape), rnd(c), rnd(c)], {"axis": axis}, output=output)
+    check_op_grads("batch_norm", [rnd(*shape), rnd(c), rnd(c)], {"axis": axis}, output=output)
 
 
 def test_batch_norm_all_cotangents_and_double_backward():
@@ -756,20 +750,21 @@ def test_batch_norm_all_cotangents_and_double_backward():
         return b.add(b.sum(b.mul(gx, gx), axes=(0, 1, 2, 3), keepdims=False),
                      b.sum(b.mul(gg, gg), axes=(0,), keepdims=False))
 
-    WORST.append(check_grads(build, [rnd(*shape), rnd(2), rnd(2)], rtol=1e-4, atol=1e-5))
+    check_grads(build, [rnd(*shape), rnd(2), rnd(2)])
 
     def build1(b, v):
         y, m, var = b.batch_norm(*v)
-        return b.add(b.sum(y, axes=(0, 2, 3), keepdims=False), b.add(m, var))
+        # (a plain sum of y per channel would be flat in x: sum(xhat) is identically 0)
+        return b.add(b.sum(b.tanh(y), axes=(0, 2, 3), keepdims=False), b.add(m, var))
 
-    WORST.append(check_grads(build1, [rnd(*shape), rnd(2), rnd(2)]))
+    check_grads(build1, [rnd(*shape), rnd(2), rnd(2)])
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 4, 2), 1), ((5, 3), 1), ((2, 2, 3), 2)])
 def test_batch_norm_inference_gradients(shape, axis):
     c = shape[axis]
-    _gc("batch_norm_inference", [rnd(*shape), rnd(c), rnd(c), rnd(c), RNG.random(c) + 0.5],
-        {"axis": axis, "eps": 1e-3})
+    args = [rnd(*shape), rnd(c), rnd(c), rnd(c), RNG.random(c) + 0.5]
+    check_op_grads("batch_norm_inference", args, {"axis": axis, "eps": 1e-3})
 
 
 # --- layer_norm ---------------------------------------------------------------------------------
@@ -815,7 +810,7 @@ def test_layer_norm_reference(shape, k):
 def test_layer_norm_gradients(shape, k):
     tail = shape[len(shape) - k:]
     axes = tuple(range(len(shape) - k, len(shape)))
-    _gc("layer_norm", [rnd(*shape), rnd(*tail), rnd(*tail)], {"axes": axes})
+    check_op_grads("layer_norm", [rnd(*shape), rnd(*tail), rnd(*tail)], {"axes": axes})
 
 
 # --- dtype genericity ---------------------------------------------------------------------------
@@ -867,9 +862,3 @@ def test_every_nn_op_has_a_cost():
         cost = opdef.estimate_cost(types, outs, a)
         assert cost.flops > 0 and cost.bytes == sum(t.nbytes for t in types + outs), op
 
-
-def test_worst_gradient_error_is_small():
-    """Runs last in file order: the largest relative error any gradient check above saw."""
-    if WORST:
-        print(f"\nlargest relative gradient error: {max(WORST):.3g} over {len(WORST)} checks")
-        assert max(WORST) < 1e-3
