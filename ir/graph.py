@@ -128,6 +128,10 @@ class Graph:
 
     def add_constant(self, data: np.ndarray, dtype: "dtypes.DType | str | None" = None,
                      name: str | None = None) -> Value:
+        if name is not None and (not isinstance(name, str) or not name or name in self.named_values()):
+            # Constant names are free-form (ONNX initialisers), but unique like all names.
+            raise GraphcError(f"constant name {name!r} is empty or already taken in graph "
+                              f"{self.name!r}")
         arr = np.asarray(data)
         dt = dtypes.dtype(dtype) if dtype is not None else dtypes.from_numpy(arr.dtype)
         arr = np.array(arr, dtype=dt.np_dtype, order="C")

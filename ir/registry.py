@@ -114,6 +114,14 @@ class OpDef:
     doc: str = ""
     # Inputs through which no gradient flows (indices, labels, masks): the VJP returns None.
     nondiff_inputs: tuple[int, ...] = ()
+    # Code generation hooks. `scalar(xs, attrs, out_dtype) -> kernel Expr` gives an
+    # elementwise op's value from its operands' scalar values. `lower(ctx, node)` emits
+    # kernel IR for ops the lowering handles directly. `decompose(b, node) -> outputs`
+    # rebuilds a composite op (softmax, conv2d, batch_norm...) from other registry ops, the
+    # way a VJP does, for backends without a dedicated kernel for it.
+    scalar: Callable[..., Any] | None = None
+    lower: Callable[..., Any] | None = None
+    decompose: Callable[..., Any] | None = None
 
     @property
     def differentiable(self) -> bool:
@@ -142,7 +150,9 @@ class OpDef:
             raise GraphcError(f"op {self.name} needs at least one input")
         out = self.infer(list(in_types), attrs)
         outs = [out] if isinstance(out, TensorType) else list(out)
-        assert len(outs) == self.num_outputs, (self.name, outs)
+        if len(outs) != self.num_outputs:  # a registry bug, reported like any other error
+            raise GraphcError(f"internal: shape rule of {self.name} gave {len(outs)} results, "
+                              f"the op declares {self.num_outputs}")
         return outs
 
     def estimate_cost(self, in_types: list[TensorType], out_types: list[TensorType],

@@ -179,6 +179,14 @@ def format_attr_value(v: Any) -> str:
     return quote(repr(v))  # not a valid attribute: printed so that the text shows it
 
 
+def _canonical_default(name: str, spec: Any) -> Any:
+    from .registry import _coerce  # the registry's own canonicalisation
+    try:
+        return _coerce(name, spec, spec.default)
+    except GraphcError:
+        return spec.default
+
+
 def _format_attrs(node: Node) -> str:
     from .registry import get_op
     try:
@@ -189,7 +197,7 @@ def _format_attrs(node: Node) -> str:
     attrs = node.attrs if isinstance(node.attrs, dict) else {}
     for k, v in attrs.items():
         spec = schema.get(k)
-        if spec is not None and not spec.required and attrs_equal(v, spec.default):
+        if spec is not None and not spec.required and attrs_equal(v, _canonical_default(k, spec)):
             continue
         parts.append(f"{k}={format_attr_value(v)}")
     return " {" + ", ".join(parts) + "}" if parts else ""
@@ -281,8 +289,8 @@ def print_graph(g: Graph, *, locs: bool = True) -> str:
         header += " {"
     lines = [header]
     for v in g.constants:
-        data = v.data if v.data is not None else np.zeros(v.type.shape, v.type.dtype.np_dtype)
-        lines.append(f"  {names[v]} = const {format_type(v.type)} {format_dense(data, v.type.dtype)}")
+        dense = "dense<missing>" if v.data is None else format_dense(v.data, v.type.dtype)
+        lines.append(f"  {names[v]} = const {format_type(v.type)} {dense}")
     stmts = [(format_node(n, names, loc=False), _format_loc(n.loc) if locs else "")
              for n in g.nodes]
     width = max([len(s) for s, lc in stmts if lc] + [0])
@@ -533,18 +541,23 @@ class _Parser:
         return self.advance()
 
     # -- values ----------------------------------------------------------------------
+    @staticmethod
+    def spelled(tok: _Tok) -> str:
+        name, quoted = tok.value
+        return "%" + (quote(name) if quoted else name)
+
+    def check_new(self, tok: _Tok) -> None:
+        if tok.value[0] in self.symbols:
+            raise self.error(f"redefinition of value {self.spelled(tok)}", tok)
+
     def define(self, tok: _Tok, v: Value) -> None:
-        name = tok.value[0]
-        if name in self.symbols:
-            raise self.error(f"redefinition of value %{name}", tok)
-        self.symbols[name] = v
+        self.check_new(tok)
+        self.symbols[tok.value[0]] = v
 
     def lookup(self, tok: _Tok) -> Value:
-        name, quoted = tok.value
-        v = self.symbols.get(name)
+        v = self.symbols.get(tok.value[0])
         if v is None:
-            spelled = "%" + (quote(name) if quoted else name)
-            raise self.error(f"undefined value {spelled}", tok)
+            raise self.error(f"undefined value {self.spelled(tok)}", tok)
         return v
 
     def expect_ref(self) -> Value:
@@ -637,11 +650,9 @@ class _Parser:
         return g
 
     def add_source(self, vtok: _Tok, make, what: str) -> Value:
-        name, quoted = vtok.value
-        if name in self.symbols:
-            raise self.error(f"redefinition of value %{name}", vtok)
+        self.check_new(vtok)
         try:
-            return make(name)
+            return make(vtok.value[0])
         except GraphcError as e:
             raise self.error(f"bad {what} name: {e.message}", vtok)
 
@@ -753,10 +764,8 @@ class _Parser:
         self.expect_punct("<")
         data = self.parse_dense(t, dense_tok)
         self.expect_punct(">", " to close dense<...>")
-        name = self.name_of(lhs[0])
-        if lhs[0].value[0] in self.symbols:
-            raise self.error(f"redefinition of value %{lhs[0].value[0]}", lhs[0])
-        v = g.add_constant(data, t.dtype, name=name)
+        self.check_new(lhs[0])
+        v = g.add_constant(data, t.dtype, name=self.name_of(lhs[0]))
         self.define(lhs[0], v)
 
     def parse_dense(self, t: TensorType, where: _Tok) -> np.ndarray:
@@ -898,13 +907,11 @@ class _Parser:
             ltok = self.expect("int", "a line number")
             self.expect_punct(")")
             loc = Loc(file, ltok.value)
-        for vt in lhs:
-            if vt.value[0] in self.symbols:
-                raise self.error(f"redefinition of value %{vt.value[0]}", vt)
         seen: set[str] = set()
         for vt in lhs:
+            self.check_new(vt)
             if vt.value[0] in seen:
-                raise self.error(f"value %{vt.value[0]} is bound twice", vt)
+                raise self.error(f"value {self.spelled(vt)} is bound twice", vt)
             seen.add(vt.value[0])
         try:
             node = g.add_node(op, inputs, attrs, loc)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from .dtypes import DType
 from .errors import GraphcError, VerificationError
 from .graph import Graph, Node, Value
 from .loc import Loc

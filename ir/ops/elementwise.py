@@ -22,7 +22,7 @@ _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
 def erf_ref(x: np.ndarray) -> np.ndarray:
     """erf to double precision (math.erf per element; the oracle values accuracy over speed)."""
-    return _erf_scalar(x.astype(np.float64)).astype(np.float64).astype(x.dtype)
+    return np.asarray(_erf_scalar(x.astype(np.float64)), dtype=np.float64).astype(x.dtype)
 
 
 def _gelu_ref(x: np.ndarray, approximate: str) -> np.ndarray:

@@ -10,7 +10,9 @@ Use from a test:
     g = build_random_graph(seed)                 # the same from an int seed / random.Random
     g = op_example("matmul")                     # a small graph with one node of that op
 
-Every node goes through `Graph.add_node`, so graphs are valid by construction. Ops come
+Every node goes through `Graph.add_node`, so graphs are valid by construction, and they
+can be evaluated: index operands (gather, scatter_add, one_hot, cross-entropy labels, any
+op's `nondiff_inputs` of integer type) are constants with in-range values. Ops come
 from `graphc.ir.all_ops()`: an op with a recipe below (`RECIPES`) gets operands and
 attributes that fit it; any other op is tried with generic proposals (operand types
 derived from the first operand, attributes guessed from their kind and name) and kept
@@ -210,9 +212,9 @@ class Ctx:
         self.counts["const"] += 1
         return self.g.add_constant(data, dt, name=name)
 
-    def index_const(self, shape: tuple[int, ...], high: int) -> Value:
+    def index_const(self, shape: tuple[int, ...], high: int, dtype: Any = None) -> Value:
         """An integer constant with every value in [0, high) (high >= 1)."""
-        dt = self.ch.choice(["i32", "i64"])
+        dt = dtype if dtype is not None else self.ch.choice(["i32", "i64"])
         return self.const(self.rng.integers(0, high, size=shape), dt)
 
     def _name(self, kind: str, fancy: Sequence[str], prefix: str) -> str:
@@ -290,8 +292,8 @@ class Ctx:
         return self.ch.choice(options)()
 
     def operand_like(self, t: TensorType) -> Value:
-        if t.dtype.is_int and self.ch.coin(0.7):
-            return self.index_const(t.shape, 1)  # zeros: in range for any index use
+        if t.dtype.is_int:
+            return self.index_const(t.shape, 1, t.dtype)  # zeros: in range for any index
         return self.like(t)
 
 
@@ -342,6 +344,9 @@ def generic_proposal(ctx: Ctx, op: str) -> tuple[list[Value], dict[str, Any]]:
         ins.append(first)
         for _ in range(arity - 1):
             ins.append(ctx.operand_like(ctx.related_type(first.type)))
+    for k in opdef.nondiff_inputs:  # index-like operands: in-range constants (zeros)
+        if k < len(ins) and ins[k].dtype.is_int and ins[k].kind != "const":
+            ins[k] = ctx.const(np.zeros(ins[k].shape, ins[k].dtype.np_dtype), ins[k].dtype)
     attrs = {}
     for name, spec in opdef.attrs.items():
         if spec.required or ctx.ch.coin(0.4):

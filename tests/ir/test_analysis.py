@@ -27,7 +27,7 @@ def sample() -> Graph:
     a = g.add_node("neg", [x], {}, Loc('/path/with "quotes"\\and\\slashes/model.py', 10)).output
     b = g.add_node("add", [a, a], {}, Loc("model.py", 11)).output
     m = g.add_node("mul", [b, c], {}).output
-    dead = g.add_node("exp", [w]).output  # noqa: F841  (not needed by any output)
+    g.add_node("exp", [w])  # dead: no output needs it
     s = g.add_node("sum", [m], {"axes": (0, 1)}).output
     g.set_outputs([s, b])
     g.updates = {"w": b}
