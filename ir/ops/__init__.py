@@ -1,2 +1,2 @@
 """Op definitions, one module per family; importing this package registers them all."""
-from . import elementwise, reduction, layout, contraction, nn  # noqa: F401
+from . import elementwise, reduction, layout, contraction, nn, window  # noqa: F401

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernel as K
+from .. import lowering as L
 from ..errors import ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import TensorType
@@ -64,5 +66,27 @@ def _matmul_cost(ts, outs, a) -> Cost:
     return Cost(2 * outs[0].size * k, sum(t.nbytes for t in ts) + outs[0].nbytes)
 
 
+def _lower_matmul(ctx, node):
+    """One generated-GEMM call per batch matrix; broadcast batch axes read the same
+    operand matrix (stride 0). The GEMM itself is parallel, so batch loops are serial."""
+    x, y = node.inputs
+    out = node.outputs[0]
+    m, n = out.shape[-2:]
+    k = x.shape[-2] if node.attrs["transpose_a"] else x.shape[-1]
+    batch = out.shape[:-2]
+    xs = [s * x.shape[-2] * x.shape[-1] for s in L.broadcast_strides(x.shape[:-2], batch)]
+    ys = [s * y.shape[-2] * y.shape[-1] for s in L.broadcast_strides(y.shape[:-2], batch)]
+    cs = [s * m * n for s in L.row_strides(batch)]
+    xb, yb, ob = ctx.buf(x), ctx.buf(y), ctx.buf(out)
+
+    def gemm(vs):
+        return [K.Gemm(xb, yb, ob, m, n, k, trans_a=node.attrs["transpose_a"],
+                       trans_b=node.attrs["transpose_b"], lda=x.shape[-1], ldb=y.shape[-1], ldc=n,
+                       offset_a=L.linear_index(vs, xs), offset_b=L.linear_index(vs, ys),
+                       offset_c=L.linear_index(vs, cs))]
+    ctx.kernel(ctx.loops(batch, gemm, parallel=False, innermost="serial"), [xb, yb], [ob])
+
+
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
-               _matmul_cost, doc="batched matrix product with numpy batch broadcasting"))
+               _matmul_cost, doc="batched matrix product with numpy batch broadcasting",
+               lower=_lower_matmul))

@@ -9,6 +9,7 @@ import numpy as np
 from .. import dtypes
 from ..registry import Attr, Fusion, OpDef, elementwise_cost, register
 from ..types import TensorType
+from .. import kernel as K
 from ..errors import DTypeError
 from ._common import broadcast_shapes, require_float, require_numeric, same_dtype
 
@@ -34,11 +35,17 @@ def _gelu_ref(x: np.ndarray, approximate: str) -> np.ndarray:
     return y.astype(x.dtype)
 
 
+def _k(value: float, dt) -> K.Const:
+    """A kernel IR constant of dtype dt (ints stay ints)."""
+    return K.Const(value if dt.is_float else int(value), dt)
+
+
 # --- unary ------------------------------------------------------------------------------
 
 def _unary(name: str, ref, vjp, flops: int, kind: str = "float", attrs=None, doc: str = "",
-           out_dtype=None) -> None:
-    """kind: which operand dtypes the op accepts: float, numeric, bool or any."""
+           out_dtype=None, scalar=None) -> None:
+    """kind: which operand dtypes the op accepts: float, numeric, bool or any. `scalar`
+    defaults to the kernel IR function of the same name."""
     def infer(ts: list[TensorType], a: dict) -> TensorType:
         (t,) = ts
         if kind == "float":
@@ -49,8 +56,11 @@ def _unary(name: str, ref, vjp, flops: int, kind: str = "float", attrs=None, doc
             raise DTypeError(f"{name} needs a bool operand, got {t}")
         return t if out_dtype is None else t.with_dtype(out_dtype)
 
+    if scalar is None:
+        def scalar(xs, a, dt):
+            return K.Unary(name, xs[0], dt)
     register(OpDef(name, Fusion.ELEMENTWISE, infer, ref, 1, attrs or {}, vjp,
-                   elementwise_cost(flops), doc=doc))
+                   elementwise_cost(flops), doc=doc, scalar=scalar))
 
 
 def _zero_where(b, cond, g):
@@ -79,7 +89,8 @@ _unary("sigmoid", lambda x: (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype),
        15, doc="1 / (1 + exp(-x)), evaluated as (1 + tanh(x/2)) / 2 so it never overflows")
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
        lambda b, n, g: [_zero_where(b, b.greater(n.outputs[0], b.scalar(0, n.outputs[0])), g)],
-       1, "numeric", doc="max(x, 0); the gradient reads the output, so it survives in-place")
+       1, "numeric", doc="max(x, 0); the gradient reads the output, so it survives in-place",
+       scalar=lambda xs, a, dt: K.Binary("max", xs[0], _k(0, dt), dt))
 
 
 def _leaky_vjp(b, n, g):
@@ -89,7 +100,9 @@ def _leaky_vjp(b, n, g):
 
 
 _unary("leaky_relu", lambda x, alpha: np.where(x > 0, x, (x * alpha).astype(x.dtype)).astype(x.dtype),
-       _leaky_vjp, 2, attrs={"alpha": Attr("float", 0.01)})
+       _leaky_vjp, 2, attrs={"alpha": Attr("float", 0.01)},
+       scalar=lambda xs, a, dt: K.Select(K.Compare("gt", xs[0], _k(0, dt)), xs[0],
+                                         K.Binary("mul", xs[0], _k(a["alpha"], dt), dt), dt))
 
 
 def _erf_vjp(b, n, g):
@@ -120,16 +133,43 @@ def _gelu_vjp(b, n, g):
     return [b.mul(g, d)]
 
 
+def _gelu_scalar(xs, a, dt):
+    x = xs[0]
+
+    def mul(p, q):
+        return K.Binary("mul", p, q, dt)
+    half_x = mul(_k(0.5, dt), x)
+    if a["approximate"] == "tanh":
+        inner = mul(_k(_SQRT_2_OVER_PI, dt), K.Binary("add", x, mul(_k(_GELU_C, dt), mul(x, mul(x, x))), dt))
+        return mul(half_x, K.Binary("add", _k(1.0, dt), K.Unary("tanh", inner, dt), dt))
+    return mul(half_x, K.Binary("add", _k(1.0, dt), K.Unary("erf", mul(x, _k(1 / math.sqrt(2.0), dt)), dt), dt))
+
+
 _unary("gelu", _gelu_ref, _gelu_vjp, 25, attrs={"approximate": Attr("str", "none", ("none", "tanh"))},
+       scalar=_gelu_scalar,
        doc="x * Phi(x); approximate='tanh' uses the tanh form of Hendrycks & Gimpel")
 _unary("sin", np.sin, lambda b, n, g: [b.mul(g, b.cos(n.inputs[0]))], 15)
 _unary("cos", np.cos, lambda b, n, g: [b.neg(b.mul(g, b.sin(n.inputs[0])))], 15)
 _unary("stop_gradient", lambda x: x.copy(), lambda b, n, g: [None], 0, "any",
+       scalar=lambda xs, a, dt: xs[0],
        doc="identity whose gradient is zero: the autodiff pass does not look through it")
-_unary("logical_not", np.logical_not, None, 1, "bool")
+_unary("logical_not", np.logical_not, None, 1, "bool",
+       scalar=lambda xs, a, dt: K.Unary("not", xs[0], dt))
 
 
 # --- binary -----------------------------------------------------------------------------
+
+_KERNEL_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow",
+                  "maximum": "max", "minimum": "min", "logical_and": "and", "logical_or": "or"}
+_KERNEL_COMPARE = {"equal": "eq", "not_equal": "ne", "less": "lt", "less_equal": "le",
+                   "greater": "gt", "greater_equal": "ge"}
+
+
+def _binary_scalar(name: str):
+    if name in _KERNEL_COMPARE:
+        return lambda xs, a, dt: K.Compare(_KERNEL_COMPARE[name], xs[0], xs[1], dt)
+    return lambda xs, a, dt: K.Binary(_KERNEL_BINARY[name], xs[0], xs[1], dt)
+
 
 def _binary(name: str, ref, vjp, flops: int, kind: str = "numeric", result: str = "same",
             doc: str = "") -> None:
@@ -146,7 +186,7 @@ def _binary(name: str, ref, vjp, flops: int, kind: str = "numeric", result: str 
         return TensorType(shape, dtypes.bool_ if result == "bool" else dt)
 
     register(OpDef(name, Fusion.ELEMENTWISE, infer, ref, 2, {}, vjp, elementwise_cost(flops),
-                   doc=doc))
+                   doc=doc, scalar=_binary_scalar(name)))
 
 
 def _sides(b, n, ga, gb):
@@ -231,6 +271,7 @@ def _where_vjp(b, n, g):
 
 register(OpDef("where", Fusion.ELEMENTWISE, _where_infer, np.where, 3, {}, _where_vjp,
                elementwise_cost(1), nondiff_inputs=(0,),
+               scalar=lambda xs, a, dt: K.Select(xs[0], xs[1], xs[2], dt),
                doc="select x where cond is true, else y, with broadcasting"))
 
 
@@ -250,5 +291,5 @@ def _cast_vjp(b, n, g):
 
 
 register(OpDef("cast", Fusion.ELEMENTWISE, _cast_infer, _cast_ref, 1, {"to": Attr("dtype")},
-               _cast_vjp, elementwise_cost(1),
+               _cast_vjp, elementwise_cost(1), scalar=lambda xs, a, dt: K.Cast(xs[0], dt),
                doc="convert the dtype (float to int truncates toward zero, as C does)"))

@@ -10,6 +10,9 @@ from math import prod
 
 import numpy as np
 
+from .. import dtypes
+from .. import kernel as K
+from .. import lowering as L
 from ..errors import GraphcError, ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import TensorType, format_shape
@@ -20,9 +23,16 @@ def _move_cost(ts, outs, a) -> Cost:
     return Cost(0, sum(t.nbytes for t in ts) + sum(t.nbytes for t in outs))
 
 
-def _layout(name, infer, ref, vjp, attrs, arity=1, fusion=Fusion.LAYOUT, doc="", nondiff=()):
+def _layout(name, infer, ref, vjp, attrs, arity=1, fusion=Fusion.LAYOUT, doc="", nondiff=(),
+            lower=None):
     register(OpDef(name, fusion, infer, ref, arity, attrs, vjp, _move_cost, doc=doc,
-                   nondiff_inputs=nondiff))
+                   nondiff_inputs=nondiff, lower=lower))
+
+
+def _lower_view(ctx, node):
+    """Same elements in the same order: a view of the input's buffer, or a flat copy."""
+    if not ctx.alias(node.outputs[0], node.inputs[0]):
+        L.lower_copy_map(ctx, node, lambda vs: L.linear_index(vs, L.row_strides(node.outputs[0].shape)))
 
 
 # reshape ----------------------------------------------------------------------------------
@@ -36,7 +46,7 @@ def _reshape_infer(ts, a):
 
 _layout("reshape", _reshape_infer, lambda x, shape: x.reshape(shape),
         lambda b, n, g: [b.reshape(g, n.inputs[0].shape)], {"shape": Attr("ints")},
-        doc="same elements in row-major order, new shape")
+        doc="same elements in row-major order, new shape", lower=_lower_view)
 
 
 # transpose --------------------------------------------------------------------------------
@@ -53,8 +63,14 @@ def _transpose_vjp(b, n, g):
     return [b.transpose(g, perm=inv)]
 
 
+def _lower_transpose(ctx, node):
+    src = L.row_strides(node.inputs[0].shape)
+    perm = node.attrs["perm"]
+    L.lower_copy_map(ctx, node, lambda vs: L.linear_index(vs, [src[p] for p in perm]))
+
+
 _layout("transpose", _transpose_infer, lambda x, perm: np.array(np.transpose(x, perm), order="C"),
-        _transpose_vjp, {"perm": Attr("ints")})
+        _transpose_vjp, {"perm": Attr("ints")}, lower=_lower_transpose)
 
 
 # broadcast_to -----------------------------------------------------------------------------
@@ -71,7 +87,8 @@ def _broadcast_infer(ts, a):
 _layout("broadcast_to", _broadcast_infer,
         lambda x, shape: np.array(np.broadcast_to(x, shape), order="C"),
         lambda b, n, g: [b.sum_to(g, n.inputs[0].shape)], {"shape": Attr("ints")},
-        fusion=Fusion.BROADCAST, doc="numpy broadcasting made explicit")
+        fusion=Fusion.BROADCAST, doc="numpy broadcasting made explicit",
+        lower=lambda ctx, node: L.lower_elementwise(ctx, node, lambda xs, a, dt: xs[0]))
 
 
 # expand_dims / squeeze --------------------------------------------------------------------
@@ -94,9 +111,10 @@ def _squeeze_infer(ts, a):
 
 _layout("expand_dims", _expand_infer, lambda x, axes: np.expand_dims(x, tuple(axes)),
         lambda b, n, g: [b.reshape(g, n.inputs[0].shape)], {"axes": Attr("ints")},
-        doc="insert size-1 axes at the given output positions")
+        doc="insert size-1 axes at the given output positions", lower=_lower_view)
 _layout("squeeze", _squeeze_infer, lambda x, axes: np.squeeze(x, tuple(axes)),
-        lambda b, n, g: [b.reshape(g, n.inputs[0].shape)], {"axes": Attr("ints")})
+        lambda b, n, g: [b.reshape(g, n.inputs[0].shape)], {"axes": Attr("ints")},
+        lower=_lower_view)
 
 
 # concat -----------------------------------------------------------------------------------
@@ -128,9 +146,28 @@ def _concat_vjp(b, n, g):
     return out
 
 
+def _lower_concat(ctx, node):
+    """One loop nest per input, each writing its block of the output."""
+    out = node.outputs[0]
+    ax = node.attrs["axis"]
+    ostr = L.row_strides(out.shape)
+    ob = ctx.buf(out)
+    body, start = [], 0
+    for x in node.inputs:
+        xb = ctx.buf(x)
+        xstr = L.row_strides(x.shape)
+
+        def store(vs, xb=xb, xstr=xstr, start=start, x=x):
+            return [K.Store(ob, L.linear_index(vs, ostr, start * ostr[ax]),
+                            K.Load(xb, L.linear_index(vs, xstr), x.dtype))]
+        body += ctx.loops(x.shape, store)
+        start += x.shape[ax]
+    ctx.kernel(body, [ctx.buf(x) for x in node.inputs], [ob])
+
+
 register(OpDef("concat", Fusion.LAYOUT, _concat_infer,
                lambda *xs, axis: np.concatenate(xs, axis=axis), None, {"axis": Attr("int")},
-               _concat_vjp, _move_cost))
+               _concat_vjp, _move_cost, lower=_lower_concat))
 
 
 # slice and pad (each is the other's gradient) ---------------------------------------------
@@ -168,9 +205,17 @@ def _slice_vjp(b, n, g):
     return [b.pad(g, low=low, high=high, interior=interior, value=0.0)]
 
 
+def _lower_slice(ctx, node):
+    src = L.row_strides(node.inputs[0].shape)
+    a = node.attrs
+    base = sum(lo * st for lo, st in zip(a["starts"], src))
+    L.lower_copy_map(ctx, node, lambda vs: L.linear_index(
+        vs, [step * st for step, st in zip(a["steps"], src)], base))
+
+
 _layout("slice", _slice_infer, _slice_ref, _slice_vjp,
         {"starts": Attr("ints"), "stops": Attr("ints"), "steps": Attr("ints")},
-        doc="x[start:stop:step] on every axis (steps >= 1)")
+        doc="x[start:stop:step] on every axis (steps >= 1)", lower=_lower_slice)
 
 
 def _pad_infer(ts, a):
@@ -202,10 +247,44 @@ def _pad_vjp(b, n, g):
     return [b.slice(g, starts=starts, stops=stops, steps=[it + 1 for it in interior])]
 
 
+def _lower_pad(ctx, node):
+    """out[o] = x[(o - low) / (interior + 1)] where that lands on an element, else value."""
+    x, out = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    interior = a["interior"] or (0,) * x.type.rank
+    src = L.row_strides(x.shape)
+    i64 = dtypes.i64
+
+    def rel(v, lo):
+        return K.Binary("sub", v, L.c64(lo), i64)
+
+    def index_of(vs):
+        parts = []
+        for v, lo, it, st in zip(vs, a["low"], interior, src):
+            r = rel(v, lo)
+            parts.append(r if it == 0 else K.Binary("div", r, L.c64(it + 1), i64))
+        return L.linear_index(parts, src)
+
+    def guard(vs):
+        ok = None
+        for v, lo, it, d in zip(vs, a["low"], interior, x.shape):
+            r = rel(v, lo)
+            span = d + max(d - 1, 0) * it
+            c = K.Binary("and", K.Compare("ge", r, L.c64(0)), K.Compare("lt", r, L.c64(span)), dtypes.bool_)
+            if it:
+                c = K.Binary("and", c, K.Compare("eq", K.Binary("mod", r, L.c64(it + 1), i64), L.c64(0)),
+                             dtypes.bool_)
+            ok = c if ok is None else K.Binary("and", ok, c, dtypes.bool_)
+        return ok if ok is not None else K.Const(True, dtypes.bool_)
+    fill = K.Const(a["value"] if out.dtype.is_float else int(a["value"]), out.dtype) \
+        if not out.dtype.is_bool else K.Const(bool(a["value"]), out.dtype)
+    L.lower_copy_map(ctx, node, index_of, guard=guard, fill=fill)
+
+
 _layout("pad", _pad_infer, _pad_ref, _pad_vjp,
         {"low": Attr("ints"), "high": Attr("ints"), "interior": Attr("ints", ()),
          "value": Attr("float", 0.0)},
-        doc="constant padding before, after and between elements of every axis")
+        doc="constant padding before, after and between elements of every axis", lower=_lower_pad)
 
 
 # gather / scatter_add (each is the other's gradient) --------------------------------------
@@ -261,10 +340,54 @@ def _scatter_vjp(b, n, g):
     return [None, b.gather(g, idx, axis=n.attrs["axis"])]
 
 
+def _split(shape, axis):
+    return prod(shape[:axis]), shape[axis], prod(shape[axis + 1:])
+
+
+def _lower_gather(ctx, node):
+    """out[p, i, q] = x[p, idx[i], q] over (outer, index, inner) coordinates; indices are
+    range-checked (a bad one is reported after the call, never read)."""
+    x, idx = node.inputs
+    out = node.outputs[0]
+    outer, n, inner = _split(x.shape, node.attrs["axis"])
+    xb, ib, ob = ctx.buf(x), ctx.buf(idx), ctx.buf(out)
+
+    def body(vs):
+        p, i, q = vs
+        raw = K.Cast(K.Load(ib, i, idx.dtype), dtypes.i64)
+        safe, flag = ctx.check_index(raw, n, "gather")
+        src = L.linear_index([p, safe, q], [n * inner, inner, 1])
+        dst = L.linear_index([p, i, q], [idx.type.size * inner, inner, 1])
+        return [flag, K.Store(ob, dst, K.Load(xb, src, x.dtype))]
+    ctx.kernel(ctx.loops([outer, idx.type.size, inner], body), [xb, ib], [ob, ctx.status])
+
+
+def _lower_scatter_add(ctx, node):
+    """Zero the output, then add each update row at its index; serial over indices because
+    repeated indices accumulate into the same row."""
+    idx, upd = node.inputs
+    out = node.outputs[0]
+    outer, n, inner = _split(out.shape, node.attrs["axis"])
+    ib, ub, ob = ctx.buf(idx), ctx.buf(upd), ctx.buf(out)
+    zero = K.Const(0.0 if out.dtype.is_float else 0, out.dtype)
+    init = ctx.loops([out.type.size], lambda vs: [K.Store(ob, vs[0], zero)])
+
+    def body(vs):
+        p, i, q = vs
+        raw = K.Cast(K.Load(ib, i, idx.dtype), dtypes.i64)
+        safe, flag = ctx.check_index(raw, n, "scatter_add")
+        dst = L.linear_index([p, safe, q], [n * inner, inner, 1])
+        src = L.linear_index([p, i, q], [idx.type.size * inner, inner, 1])
+        return [flag, K.Store(ob, dst, K.Binary("add", K.Load(ob, dst, out.dtype),
+                                                   K.Load(ub, src, upd.dtype), out.dtype))]
+    ctx.kernel(init + ctx.loops([outer, idx.type.size, inner], body, parallel=False),
+               [ib, ub], [ob, ctx.status])
+
+
 register(OpDef("gather", Fusion.OPAQUE, _gather_infer, _gather_ref, 2, {"axis": Attr("int", 0)},
-               _gather_vjp, _move_cost, nondiff_inputs=(1,),
+               _gather_vjp, _move_cost, nondiff_inputs=(1,), lower=_lower_gather,
                doc="take slices of x at integer indices along an axis (embedding lookup)"))
 register(OpDef("scatter_add", Fusion.OPAQUE, _scatter_infer, _scatter_ref, 2,
                {"shape": Attr("ints"), "axis": Attr("int", 0)}, _scatter_vjp, _move_cost,
-               nondiff_inputs=(0,),
+               nondiff_inputs=(0,), lower=_lower_scatter_add,
                doc="zeros(shape) with updates summed in at the indices (gather's gradient)"))

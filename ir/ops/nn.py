@@ -29,6 +29,17 @@ maximum, and padding never wins). The routing is piecewise constant in x, so
 max_pool2d_grad and max_pool2d_select (the gather at the same positions, its adjoint in g)
 pass no gradient to x (``nondiff_inputs=(0,)``) and differentiate into each other in their
 second operand: double-backward through max pooling works.
+
+Decompositions. Every op here except one_hot is composite: its ``decompose`` hook rebuilds it
+from primitives (elementwise ops, reductions, layout ops, matmul, one_hot and the window ops
+im2col/col2im of ir/ops/window.py) for backends without a dedicated kernel; see
+passes/legalize.py. Convolutions are im2col + one batched GEMM (groups split by a free
+reshape, the weight broadcast over the batch) and col2im for the input gradient; pools are
+im2col + a reduction over the window axis; max pooling's gradient routing keeps the
+reference's first-maximum convention exactly. The decompositions compute in the operand
+dtype (f16 widened to f32) with the references' stable formulas, so they match the
+references to rounding: exactly for the selections (max_pool2d, max_pool2d_grad,
+max_pool2d_select), and within a few ulps of the result's scale in float64 elsewhere.
 """
 from __future__ import annotations
 
@@ -136,6 +147,41 @@ def _crop(xp: np.ndarray, padding, hw) -> np.ndarray:
     return xp[:, :, pt:pt + hw[0], pl:pl + hw[1]]
 
 
+# --- decompositions: shared helpers -----------------------------------------------------------
+# Every op in this file has a `decompose(b, node)` hook that rebuilds it from primitives a code
+# generator lowers directly: elementwise ops, reductions, layout ops, matmul, one_hot, and the
+# window ops im2col/col2im (ir/ops/window.py). They compute in the operand dtype with the
+# same stable formulas as the references (max subtracted before exp, two-pass variance);
+# f16 operands are widened to f32 first, so that sums are not accumulated in half precision.
+
+def _up(b, v):
+    return b.cast(v, to=dtypes.f32) if v.dtype == dtypes.f16 else v
+
+
+def _down(b, v, dt):
+    return v if v.dtype == dt else b.cast(v, to=dt)
+
+
+def _window_geometry(a: dict, dilations=(1, 1)) -> dict:
+    return {"kernel": a["kernel"], "strides": a["strides"], "padding": a["padding"],
+            "dilations": a.get("dilations", dilations)}
+
+
+def _pool_cols(b, x, a: dict, value: float):
+    """im2col of x as (N, C, KH*KW, OH, OW): axis 2 runs over each window (row-major)."""
+    n, c, h, w = x.shape
+    oh, ow = _out_hw((h, w), a["kernel"], a["strides"], a["padding"])
+    cols = b.im2col(x, value=value, **_window_geometry(a))
+    return b.reshape(cols, (n, c, a["kernel"][0] * a["kernel"][1], oh, ow))
+
+
+def _pool_uncols(b, cols, input_shape, a: dict):
+    """col2im of (N, C, KH*KW, OH, OW) window contributions back to input_shape."""
+    n, c, kk, oh, ow = cols.shape
+    return b.col2im(b.reshape(cols, (n, c * kk, oh * ow)), input_shape=tuple(input_shape),
+                    **_window_geometry(a))
+
+
 # --- conv2d and its gradients ---------------------------------------------------------------
 
 _CONV_ATTRS = {"strides": Attr("ints", (1, 1)), "padding": Attr("ints", (0, 0, 0, 0)),
@@ -213,6 +259,34 @@ def _conv2d_vjp(b, n, g):
             b.conv2d_grad_weight(x, g, weight_shape=w.shape, **a)]
 
 
+def _conv_gemm(b, x_shape, w_shape, out_hw, a: dict):
+    """Views for convolution as GEMMs: (reshape to cols, weight matrix, output rows).
+
+    im2col's rows are (c, i, j) with c = group * C/G + c', so splitting the row axis as
+    (G, C/G*KH*KW) groups the columns without copying; the weight (K, C/G, KH, KW) reshapes
+    to (G, K/G, C/G*KH*KW) and the output (N, K, OH, OW) to (N, G, K/G, OH*OW). matmul
+    broadcasts the weight over the batch. With one group the G axis is left out.
+    """
+    n, c = x_shape[:2]
+    k, cg, kh, kw = w_shape
+    g, L = a["groups"], out_hw[0] * out_hw[1]
+    lead = () if g == 1 else (g,)
+    return (lambda v: b.reshape(v, (n,) + lead + (cg * kh * kw, L)),   # im2col(x)
+            lambda v: b.reshape(v, lead + (k // g, cg * kh * kw)),      # weight
+            lambda v: b.reshape(v, (n,) + lead + (k // g, L)))          # output / its grad
+
+
+def _conv2d_decompose(b, n):
+    x, w = n.inputs
+    a = n.attrs
+    out = n.outputs[0]
+    as_cols, as_wmat, as_rows = _conv_gemm(b, x.shape, w.shape, out.shape[2:], a)
+    cols = b.im2col(_up(b, x), kernel=w.shape[2:], strides=a["strides"], padding=a["padding"],
+                    dilations=a["dilations"])
+    y = b.matmul(as_wmat(_up(b, w)), as_cols(cols))  # (N, [G,] K/G, OH*OW)
+    return [_down(b, b.reshape(y, out.shape), out.dtype)]
+
+
 def _conv_flops(out_shape, weight_shape) -> int:
     n, k, oh, ow = out_shape
     _, cg, kh, kw = weight_shape
@@ -223,7 +297,8 @@ register(OpDef(
     "conv2d", Fusion.CONTRACTION, _conv2d_infer, _conv2d_ref, 2, dict(_CONV_ATTRS), _conv2d_vjp,
     lambda ts, outs, a: _io_cost(_conv_flops(outs[0].shape, ts[1].shape), ts, outs),
     doc="2-D cross-correlation, NCHW input, (K, C/groups, KH, KW) weight; zero padding "
-        "(top, bottom, left, right), strides, dilations and channel groups"))
+        "(top, bottom, left, right), strides, dilations and channel groups",
+    decompose=_conv2d_decompose))
 
 
 def _conv2d_grad_input_infer(ts, a):
@@ -259,12 +334,27 @@ def _conv2d_grad_input_vjp(b, n, c):
     return [b.conv2d(c, w, **a), b.conv2d_grad_weight(c, g, weight_shape=w.shape, **a)]
 
 
+def _conv2d_grad_input_decompose(b, n):
+    # Columns = W^T g per group (the transposed GEMM), then col2im adds overlapping windows.
+    g, w = n.inputs
+    a = n.attrs
+    out = n.outputs[0]
+    xs = a["input_shape"]
+    as_cols, as_wmat, as_rows = _conv_gemm(b, xs, w.shape, g.shape[2:], a)
+    cols = b.matmul(as_wmat(_up(b, w)), as_rows(_up(b, g)), transpose_a=True)
+    cols = b.reshape(cols, (xs[0], xs[1] * w.shape[2] * w.shape[3], g.shape[2] * g.shape[3]))
+    dx = b.col2im(cols, input_shape=xs, kernel=w.shape[2:], strides=a["strides"],
+                  padding=a["padding"], dilations=a["dilations"])
+    return [_down(b, dx, out.dtype)]
+
+
 register(OpDef(
     "conv2d_grad_input", Fusion.CONTRACTION, _conv2d_grad_input_infer, _conv2d_grad_input_ref, 2,
     {"input_shape": Attr("ints"), **_CONV_ATTRS}, _conv2d_grad_input_vjp,
     lambda ts, outs, a: _io_cost(_conv_flops(ts[0].shape, ts[1].shape), ts, outs),
     doc="gradient of conv2d with respect to its input (a transposed convolution) given the "
-        "output gradient g and the weight; input positions no window reads get zero"))
+        "output gradient g and the weight; input positions no window reads get zero",
+    decompose=_conv2d_grad_input_decompose))
 
 
 def _conv2d_grad_weight_infer(ts, a):
@@ -294,12 +384,27 @@ def _conv2d_grad_weight_vjp(b, n, c):
     return [b.conv2d_grad_input(g, c, input_shape=x.shape, **a), b.conv2d(x, c, **a)]
 
 
+def _conv2d_grad_weight_decompose(b, n):
+    # Per image and group g @ im2col(x)^T, summed over the batch.
+    x, g = n.inputs
+    a = n.attrs
+    out = n.outputs[0]
+    ws = a["weight_shape"]
+    as_cols, as_wmat, as_rows = _conv_gemm(b, x.shape, ws, g.shape[2:], a)
+    cols = b.im2col(_up(b, x), kernel=ws[2:], strides=a["strides"], padding=a["padding"],
+                    dilations=a["dilations"])
+    per_image = b.matmul(as_rows(_up(b, g)), as_cols(cols), transpose_b=True)
+    dw = b.sum(per_image, axes=(0,), keepdims=False)  # ([G,] K/G, C/G*KH*KW)
+    return [_down(b, b.reshape(dw, ws), out.dtype)]
+
+
 register(OpDef(
     "conv2d_grad_weight", Fusion.CONTRACTION, _conv2d_grad_weight_infer, _conv2d_grad_weight_ref,
     2, {"weight_shape": Attr("ints"), **_CONV_ATTRS}, _conv2d_grad_weight_vjp,
     lambda ts, outs, a: _io_cost(_conv_flops(ts[1].shape, outs[0].shape), ts, outs),
     doc="gradient of conv2d with respect to its weight, given the input x and the output "
-        "gradient g"))
+        "gradient g",
+    decompose=_conv2d_grad_weight_decompose))
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -373,6 +478,33 @@ def _first_max(x, kernel, strides, padding) -> np.ndarray:
     return np.argmax(hit, axis=-1)
 
 
+def _first_max_mask(b, x, a: dict):
+    """Decomposed _first_max: a bool (N, C, KH*KW, OH, OW) mask, true at each window's first
+    maximum only.
+
+    A window position is a candidate when it equals the window's maximum or is NaN (a NaN
+    maximum propagates), and when it is a real input element: padding never wins, even
+    against -inf inputs (the (1, 1, KH*KW, OH, OW) map of real positions is a constant made
+    here). argmax picks the first candidate in row-major kernel order; comparing its index
+    with a constant iota over the window axis gives the mask.
+    """
+    cols = _pool_cols(b, x, a, -np.inf)
+    kk, oh, ow = cols.shape[2:]
+    hit = b.logical_or(b.equal(cols, b.max(cols, axes=(2,), keepdims=True)),
+                       b.not_equal(cols, cols))
+    if any(a["padding"]):
+        real = _pad_hw(np.ones((1, 1) + x.shape[2:], bool), a["padding"], False)
+        real = _windows(real, a["kernel"], a["strides"], (1, 1), oh, ow)  # (1,1,OH,OW,KH,KW)
+        real = real.reshape(1, 1, oh, ow, kk).transpose(0, 1, 4, 2, 3)
+        hit = b.logical_and(hit, b.const(real, dtypes.bool_))
+    first = b.argmax(b.cast(hit, to=dtypes.i32), axis=2, keepdims=True)  # (N, C, 1, OH, OW)
+    return b.equal(first, b.const(np.arange(kk).reshape(1, 1, kk, 1, 1), first.dtype))
+
+
+def _max_pool2d_decompose(b, n):
+    return [b.max(_pool_cols(b, n.inputs[0], n.attrs, -np.inf), axes=(2,), keepdims=False)]
+
+
 def _max_pool2d_vjp(b, n, g):
     return [b.max_pool2d_grad(n.inputs[0], g, **n.attrs)]
 
@@ -382,7 +514,8 @@ register(OpDef(
     _max_pool2d_vjp,
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"]), ts, outs),
     doc="maximum over kernel windows (NCHW); padding (top, bottom, left, right) is -inf and "
-        "every window must overlap the input; NaN propagates"))
+        "every window must overlap the input; NaN propagates",
+    decompose=_max_pool2d_decompose))
 
 
 def _max_pool2d_grad_infer(ts, a):
@@ -405,6 +538,16 @@ def _max_pool2d_grad_ref(x, g, kernel, strides, padding):
     return np.ascontiguousarray(_crop(dxp, padding, x.shape[2:])).astype(x.dtype)
 
 
+def _max_pool2d_grad_decompose(b, n):
+    x, g = n.inputs
+    nb, c, oh, ow = g.shape
+    mask = _first_max_mask(b, x, n.attrs)
+    # The same columns as the reference builds (g at each first maximum, zeros elsewhere),
+    # summed by the same col2im: bit-identical results.
+    routed = b.where(mask, b.reshape(g, (nb, c, 1, oh, ow)), b.scalar(0.0, g))
+    return [_pool_uncols(b, routed, x.shape, n.attrs)]
+
+
 def _max_pool2d_grad_vjp(b, n, c):
     x, _ = n.inputs
     return [None, b.max_pool2d_select(x, c, **n.attrs)]
@@ -417,7 +560,8 @@ register(OpDef(
     nondiff_inputs=(0,),
     doc="gradient of max_pool2d: each window's gradient goes to the first maximum of x in "
         "the window (row-major over the kernel, as PyTorch); overlapping windows add up. "
-        "Piecewise constant in x, so no gradient flows to x"))
+        "Piecewise constant in x, so no gradient flows to x",
+    decompose=_max_pool2d_grad_decompose))
 
 
 def _max_pool2d_select_infer(ts, a):
@@ -437,6 +581,14 @@ def _max_pool2d_select_ref(x, v, kernel, strides, padding):
     return np.ascontiguousarray(np.take_along_axis(win, idx[..., None], axis=-1)[..., 0])
 
 
+def _max_pool2d_select_decompose(b, n):
+    x, v = n.inputs
+    mask = _first_max_mask(b, x, n.attrs)
+    picked = b.where(mask, _pool_cols(b, v, n.attrs, 0.0), b.scalar(-0.0, v))
+    # One true per window; the other terms are -0.0, so the sum is the picked value exactly.
+    return [b.sum(picked, axes=(2,), keepdims=False)]
+
+
 def _max_pool2d_select_vjp(b, n, g):
     x, _ = n.inputs
     return [None, b.max_pool2d_grad(x, g, **n.attrs)]
@@ -448,7 +600,8 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"]), ts, outs),
     nondiff_inputs=(0,),
     doc="for each max_pool2d window of x, the value of v at the window's first maximum of x; "
-        "the adjoint of max_pool2d_grad in g (it makes double-backward through max pooling)"))
+        "the adjoint of max_pool2d_grad in g (it makes double-backward through max pooling)",
+    decompose=_max_pool2d_select_decompose))
 
 
 # avg_pool2d --------------------------------------------------------------------------------
@@ -474,6 +627,26 @@ def _avg_pool2d_ref(x, kernel, strides, padding, count_include_pad):
     return (win.sum(axis=(4, 5)) / div).astype(x.dtype)
 
 
+def _avg_divisor_value(b, n, like):
+    """The divisor as a graph constant: a scalar, or the (1, 1, OH, OW) count map of real
+    elements (count_include_pad=false with padding), computed here with numpy."""
+    a = n.attrs
+    xs = a["input_shape"] if "input_shape" in a else n.inputs[0].shape
+    out_hw = _out_hw(xs[2:], a["kernel"], a["strides"], a["padding"])
+    div = np.asarray(_avg_divisor(xs[2:], a["kernel"], a["strides"], a["padding"],
+                                  a["count_include_pad"], out_hw))
+    if div.size and np.all(div == div.flat[0]):  # no window is cut by the padding
+        div = div.flat[0]
+    return b.const(div, like.dtype)
+
+
+def _avg_pool2d_decompose(b, n):
+    x = n.inputs[0]
+    xu = _up(b, x)
+    total = b.sum(_pool_cols(b, xu, n.attrs, 0.0), axes=(2,), keepdims=False)
+    return [_down(b, b.div(total, _avg_divisor_value(b, n, xu)), x.dtype)]
+
+
 def _avg_pool2d_vjp(b, n, g):
     return [b.avg_pool2d_grad(g, input_shape=n.inputs[0].shape, **n.attrs)]
 
@@ -483,7 +656,8 @@ register(OpDef(
     _avg_pool2d_vjp,
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"], 1), ts, outs),
     doc="mean over kernel windows (NCHW) with zero padding; count_include_pad=false divides "
-        "by the number of input elements in each window instead of kh*kw"))
+        "by the number of input elements in each window instead of kh*kw",
+    decompose=_avg_pool2d_decompose))
 
 
 def _avg_pool2d_grad_infer(ts, a):
@@ -508,6 +682,16 @@ def _avg_pool2d_grad_ref(g, input_shape, kernel, strides, padding, count_include
     return np.ascontiguousarray(_crop(dxp, padding, input_shape[2:])).astype(g.dtype)
 
 
+def _avg_pool2d_grad_decompose(b, n):
+    (g,) = n.inputs
+    nb, c, oh, ow = g.shape
+    kk = n.attrs["kernel"][0] * n.attrs["kernel"][1]
+    gu = _up(b, g)
+    share = b.reshape(b.div(gu, _avg_divisor_value(b, n, gu)), (nb, c, 1, oh, ow))
+    cols = b.broadcast(share, (nb, c, kk, oh, ow))
+    return [_down(b, _pool_uncols(b, cols, n.attrs["input_shape"], n.attrs), g.dtype)]
+
+
 def _avg_pool2d_grad_vjp(b, n, c):
     a = {k: n.attrs[k] for k in _AVG_ATTRS}
     return [b.avg_pool2d(c, **a)]  # avg_pool2d_grad is avg_pool2d's adjoint, and vice versa
@@ -518,7 +702,8 @@ register(OpDef(
     {"input_shape": Attr("ints"), **_AVG_ATTRS}, _avg_pool2d_grad_vjp,
     lambda ts, outs, a: _io_cost(_pool_flops(ts[0].shape, a["kernel"], 1), ts, outs),
     doc="gradient of avg_pool2d: each window's gradient, divided as in the forward, spread "
-        "over the window; overlapping windows add up"))
+        "over the window; overlapping windows add up",
+    decompose=_avg_pool2d_grad_decompose))
 
 
 # --- softmax and log_softmax -------------------------------------------------------------------
@@ -563,6 +748,28 @@ def _log_softmax_vjp(b, n, g):
     return [b.sub(g, b.mul(b.exp(y), s))]
 
 
+def _shifted(b, x, axis: int):
+    """x - max(x) along axis (stable: the largest exponent becomes 0)."""
+    return b.sub(x, b.max(x, axes=(axis,), keepdims=True))
+
+
+def _softmax_decompose(b, n):
+    x, ax = n.inputs[0], n.attrs["axis"]
+    if x.shape[ax] == 0:  # nothing to normalise (and no maximum to take)
+        return [x]
+    e = b.exp(_shifted(b, _up(b, x), ax))
+    return [_down(b, b.div(e, b.sum(e, axes=(ax,), keepdims=True)), x.dtype)]
+
+
+def _log_softmax_decompose(b, n):
+    x, ax = n.inputs[0], n.attrs["axis"]
+    if x.shape[ax] == 0:
+        return [x]
+    z = _shifted(b, _up(b, x), ax)
+    lse = b.log(b.sum(b.exp(z), axes=(ax,), keepdims=True))
+    return [_down(b, b.sub(z, lse), x.dtype)]
+
+
 def _softmax_cost(per_element: int, per_row: int):
     def cost(ts, outs, a):
         t = ts[0]
@@ -575,11 +782,13 @@ _SOFTMAX_ATTRS = {"axis": Attr("int")}
 # Softmax per element: max, subtract, exp, sum, multiply by the row's reciprocal; per row: 1/s.
 register(OpDef("softmax", Fusion.REDUCTION, _axis_infer("softmax"), _softmax_ref, 1,
                dict(_SOFTMAX_ATTRS), _softmax_vjp, _softmax_cost(4 + _EXP_FLOPS, _DIV_FLOPS),
-               doc="exp(x - max) / sum(exp(x - max)) along one axis"))
+               doc="exp(x - max) / sum(exp(x - max)) along one axis",
+               decompose=_softmax_decompose))
 # log_softmax per element: max, subtract, exp, sum, subtract; per row: log.
 register(OpDef("log_softmax", Fusion.REDUCTION, _axis_infer("log_softmax"), _log_softmax_ref, 1,
                dict(_SOFTMAX_ATTRS), _log_softmax_vjp, _softmax_cost(4 + _EXP_FLOPS, _EXP_FLOPS),
-               doc="x - max - log(sum(exp(x - max))) along one axis"))
+               doc="x - max - log(sum(exp(x - max))) along one axis",
+               decompose=_log_softmax_decompose))
 
 
 # --- one_hot and softmax cross-entropy -------------------------------------------------------
@@ -605,10 +814,27 @@ def _one_hot_ref(labels, depth, dtype):
     return (labels[..., None] == np.arange(depth)).astype(dtypes.dtype(dtype).np_dtype)
 
 
+def _lower_one_hot(ctx, node):
+    """out[i, j] = (labels[i] == j); a label outside [0, depth) is reported after the call."""
+    from .. import kernel as K
+    from .. import lowering as L
+    labels, out = node.inputs[0], node.outputs[0]
+    depth = node.attrs["depth"]
+    lb, ob = ctx.buf(labels), ctx.buf(out)
+
+    def body(vs):
+        i, j = vs
+        lab = K.Cast(K.Load(lb, i, labels.dtype), dtypes.i64)
+        _, flag = ctx.check_index(lab, depth, "one_hot label")
+        hit = K.Compare("eq", lab, j)
+        return [flag, K.Store(ob, L.linear_index([i, j], [depth, 1]), K.Cast(hit, out.dtype))]
+    ctx.kernel(ctx.loops([labels.type.size, depth], body), [lb], [ob, ctx.status])
+
+
 register(OpDef(
     "one_hot", Fusion.OPAQUE, _one_hot_infer, _one_hot_ref, 1,
     {"depth": Attr("int"), "dtype": Attr("dtype", "f32")}, None,
-    lambda ts, outs, a: _io_cost(outs[0].size, ts, outs), nondiff_inputs=(0,),
+    lambda ts, outs, a: _io_cost(outs[0].size, ts, outs), nondiff_inputs=(0,), lower=_lower_one_hot,
     doc="labels[..., None] == arange(depth) as dtype; a label outside [0, depth) is an error. "
         "Opaque to fusion: its output has one more axis than its input, which elementwise "
         "ops never have"))
@@ -656,6 +882,25 @@ def _ce_vjp(b, n, g):
     return [b.mul(d, g), None]
 
 
+def _ce_decompose(b, n):
+    logits, labels = n.inputs
+    rows, classes = logits.shape
+    z = _shifted(b, _up(b, logits), 1)                              # logits - max
+    lse = b.log(b.sum(b.exp(z), axes=(1,), keepdims=False))         # log-sum-exp - max
+    # z[i, labels[i]]: select with a one-hot mask (one_hot checks the label range, as the
+    # reference does); the other terms are -0.0, so the sum is the picked value exactly,
+    # and a -inf logit elsewhere in the row does not turn it into NaN as 0 * -inf would.
+    hot = b.one_hot(labels, depth=classes, dtype=dtypes.bool_)
+    picked = b.sum(b.where(hot, z, b.scalar(-0.0, z)), axes=(1,), keepdims=False)
+    loss = b.sub(lse, picked)                                       # (N,)
+    red = n.attrs["reduction"]
+    if red != "none":
+        loss = b.sum(loss, axes=(0,), keepdims=False)
+        if red == "mean":  # 0 / 0 is NaN for an empty batch, as in the reference
+            loss = b.div(loss, b.scalar(float(rows), loss))
+    return [_down(b, loss, logits.dtype)]
+
+
 def _ce_cost(ts, outs, a):
     n, c = ts[0].shape
     # Per logit: max, subtract, exp, sum; per row: log, add max, subtract picked logit; + reduce.
@@ -667,7 +912,8 @@ register(OpDef(
     {"reduction": Attr("str", "mean", ("mean", "sum", "none"))}, _ce_vjp, _ce_cost,
     nondiff_inputs=(1,),
     doc="-log softmax(logits)[i, labels[i]] per row (N, C) logits, int labels (N,); reduced "
-        "by mean (default), sum, or none (shape (N,)); a label outside [0, C) is an error"))
+        "by mean (default), sum, or none (shape (N,)); a label outside [0, C) is an error",
+    decompose=_ce_decompose))
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -750,6 +996,46 @@ def _bn_vjp(b, n, gs):
     return [gx, ggamma, gbeta]
 
 
+def _centred(b, x, axes: tuple[int, ...]):
+    """(mean, x - mean) over axes, keepdims, accurate to the data's spread, not its size.
+
+    The data is first shifted by each group's first element (exact or nearly so, by
+    Sterbenz's lemma, for values of similar size), so the mean is taken of deviations and
+    x - mean is (x - x0) - mean(x - x0): the mean is carried in two numbers. With f32 data of
+    mean 1e4 and spread 3, a plain mean's rounding (~5e-4) alone would shift every
+    normalised value by ~1e-4; this keeps it to a few ulps. (The float64 references take a
+    plain mean: on such data they are the less accurate, by ~eps64 * mean / spread.)
+    """
+    if any(x.shape[a] == 0 for a in axes):
+        mean = b.mean(x, axes=axes, keepdims=True)
+        return mean, b.sub(x, mean)
+    rank = x.type.rank
+    first = b.slice(x, starts=(0,) * rank, steps=(1,) * rank,
+                    stops=tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    # An infinite or NaN first element would poison every deviation: shift by 0 instead.
+    first = b.where(b.less(b.abs(first), b.scalar(np.inf, first)), first, b.scalar(0.0, first))
+    shifted = b.sub(x, first)
+    mean = b.mean(shifted, axes=axes, keepdims=True)
+    return b.add(mean, first), b.sub(shifted, mean)
+
+
+def _normalize(b, xc, var, eps: float, gamma, beta):
+    """xc / sqrt(var + eps) * gamma + beta, in the references' order of operations."""
+    return b.add(b.mul(b.div(xc, b.sqrt(b.add(var, b.scalar(eps, var)))), gamma), beta)
+
+
+def _bn_decompose(b, n):
+    x, gamma, beta = n.inputs
+    ax, eps = n.attrs["axis"], n.attrs["eps"]
+    red, bs, c = _other_axes(x.type.rank, ax), _bshape(x.type.rank, ax, x.shape[ax]), x.shape[ax]
+    xu = _up(b, x)
+    mean, xc = _centred(b, xu, red)
+    var = b.mean(b.mul(xc, xc), axes=red, keepdims=True)  # two-pass, biased
+    y = _normalize(b, xc, var, eps, b.reshape(_up(b, gamma), bs), b.reshape(_up(b, beta), bs))
+    return [_down(b, y, x.dtype), _down(b, b.reshape(mean, (c,)), x.dtype),
+            _down(b, b.reshape(var, (c,)), x.dtype)]
+
+
 def _bn_cost(ts, outs, a):
     x = ts[0]
     c = x.shape[a["axis"]]
@@ -763,7 +1049,8 @@ register(OpDef(
     num_outputs=3,
     doc="training-mode batch normalisation over every axis but `axis` (the channel axis): "
         "outputs y = (x - mean) / sqrt(var + eps) * gamma + beta, the batch mean (C,) and the "
-        "biased batch variance (C,)"))
+        "biased batch variance (C,)",
+    decompose=_bn_decompose))
 
 
 def _bni_infer(ts, a):
@@ -777,6 +1064,14 @@ def _bni_ref(x, gamma, beta, running_mean, running_var, axis, eps):
     f = lambda t: t.astype(_F64).reshape(bs)  # noqa: E731
     y = (x.astype(_F64) - f(running_mean)) / np.sqrt(f(running_var) + eps) * f(gamma) + f(beta)
     return y.astype(x.dtype)
+
+
+def _bni_decompose(b, n):
+    x, gamma, beta, rmean, rvar = n.inputs
+    bs = _bshape(x.type.rank, n.attrs["axis"], x.shape[n.attrs["axis"]])
+    f = lambda t: b.reshape(_up(b, t), bs)  # noqa: E731
+    xc = b.sub(_up(b, x), f(rmean))
+    return [_down(b, _normalize(b, xc, f(rvar), n.attrs["eps"], f(gamma), f(beta)), x.dtype)]
 
 
 def _bni_vjp(b, n, g):
@@ -804,7 +1099,8 @@ register(OpDef(
     # Per element: (sub, mul, mul, add); per channel: add eps and rsqrt.
     lambda ts, outs, a: _io_cost(4 * ts[0].size + ts[1].size * (1 + _RSQRT_FLOPS), ts, outs),
     doc="batch normalisation with given statistics: (x - running_mean) / sqrt(running_var + "
-        "eps) * gamma + beta, per channel on `axis`"))
+        "eps) * gamma + beta, per channel on `axis`",
+    decompose=_bni_decompose))
 
 
 def _ln_infer(ts, a):
@@ -851,6 +1147,16 @@ def _ln_vjp(b, n, g):
     return [gx, b.sum_to(b.mul(g, xhat), gamma.shape), b.sum_to(g, gamma.shape)]
 
 
+def _ln_decompose(b, n):
+    x, gamma, beta = n.inputs
+    axes = n.attrs["axes"]
+    _, xc = _centred(b, _up(b, x), axes)
+    var = b.mean(b.mul(xc, xc), axes=axes, keepdims=True)  # two-pass, biased
+    # gamma and beta have the trailing axes' shape: numpy broadcasting lines them up.
+    return [_down(b, _normalize(b, xc, var, n.attrs["eps"], _up(b, gamma), _up(b, beta)),
+                  x.dtype)]
+
+
 def _ln_cost(ts, outs, a):
     x = ts[0]
     group = prod(x.shape[i] for i in a["axes"])
@@ -863,4 +1169,5 @@ register(OpDef(
     "layer_norm", Fusion.REDUCTION, _ln_infer, _ln_ref, 3,
     {"axes": Attr("ints"), "eps": Attr("float", 1e-5)}, _ln_vjp, _ln_cost,
     doc="normalise over the trailing `axes` (biased variance), then scale by gamma and shift "
-        "by beta, which have the shape of those axes"))
+        "by beta, which have the shape of those axes",
+    decompose=_ln_decompose))

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ShapeError
+from ..lowering import lower_argmax, lower_reduction
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import TensorType
 from ._common import check_axes, normalize_axis, reduced_shape, require_float, require_numeric
@@ -39,7 +40,8 @@ def _reduction(name: str, ref, vjp, kind: str) -> None:
     def reference(x, axes, keepdims):
         return np.asarray(ref(x, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype)
 
-    register(OpDef(name, Fusion.REDUCTION, infer, reference, 1, dict(_AXES), vjp, _reduce_cost))
+    register(OpDef(name, Fusion.REDUCTION, infer, reference, 1, dict(_AXES), vjp, _reduce_cost,
+                   lower=lambda ctx, node: lower_reduction(ctx, node, name)))
 
 
 def _sum_vjp(b, n, g):
@@ -87,4 +89,6 @@ def _argmax_ref(x, axis, keepdims):
 
 register(OpDef("argmax", Fusion.REDUCTION, _argmax_infer, _argmax_ref, 1,
                {"axis": Attr("int"), "keepdims": Attr("bool", False)}, None, _reduce_cost,
+               lower=lower_argmax,
                doc="index of the first maximum along one axis (i64)"))
+

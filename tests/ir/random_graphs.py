@@ -636,6 +636,26 @@ def _r_one_hot(ctx: Ctx, op: str):
     return [labels], attrs
 
 
+@recipe("im2col", "col2im")
+def _r_window(ctx: Ctx, op: str):
+    x = _nchw(ctx)
+    ch = ctx.ch
+    xt = x.type
+    attrs: dict[str, Any] = {"kernel": (ch.randint(1, min(3, xt.shape[2])),
+                                        ch.randint(1, min(3, xt.shape[3])))}
+    if ch.coin(0.5):
+        attrs["strides"] = (ch.randint(1, 2), ch.randint(1, 2))
+    if ch.coin(0.5):
+        attrs["padding"] = tuple(ch.randint(0, 1) for _ in range(4))
+    if ch.coin(0.3):
+        attrs["dilations"] = (ch.randint(1, 2), ch.randint(1, 2))
+    if op == "im2col":
+        if ch.coin(0.3):
+            attrs["value"] = ch.choice([float("-inf"), 1.5])
+        return [x], attrs
+    return [ctx.like(_infer1("im2col", [xt], attrs))], {"input_shape": xt.shape, **attrs}
+
+
 @recipe("softmax_cross_entropy")
 def _r_ce(ctx: Ctx, op: str):
     logits = _float_value(ctx, 2, pred=lambda v: v.type.rank == 2 and v.shape[1] > 0)

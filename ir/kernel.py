@@ -1,0 +1,299 @@
+"""Kernel IR: the loop level that every code generator reads.
+
+A `Program` is an ordered list of `Kernel`s over named `Buffer`s. A kernel is a loop nest:
+`For` loops with schedule marks, `Store`s of scalar expressions into flat buffer
+positions, scalar locals for reductions, and `Gemm` calls to a generated microkernel with
+a fused epilogue. Buffers are dense, row-major, addressed by flat element index, so index
+arithmetic is explicit in the IR and identical for the LLVM and CUDA generators. Nothing
+here is specific to one backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from .dtypes import DType, bool_, i64
+
+# -- scalar expressions -------------------------------------------------------------------
+
+UNARY_FUNCS = ("neg", "abs", "sign", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf",
+               "sin", "cos", "not")
+BINARY_FUNCS = ("add", "sub", "mul", "div", "pow", "max", "min", "and", "or", "mod")
+COMPARE_FUNCS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float | int | bool
+    dtype: DType
+
+    def __str__(self) -> str:
+        if self.dtype.is_bool:
+            return "true" if self.value else "false"
+        return f"{self.value!r}:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class Var:
+    """A loop index (i64)."""
+    name: str
+    dtype: DType = i64
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class LocalRef:
+    """Reads a scalar local declared by `Declare`."""
+    name: str
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"${self.name}"
+
+
+@dataclass(frozen=True)
+class Load:
+    buffer: str
+    index: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.buffer}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Unary:
+    op: str
+    x: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.op}({self.x})"
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    a: "Expr"
+    b: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&&", "or": "||"}
+        if self.op in sym:
+            return f"({self.a} {sym[self.op]} {self.b})"
+        return f"{self.op}({self.a}, {self.b})"
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str
+    a: "Expr"
+    b: "Expr"
+    dtype: DType = bool_
+
+    def __str__(self) -> str:
+        sym = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[self.op]
+        return f"({self.a} {sym} {self.b})"
+
+
+@dataclass(frozen=True)
+class Select:
+    cond: "Expr"
+    a: "Expr"
+    b: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"select({self.cond}, {self.a}, {self.b})"
+
+
+@dataclass(frozen=True)
+class Cast:
+    x: "Expr"
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.dtype}({self.x})"
+
+
+Expr = Union[Const, Var, LocalRef, Load, Unary, Binary, Compare, Select, Cast]
+
+
+# -- statements ---------------------------------------------------------------------------
+
+LOOP_MARKS = ("serial", "parallel", "vectorize", "unroll", "reduce")
+
+
+@dataclass
+class For:
+    """for var in [0, extent): body. `mark` is a schedule hint the generators honour:
+    parallel (split across threads), vectorize (innermost, contiguous), unroll, reduce (the
+    body accumulates into locals; floating-point reassociation is allowed)."""
+    var: Var
+    extent: int
+    body: list["Stmt"]
+    mark: str = "serial"
+
+
+@dataclass
+class Store:
+    buffer: str
+    index: Expr
+    value: Expr
+
+
+@dataclass
+class Declare:
+    """A scalar local with an initial value."""
+    local: LocalRef
+    init: Expr
+
+
+@dataclass
+class Assign:
+    local: LocalRef
+    value: Expr
+
+
+@dataclass
+class Gemm:
+    """C[b] = epilogue(alpha * op(A[b]) @ op(B[b]) (+ C[b] if accumulate)) over `batch`
+    matrices, with per-operand batch strides (0 broadcasts) and leading dimensions in
+    elements. The epilogue is an elementwise expression of `LocalRef("acc")` and of loads
+    indexed by the row and column variables `i` and `j` (bias, activation, residual)."""
+    a: str
+    b: str
+    c: str
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    trans_a: bool = False
+    trans_b: bool = False
+    lda: int = 0
+    ldb: int = 0
+    ldc: int = 0
+    stride_a: int = 0
+    stride_b: int = 0
+    stride_c: int = 0
+    offset_a: "Expr | int" = 0  # element offsets; expressions of enclosing loop variables
+    offset_b: "Expr | int" = 0
+    offset_c: "Expr | int" = 0
+    accumulate: bool = False
+    epilogue: Expr | None = None
+
+
+Stmt = Union[For, Store, Declare, Assign, Gemm]
+
+
+# -- containers ---------------------------------------------------------------------------
+
+BUFFER_KINDS = ("input", "param", "const", "output", "temp")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A dense row-major array addressed by flat element index.
+
+    kind: input (fed by the caller), param (parameter state, read-only during a call),
+    const (data in Program.constants), output (written by the program: results and
+    parameter updates), temp (placed in the arena)."""
+    name: str
+    size: int  # elements
+    dtype: DType
+    kind: str = "temp"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}: {self.dtype}[{self.size}]"
+
+
+@dataclass
+class Kernel:
+    name: str
+    body: list[Stmt]
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    source: str = ""  # the graph node(s) it computes, for dumps and errors
+
+    def __str__(self) -> str:
+        head = f"kernel @{self.name}(reads {', '.join(self.reads)}; writes {', '.join(self.writes)})"
+        if self.source:
+            head += f"  // {self.source}"
+        return head + " {\n" + "".join(_fmt(s, 1) for s in self.body) + "}"
+
+
+@dataclass
+class Program:
+    """Kernels in execution order over buffers.
+
+    ABI of the generated entry point: `void entry(void** args)` where args holds one data
+    pointer per non-temp, non-alias buffer in `external()` order, then the arena base.
+    `aliases` maps a buffer to (base, element offset) when it is a view of another (reshape,
+    squeeze, in-place activation); `arena` maps temps to byte offsets in the arena (the
+    memory plan), with `arena_bytes` the total. `outputs` names the graph's results in
+    order and `updates` maps parameter names to the output buffers holding their new value.
+    """
+    name: str
+    buffers: dict[str, Buffer]
+    kernels: list[Kernel]
+    inputs: list[str] = field(default_factory=list)   # buffer per graph input, in order
+    params: dict[str, str] = field(default_factory=dict)  # parameter name -> buffer
+    outputs: list[str] = field(default_factory=list)
+    updates: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, "object"] = field(default_factory=dict)  # buffer -> numpy array
+    aliases: dict[str, tuple[str, int]] = field(default_factory=dict)
+    arena: dict[str, int] = field(default_factory=dict)  # temp buffer -> byte offset
+    arena_bytes: int = 0
+    # An i32[2] output buffer kernels flag runtime errors in (bad gather indices...): slot 0
+    # holds 0 or the 1-based code of a message in `errors`; slot 1 is scratch.
+    status: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def external(self) -> list[str]:
+        """Buffers passed by pointer, in ABI order: inputs, params, consts, outputs."""
+        order = {"input": 0, "param": 1, "const": 2, "output": 3}
+        ext = [b for b in self.buffers.values() if b.kind in order and b.name not in self.aliases]
+        return [b.name for b in sorted(ext, key=lambda b: order[b.kind])]
+
+    def __str__(self) -> str:
+        lines = [f"program @{self.name} (arena {self.arena_bytes} bytes)"]
+        for b in self.buffers.values():
+            where = ""
+            if b.name in self.aliases:
+                where = f" = view of {self.aliases[b.name][0]} + {self.aliases[b.name][1]}"
+            elif b.name in self.arena:
+                where = f" @ arena+{self.arena[b.name]}"
+            lines.append(f"  {b}{where}")
+        return "\n".join(lines) + "\n" + "\n".join(str(k) for k in self.kernels) + "\n"
+
+
+def _fmt(s: Stmt, depth: int) -> str:
+    pad = "  " * depth
+    if isinstance(s, For):
+        mark = "" if s.mark == "serial" else f" [{s.mark}]"
+        inner = "".join(_fmt(b, depth + 1) for b in s.body)
+        return f"{pad}for {s.var} in 0..{s.extent}{mark} {{\n{inner}{pad}}}\n"
+    if isinstance(s, Store):
+        return f"{pad}{s.buffer}[{s.index}] = {s.value}\n"
+    if isinstance(s, Declare):
+        return f"{pad}let {s.local}: {s.local.dtype} = {s.init}\n"
+    if isinstance(s, Assign):
+        return f"{pad}{s.local} = {s.value}\n"
+    if isinstance(s, Gemm):
+        ta = "ᵀ" if s.trans_a else ""
+        tb = "ᵀ" if s.trans_b else ""
+        epi = f" then {s.epilogue}" if s.epilogue is not None else ""
+        acc = " +=" if s.accumulate else " ="
+        return (f"{pad}gemm {s.c}[{s.batch}x{s.m}x{s.n}]{acc} {s.a}{ta} @ {s.b}{tb} (k={s.k}){epi}\n")
+    raise TypeError(type(s))
+
+
+def walk_exprs(e: Expr) -> Iterator[Expr]:
+    yield e
+    for child in ("x", "a", "b", "cond", "index"):
+        sub = getattr(e, child, None)
+        if sub is not None and not isinstance(sub, (str, DType)):
+            yield from walk_exprs(sub)

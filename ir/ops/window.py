@@ -1,0 +1,219 @@
+"""Window ops: im2col and col2im, the two primitives convolution and pooling lower to.
+
+``im2col(x)`` lays every kernel window of an NCHW image out as a column:
+
+    x: (N, C, H, W)  ->  cols: (N, C*KH*KW, OH*OW)
+    cols[n, c*KH*KW + i*KW + j, oh*OW + ow] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw]
+
+where ``xp`` is x padded by ``padding=(top, bottom, left, right)`` with the constant
+``value`` (0 for convolution and average pooling, -inf for max pooling). This row order is
+the one that makes a convolution one GEMM: ``conv2d(x, w) = w.reshape(K, C*KH*KW) @
+im2col(x)``, reshaped to (N, K, OH, OW) (batch-broadcast over N by matmul).
+
+``col2im(cols)`` is im2col's adjoint: it adds every column entry back to the input position
+it was read from (overlapping windows add up; padding positions are dropped). Its
+``input_shape=(N, C, H, W)`` attribute fixes the image size, which the columns alone do not
+determine (the stride remainder). <im2col(x), y> == <x, col2im(y)>, so each is the other's
+VJP: im2col's is col2im (the pad value is a constant and gets no gradient), col2im's is
+im2col with value 0.
+
+Attributes follow ir/ops/nn.py's canonical window geometry (``kernel``, ``strides``,
+``padding``, ``dilations``). Fusion: im2col is LAYOUT (a gather: each output element is a
+copy of one input element or the pad value); col2im is OPAQUE (it accumulates). The
+references are vectorised numpy: im2col is a strided view copied once (exact); col2im adds
+in float64 and rounds once to the operand dtype, as the nn references do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes
+from .. import kernel as K
+from .. import lowering as L
+from ..errors import ShapeError
+from ..registry import Attr, Cost, Fusion, OpDef, register
+from ..types import format_shape as _fs
+from ._common import require_float
+from .nn import (_check_shape_attr, _check_window_attrs, _col2im, _crop, _out_hw, _out_len,
+                 _pad_hw, _windows)
+
+_F64 = np.float64
+_GEOMETRY = {"kernel": Attr("ints"), "strides": Attr("ints", (1, 1)),
+             "padding": Attr("ints", (0, 0, 0, 0)), "dilations": Attr("ints", (1, 1))}
+
+
+def _geometry(a: dict) -> dict:
+    return {k: a[k] for k in _GEOMETRY}
+
+
+def _cols_shape(op: str, xs: tuple[int, ...], a: dict) -> tuple[int, int, int]:
+    """(N, C*KH*KW, OH*OW) for an image of shape xs, or a ShapeError/AttrError."""
+    _check_window_attrs(op, a, ("kernel", "strides", "padding", "dilations"))
+    n, c, h, w = xs
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = (a["kernel"], a["strides"], a["padding"],
+                                                      a["dilations"])
+    oh = _out_len(op, "height", h, pt, pb, kh, sh, dh, xs)
+    ow = _out_len(op, "width", w, pl, pr, kw, sw, dw, xs)
+    return (n, c * kh * kw, oh * ow)
+
+
+# --- im2col ---------------------------------------------------------------------------------
+
+def _im2col_infer(ts, a):
+    (x,) = ts
+    require_float("im2col", x)
+    if x.rank != 4:
+        raise ShapeError(f"im2col: input must have rank 4 (N, C, H, W), got {x}")
+    return x.with_shape(_cols_shape("im2col", x.shape, a))
+
+
+def _im2col_ref(x, kernel, strides, padding, dilations, value):
+    n, c = x.shape[:2]
+    oh, ow = _out_hw(x.shape[2:], kernel, strides, padding, dilations)
+    win = _windows(_pad_hw(x, padding, value), kernel, strides, dilations, oh, ow)
+    # (N, C, OH, OW, KH, KW) -> (N, C, KH, KW, OH, OW): rows (c, i, j), columns (oh, ow)
+    cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kernel[0] * kernel[1], oh * ow)
+    return np.ascontiguousarray(cols, dtype=x.dtype)
+
+
+def _im2col_vjp(b, n, g):
+    x = n.inputs[0]
+    return [b.col2im(g, input_shape=x.shape, **_geometry(n.attrs))]
+
+
+def _window_coords(a, oh_v, ow_v, ki, kj):
+    """Input row and column read by output position (oh, ow) at kernel tap (ki, kj)."""
+    (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
+    h = K.Binary("add", K.Binary("mul", oh_v, L.c64(sh), dtypes.i64), L.c64(ki * dh - pt), dtypes.i64)
+    w = K.Binary("add", K.Binary("mul", ow_v, L.c64(sw), dtypes.i64), L.c64(kj * dw - pl), dtypes.i64)
+    return h, w
+
+
+def _inside(h, w, height, width):
+    def within(v, n):
+        return K.Binary("and", K.Compare("ge", v, L.c64(0)), K.Compare("lt", v, L.c64(n)), dtypes.bool_)
+    return K.Binary("and", within(h, height), within(w, width), dtypes.bool_)
+
+
+def _lower_im2col(ctx, node):
+    """A loop nest over (n, c, ki, kj, oh, ow): each output element copies one input element
+    or the pad value; the kernel taps are unrolled at lowering time."""
+    x, out = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    n_, c_, hh, ww = x.shape
+    kh, kw = a["kernel"]
+    _, rows, cols = out.shape
+    oh_n, ow_n = _out_hw_of(x.shape, a)
+    xb, ob = ctx.buf(x), ctx.buf(out)
+    fill = K.Const(a["value"], x.dtype)
+    body = []
+    for ki in range(kh):
+        for kj in range(kw):
+            def tap(vs, ki=ki, kj=kj):
+                n, c, oh, ow = vs
+                h, w = _window_coords(a, oh, ow, ki, kj)
+                ok = _inside(h, w, hh, ww)
+                src = L.linear_index([n, c, h, w], [c_ * hh * ww, hh * ww, ww, 1])
+                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
+                dst = L.linear_index([n, row, oh, ow], [rows * cols, cols, ow_n, 1])
+                val = K.Select(ok, K.Load(xb, K.Select(ok, src, L.c64(0), dtypes.i64), x.dtype), fill,
+                               x.dtype)
+                return [K.Store(ob, dst, val)]
+            body += ctx.loops([n_, c_, oh_n, ow_n], tap)
+    ctx.kernel(body, [xb], [ob])
+
+
+def _out_hw_of(xs, a):
+    _, _, cols = _cols_shape("im2col", xs, a)
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = (a["kernel"], a["strides"], a["padding"],
+                                                      a["dilations"])
+    ow = (xs[3] + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    return cols // ow, ow
+
+
+def _lower_col2im(ctx, node):
+    """Zero the image, then add every column entry back; the outer loop runs over (n, c)
+    planes, which never share an output element, so it can run in parallel."""
+    cols, out = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    n_, c_, hh, ww = out.shape
+    kh, kw = a["kernel"]
+    _, rows, ncol = cols.shape
+    oh_n, ow_n = _out_hw_of(out.shape, a)
+    cb, ob = ctx.buf(cols), ctx.buf(out)
+    zero = K.Const(0.0, out.dtype)
+    init = ctx.loops([out.type.size], lambda vs: [K.Store(ob, vs[0], zero)])
+
+    def plane(vs):
+        (p,) = vs
+        stmts = []
+        for ki in range(kh):
+            for kj in range(kw):
+                oh, ow = ctx.var("oh"), ctx.var("ow")
+                h, w = _window_coords(a, oh, ow, ki, kj)
+                ok = _inside(h, w, hh, ww)
+                dst = K.Select(ok, L.linear_index([p, h, w], [hh * ww, ww, 1]),
+                               L.linear_index([p], [hh * ww]), dtypes.i64)
+                n = K.Binary("div", p, L.c64(c_), dtypes.i64)
+                c = K.Binary("mod", p, L.c64(c_), dtypes.i64)
+                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
+                src = L.linear_index([n, row, oh, ow], [rows * ncol, ncol, ow_n, 1])
+                add = K.Binary("add", K.Load(ob, dst, out.dtype),
+                               K.Select(ok, K.Load(cb, src, cols.dtype), zero, out.dtype), out.dtype)
+                stmts.append(K.For(oh, oh_n, [K.For(ow, ow_n, [K.Store(ob, dst, add)])]))
+        return stmts
+    ctx.kernel(init + ctx.loops([n_ * c_], plane, innermost="serial"), [cb], [ob])
+
+
+register(OpDef(
+    "im2col", Fusion.LAYOUT, _im2col_infer, _im2col_ref, 1,
+    {**_GEOMETRY, "value": Attr("float", 0.0)}, _im2col_vjp,
+    lambda ts, outs, a: Cost(0, ts[0].nbytes + outs[0].nbytes), lower=_lower_im2col,
+    doc="kernel windows of an NCHW image as columns: (N, C, H, W) -> (N, C*KH*KW, OH*OW), "
+        "row c*KH*KW + i*KW + j, column oh*OW + ow; padding (top, bottom, left, right) holds "
+        "the constant `value` (0 for convolution, -inf for max pooling)"))
+
+
+# --- col2im ---------------------------------------------------------------------------------
+
+def _col2im_infer(ts, a):
+    (cols,) = ts
+    op = "col2im"
+    require_float(op, cols)
+    xs = a["input_shape"]
+    _check_shape_attr(op, "input_shape", xs)
+    want = _cols_shape(op, xs, a)
+    if cols.shape != want:
+        (kh, kw), (oh, ow) = a["kernel"], _out_hw(xs[2:], a["kernel"], a["strides"],
+                                                  a["padding"], a["dilations"])
+        raise ShapeError(f"{op}: columns {cols} should have shape {_fs(want)} (N, C*KH*KW = "
+                         f"{xs[1]}*{kh}*{kw}, OH*OW = {oh}*{ow}) for input_shape {_fs(xs)} "
+                         f"with kernel {tuple(a['kernel'])}, strides {tuple(a['strides'])}, "
+                         f"padding {tuple(a['padding'])}, dilations {tuple(a['dilations'])}")
+    return cols.with_shape(tuple(xs))
+
+
+def _col2im_ref(cols, input_shape, kernel, strides, padding, dilations):
+    n, c, h, w = input_shape
+    (kh, kw), (pt, pb, pl, pr) = kernel, padding
+    oh, ow = _out_hw((h, w), kernel, strides, padding, dilations)
+    win = cols.astype(_F64).reshape(n, c, kh, kw, oh, ow).transpose(0, 1, 4, 5, 2, 3)
+    xp = _col2im(win, (h + pt + pb, w + pl + pr), strides, dilations)
+    return np.ascontiguousarray(_crop(xp, padding, (h, w))).astype(cols.dtype)
+
+
+def _col2im_vjp(b, n, g):
+    return [b.im2col(g, value=0.0, **_geometry(n.attrs))]
+
+
+def _col2im_cost(ts, outs, a):
+    # One add per column entry that lands inside the image; counted as one per entry.
+    return Cost(ts[0].size, ts[0].nbytes + outs[0].nbytes)
+
+
+register(OpDef(
+    "col2im", Fusion.OPAQUE, _col2im_infer, _col2im_ref, 1,
+    {"input_shape": Attr("ints"), **_GEOMETRY}, _col2im_vjp, _col2im_cost, lower=_lower_col2im,
+    doc="im2col's adjoint: (N, C*KH*KW, OH*OW) columns summed back into an (N, C, H, W) "
+        "image given by input_shape; overlapping windows add up, padding positions are "
+        "dropped, positions no window reads get zero"))

@@ -1,0 +1,138 @@
+"""Lowering: a graph becomes a kernel IR Program (the input of every code generator).
+
+Composite ops without a kernel of their own are first decomposed into registry ops
+(passes/legalize.py). Then each node becomes kernels through its registry entry: an
+elementwise op through its `scalar` hook and the generic elementwise loop nest, other ops
+through their `lower` hook. Graph outputs and parameter updates get buffers of kind
+`output`; other node results are arena temps (or views of another buffer when the op only
+reinterprets its input).
+"""
+from __future__ import annotations
+
+from ..ir.dtypes import DType, i32
+from ..ir.errors import GraphcError
+from ..ir.graph import Graph, Node, Value
+from ..ir.kernel import Buffer, For, Kernel, Load, Program, Store
+from ..ir.lowering import LowerCtx, lower_elementwise
+from ..ir.registry import get_op
+from .dce import eliminate_dead_code
+
+ARENA_ALIGN = 64  # bytes: a cache line, and enough for any vector load
+
+
+class LoweringError(GraphcError):
+    """A node that no lowering rule covers."""
+
+
+def _has_kernel(opdef) -> bool:
+    return opdef.scalar is not None or opdef.lower is not None
+
+
+def lower(graph: Graph) -> Program:
+    g = graph.copy()
+    try:
+        from .legalize import legalize
+    except ImportError:  # pragma: no cover - decompositions not available
+        legalize = None
+    if legalize is not None:
+        legalize(g, keep=_has_kernel)
+    eliminate_dead_code(g)
+    return _Lowering(g).run()
+
+
+class _Lowering:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.p = Program(g.name, {}, [])
+        self.buf: dict[Value, str] = {}
+        self.counter = 0
+
+    def add_buffer(self, name: str, size: int, dtype: DType, kind: str) -> str:
+        assert name not in self.p.buffers, name
+        self.p.buffers[name] = Buffer(name, size, dtype, kind)
+        return name
+
+    def new_temp(self, size: int, dtype: DType) -> str:
+        self.counter += 1
+        return self.add_buffer(f"scratch{self.counter}", size, dtype, "temp")
+
+    def add_error(self, message: str) -> int:
+        self.p.errors.append(message)
+        return len(self.p.errors)
+
+    def alias(self, out: Value, src: Value) -> bool:
+        name = self.buf[out]
+        if self.p.buffers[name].kind != "temp":
+            return False  # results the caller receives are real buffers
+        base, offset = self.buf[src], 0
+        while base in self.p.aliases:
+            base, extra = self.p.aliases[base]
+            offset += extra
+        self.p.aliases[name] = (base, offset)
+        return True
+
+    def run(self) -> Program:
+        g, p = self.g, self.p
+        for v in g.inputs:
+            self.buf[v] = self.add_buffer(f"in_{v.name}", v.type.size, v.dtype, "input")
+            p.inputs.append(self.buf[v])
+        for v in g.params:
+            self.buf[v] = self.add_buffer(f"param_{v.name}", v.type.size, v.dtype, "param")
+            p.params[v.name] = self.buf[v]
+        for i, c in enumerate(g.constants):
+            self.buf[c] = self.add_buffer(f"const{i}", c.type.size, c.dtype, "const")
+            p.constants[self.buf[c]] = c.data
+        p.status = self.add_buffer("status", 2, i32, "output")
+
+        # Results: a node value returned once becomes its own output buffer; anything else
+        # (inputs, params, constants, repeats) is copied into a fresh one at the end.
+        owner: dict[Value, str] = {}
+        copies: list[tuple[Value, str]] = []
+        results = [(f"out{i}", v) for i, v in enumerate(g.outputs)] + \
+                  [(f"upd_{k}", v) for k, v in g.updates.items()]
+        for name, v in results:
+            self.add_buffer(name, v.type.size, v.dtype, "output")
+            if v.kind == "node" and v not in owner:
+                owner[v] = name
+            else:
+                copies.append((v, name))
+        p.outputs = [name for name, _ in results[:len(g.outputs)]]
+        p.updates = {k: f"upd_{k}" for k in g.updates}
+
+        ctx = LowerCtx(lambda v: self.buf[v], self.new_temp, p.kernels.append, self.add_error,
+                       self.alias, p.status)
+        for node in g.nodes:
+            for v in node.outputs:
+                self.counter += 1
+                self.buf[v] = owner.get(v) or self.add_buffer(f"t{self.counter}", v.type.size,
+                                                             v.dtype, "temp")
+            ctx.node = node
+            self.lower_node(ctx, node)
+        ctx.node = None
+        for v, name in copies:
+            src = self.buf[v]
+            i = ctx.var()
+            ctx.kernel([For(i, v.type.size, [Store(name, i, Load(src, i, v.dtype))], "vectorize")],
+                       [src], [name], suffix="_copy")
+        self.plan_arena()
+        return p
+
+    def lower_node(self, ctx: LowerCtx, node: Node) -> None:
+        opdef = get_op(node.op)
+        if opdef.scalar is not None:
+            lower_elementwise(ctx, node, opdef.scalar)
+        elif opdef.lower is not None:
+            opdef.lower(ctx, node)
+        else:
+            raise LoweringError(f"op {node.op} has no kernel lowering and no decomposition",
+                                node=node)
+
+    def plan_arena(self) -> None:
+        """Every temp gets its own aligned slot. (Liveness-based reuse is the memory
+        planning pass's job.)"""
+        offset = 0
+        for b in self.p.buffers.values():
+            if b.kind == "temp" and b.name not in self.p.aliases:
+                self.p.arena[b.name] = offset
+                offset += -(-max(b.size * b.dtype.itemsize, 1) // ARENA_ALIGN) * ARENA_ALIGN
+        self.p.arena_bytes = offset
