@@ -25,17 +25,23 @@ def available_backends() -> list[str]:
 
 
 def compile_graph(graph: Graph, backend: str, params: Mapping[str, Any] | None = None,
-                  single_output: bool = False) -> Executable:
+                  single_output: bool = False, opt_level: int = 2) -> Executable:
+    """opt_level 0 runs no optimisation passes in the backend; 2 (the default) runs all."""
     if backend not in _BACKENDS:
         raise GraphcError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
-    return _BACKENDS[backend]()(graph, params=params, single_output=single_output)
+    return _BACKENDS[backend]()(graph, params=params, single_output=single_output,
+                                opt_level=opt_level)
 
 
 def _reference() -> BackendFactory:
     from .reference import ReferenceExecutable
-    return ReferenceExecutable
+
+    def factory(graph: Graph, *, params=None, single_output=False, opt_level=2) -> Executable:
+        return ReferenceExecutable(graph, params=params, single_output=single_output)
+    return factory
 
 
 register_backend("reference", _reference)
+register_backend("llvm", lambda: __import__(__name__ + ".llvm", fromlist=["factory"]).factory)
 
 __all__ = ["Executable", "register_backend", "available_backends", "compile_graph"]

@@ -56,7 +56,7 @@ def build_train_step(batch: int = BATCH, eval_batch: int = N_TOTAL - N_TRAIN,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--backend", default="reference")
+    ap.add_argument("--backend", default="llvm", help="llvm (native code) or reference (numpy)")
     args = ap.parse_args()
 
     images, labels = gc.load_digits()

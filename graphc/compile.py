@@ -88,15 +88,17 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
-            state_updates: bool | None = None) -> Executable:
+            state_updates: bool | None = None, opt_level: int = 2) -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
     updates: {param: new_value} applied after every call (an optimizer step).
     params: initial parameter values overriding the graph's initialisers.
+    opt_level: 0 compiles without optimisation passes (no fusion); 2 runs them all.
     """
     loc = capture_loc()
     try:
         work, single = prepare(graph, outputs, updates, state_updates)
-        return compile_graph(work, backend, params=params, single_output=single)
+        return compile_graph(work, backend, params=params, single_output=single,
+                             opt_level=opt_level)
     except GraphcError as e:
         raise e.attach(loc=loc)

@@ -150,6 +150,8 @@ def _node_diff(x: Node, y: Node, pa: dict, pb: dict, check_names: bool) -> str |
             return f"output {k}: names differ: {u.name!r} vs {v.name!r}"
     if x.loc != y.loc:
         return f"source locations differ: {x.loc} vs {y.loc}"
+    if x.group != y.group:
+        return f"fusion groups differ: {x.group} vs {y.group}"
     return None
 
 

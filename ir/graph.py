@@ -58,7 +58,7 @@ class Value:
 class Node:
     """One op application: inputs, attributes, outputs and the user's source line."""
 
-    __slots__ = ("op", "inputs", "attrs", "outputs", "loc")
+    __slots__ = ("op", "inputs", "attrs", "outputs", "loc", "group")
 
     def __init__(self, op: str, inputs: list[Value], attrs: dict[str, Any], loc: Loc | None) -> None:
         self.op = op
@@ -66,6 +66,8 @@ class Node:
         self.attrs = attrs
         self.outputs: list[Value] = []
         self.loc = loc
+        # Fusion group: nodes sharing a number lower to one kernel (set by passes/fusion.py).
+        self.group: int | None = None
 
     @property
     def output(self) -> Value:
@@ -229,6 +231,7 @@ class Graph:
             except KeyError:
                 raise VerificationError("node uses a value defined nowhere before it", node=n)
             m = Node(n.op, ins, dict(n.attrs), n.loc)
+            m.group = n.group
             m.outputs = [Value(v.type, "node", v.name, producer=m, index=v.index) for v in n.outputs]
             mapping.update(zip(n.outputs, m.outputs))
             g.nodes.append(m)

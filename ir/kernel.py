@@ -287,7 +287,9 @@ def _fmt(s: Stmt, depth: int) -> str:
         tb = "ᵀ" if s.trans_b else ""
         epi = f" then {s.epilogue}" if s.epilogue is not None else ""
         acc = " +=" if s.accumulate else " ="
-        return (f"{pad}gemm {s.c}[{s.batch}x{s.m}x{s.n}]{acc} {s.a}{ta} @ {s.b}{tb} (k={s.k}){epi}\n")
+        return (f"{pad}gemm {s.c}[+{s.offset_c}, {s.batch}x{s.m}x{s.n}, ldc={s.ldc}]{acc} "
+                f"{s.a}[+{s.offset_a}, lda={s.lda}]{ta} @ {s.b}[+{s.offset_b}, ldb={s.ldb}]{tb} "
+                f"(k={s.k}){epi}\n")
     raise TypeError(type(s))
 
 

@@ -294,3 +294,85 @@ def lower_copy_map(ctx: LowerCtx, node: Node, index_of: Callable[[list[Var]], Ex
             value = Select(ok, Load(sb, Select(ok, idx, c64(0), i64), src.dtype), fill, out.dtype)
         return [Store(ob, linear_index(vs, ostr), value)]
     ctx.kernel(ctx.loops(out.shape, body), [sb], [ob])
+
+
+# --- fusion groups -----------------------------------------------------------------------------
+
+def _member_expr(node: Node, ins: list[Expr]) -> Expr:
+    from .registry import get_op
+    scalar = get_op(node.op).scalar
+    if scalar is None:  # broadcast_to: the operand read at broadcast positions
+        return ins[0]
+    return scalar(ins, node.attrs, node.outputs[0].dtype)
+
+
+def lower_fused(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]) -> None:
+    """One loop nest for a fusion group (passes/fusion.py): elementwise members, optionally
+    closed by a row reduction over the members' common domain. Each member's value is a
+    local of the loop body; members whose values leave the group are stored as well."""
+    last = members[-1]
+    reduction = last if last.op in ("sum", "mean", "max", "min") else None
+    body_nodes = list(members[:-1]) if reduction is not None else list(members)
+    domain = body_nodes[0].outputs[0].shape
+    produced = {v for m in body_nodes for v in m.outputs}
+    external: list[Value] = []
+    for m in members:
+        for v in m.inputs:
+            if v not in produced and v not in external:
+                external.append(v)
+    dstr = row_strides(domain)
+    ext_strides = {v: broadcast_strides(v.shape, domain) for v in external}
+    reads = [ctx.buf(v) for v in external]
+    writes = [ctx.buf(v) for m in body_nodes for v in m.outputs if v in needed]
+
+    def compute(coords: list[Expr]) -> tuple[list[Stmt], dict[Value, Expr]]:
+        """The loop body at domain coordinates: locals for every member value."""
+        stmts: list[Stmt] = []
+        env: dict[Value, Expr] = {}
+        for v in external:
+            if any(v in m.inputs for m in body_nodes):
+                loc = LocalRef(f"in{ctx.var().name}", v.dtype)
+                stmts.append(Declare(loc, Load(ctx.buf(v), linear_index(coords, ext_strides[v]), v.dtype)))
+                env[v] = loc
+        for m in body_nodes:
+            out = m.outputs[0]
+            loc = LocalRef(f"v{ctx.var().name}", out.dtype)
+            stmts.append(Declare(loc, _member_expr(m, [env[v] for v in m.inputs])))
+            env[out] = loc
+            if out in needed:
+                stmts.append(Store(ctx.buf(out), linear_index(coords, dstr), loc))
+        return stmts, env
+
+    if reduction is None:
+        shape, strides = collapse(domain, [v.shape for v in external] + [domain])
+        ext_strides = dict(zip(external, strides[:-1]))
+        dstr = strides[-1]
+
+        def ew_body(vs: list[Var]) -> list[Stmt]:
+            return compute(list(vs))[0]
+        ctx.kernel(ctx.loops(shape, ew_body), reads, writes, suffix="_fused")
+        return
+
+    kind = reduction.op
+    axes = reduction.attrs["axes"]
+    out = reduction.outputs[0]
+    dt = out.dtype
+    kept = [a for a in range(len(domain)) if a not in axes]
+    count = prod(domain[a] for a in axes)
+    acc = LocalRef(f"acc{ctx.var().name}", dt)
+    x = reduction.inputs[0]
+
+    def red_body(vs: list[Var]) -> list[Stmt]:
+        rvars = [ctx.var("r") for _ in axes]
+        coords_map: dict[int, Expr] = dict(zip(kept, vs))
+        coords_map.update(zip(axes, rvars))
+        stmts, env = compute([coords_map[a] for a in range(len(domain))])
+        inner: list[Stmt] = stmts + [Assign(acc, combine(kind, acc, env[x]))]
+        for depth in reversed(range(len(axes))):
+            inner = [For(rvars[depth], domain[axes[depth]], inner,
+                         "reduce" if depth == len(axes) - 1 else "serial")]
+        result: Expr = acc if kind != "mean" else Binary("mul", acc, Const(1.0 / max(count, 1), dt), dt)
+        return [Declare(acc, reduce_init(kind, dt)), *inner,
+                Store(ctx.buf(out), linear_index(vs, row_strides([domain[a] for a in kept])), result)]
+    ctx.kernel(ctx.loops([domain[a] for a in kept], red_body, innermost="serial"), reads,
+               writes + [ctx.buf(out)], suffix="_fused")

@@ -221,6 +221,8 @@ def format_node(node: Node, names: dict[Value, str] | None = None, *, loc: bool 
     types = [format_type(v.type) for v in node.outputs]
     ty = types[0] if len(types) == 1 else "(" + ", ".join(types) + ")"
     s = f"{lhs} = {node.op}({args}){_format_attrs(node)} : {ty}"
+    if node.group is not None:
+        s += f" group({node.group})"
     if loc and node.loc is not None:
         s += "  " + _format_loc(node.loc)
     return s
@@ -898,6 +900,12 @@ class _Parser:
             self.expect_punct(")")
         else:
             declared = [self.parse_type()]
+        group = None
+        if self.at("ident", "group"):
+            self.advance()
+            self.expect_punct("(")
+            group = self.expect("int", "a fusion group number").value
+            self.expect_punct(")")
         loc = None
         if self.at("ident", "loc"):
             self.advance()
@@ -938,6 +946,7 @@ class _Parser:
                 return format_type(ts[0]) if len(ts) == 1 else \
                     "(" + ", ".join(format_type(x) for x in ts) + ")"
             raise self.error(f"declared {show(declared)} but {op} infers {show(inferred)}", type_tok)
+        node.group = group
         for vt, v in zip(lhs, node.outputs):
             v.name = self.name_of(vt)
             self.define(vt, v)

@@ -13,7 +13,7 @@ from ..ir.dtypes import DType, i32
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
 from ..ir.kernel import Buffer, For, Kernel, Load, Program, Store
-from ..ir.lowering import LowerCtx, lower_elementwise
+from ..ir.lowering import LowerCtx, lower_elementwise, lower_fused
 from ..ir.registry import get_op
 from .dce import eliminate_dead_code
 
@@ -28,15 +28,18 @@ def _has_kernel(opdef) -> bool:
     return opdef.scalar is not None or opdef.lower is not None
 
 
-def lower(graph: Graph) -> Program:
+def lower(graph: Graph, fuse_ops: bool = True) -> Program:
+    """Legalise, prune, fuse (unless fuse_ops is False) and lower a copy of graph."""
+    from .fusion import fuse
+    from .legalize import legalize
     g = graph.copy()
-    try:
-        from .legalize import legalize
-    except ImportError:  # pragma: no cover - decompositions not available
-        legalize = None
-    if legalize is not None:
-        legalize(g, keep=_has_kernel)
+    legalize(g, keep=_has_kernel)
     eliminate_dead_code(g)
+    if fuse_ops:
+        fuse(g)
+    else:
+        for n in g.nodes:
+            n.group = None
     return _Lowering(g).run()
 
 
@@ -101,13 +104,25 @@ class _Lowering:
 
         ctx = LowerCtx(lambda v: self.buf[v], self.new_temp, p.kernels.append, self.add_error,
                        self.alias, p.status)
+        groups: dict[int, list[Node]] = {}
+        for node in g.nodes:
+            if node.group is not None:
+                groups.setdefault(node.group, []).append(node)
+        outside: set[Value] = set(g.outputs) | set(g.updates.values())
+        for n in g.nodes:
+            for v in n.inputs:
+                if v.producer is not None and (n.group is None or v.producer.group != n.group):
+                    outside.add(v)
         for node in g.nodes:
             for v in node.outputs:
                 self.counter += 1
                 self.buf[v] = owner.get(v) or self.add_buffer(f"t{self.counter}", v.type.size,
                                                              v.dtype, "temp")
             ctx.node = node
-            self.lower_node(ctx, node)
+            if node.group is None:
+                self.lower_node(ctx, node)
+            elif node is groups[node.group][-1]:
+                lower_fused(ctx, groups[node.group], outside)
         ctx.node = None
         for v, name in copies:
             src = self.buf[v]
@@ -128,8 +143,14 @@ class _Lowering:
                                 node=node)
 
     def plan_arena(self) -> None:
-        """Every temp gets its own aligned slot. (Liveness-based reuse is the memory
-        planning pass's job.)"""
+        """Every temp a kernel touches gets its own aligned slot; values that live only
+        inside a fused kernel get none. (Liveness-based reuse is the memory planning
+        pass's job.)"""
+        used = {b for k in self.p.kernels for b in (*k.reads, *k.writes)}
+        used |= {base for base, _ in self.p.aliases.values()}
+        for name in [b.name for b in self.p.buffers.values() if b.kind == "temp" and b.name not in used
+                     and b.name not in self.p.aliases]:
+            del self.p.buffers[name]
         offset = 0
         for b in self.p.buffers.values():
             if b.kind == "temp" and b.name not in self.p.aliases:

@@ -1,0 +1,32 @@
+"""The LLVM CPU backend: kernel IR -> LLVM IR (llvmlite) -> machine code (MCJIT).
+
+    codegen.generate(program) -> GeneratedModule    one module, one entry function
+    engine.optimize_and_emit(text) -> object bytes   host CPU, O3, vectorisers on
+    cache.CompileCache                               memory + disk cache of objects
+    runtime.compile_program(program) -> CompiledProgram
+    runtime.LLVMExecutable(graph, program)           the Executable: one native call per call
+
+`factory` is what `graphc.compile(..., backend="llvm")` calls (registered in
+graphc/backends/__init__.py); it lowers the graph with passes.lower.lower.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
+            **options: Any):
+    """graph -> LLVMExecutable. Options: num_threads, cache (False, or a CompileCache),
+    codegen options (a codegen.CodegenOptions)."""
+    from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
+    from .runtime import LLVMExecutable
+    program = lower(graph, fuse_ops=options.pop("opt_level", 2) >= 1)
+    return LLVMExecutable(graph, program, params=params, single_output=single_output, **options)
+
+
+def compile_program(program, **kw):
+    from .runtime import compile_program as _cp
+    return _cp(program, **kw)
+
+
+__all__ = ["factory", "compile_program"]

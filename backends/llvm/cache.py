@@ -1,0 +1,192 @@
+"""Compile cache: object code keyed by what it depends on, in memory and on disk.
+
+Key: sha256 over (the program's full text — `codegen.program_key`, which adds GEMM
+leading dimensions/strides/offsets and the arena plan to `str(program)` —, the codegen
+options, the target triple, CPU name and features and LLVM version, graphc's version, and a
+hash of the code generator's own source files, so editing the generator invalidates
+entries without a version bump).
+
+Memory: a process-wide dict key -> object bytes (bounded, least recently used dropped).
+Disk: `$GRAPHC_CACHE_DIR` or `~/.cache/graphc` (`$XDG_CACHE_HOME/graphc` when set), one
+file `<key>.gco` per entry:
+
+    b"GRAPHCO1" | sha256(payload) (32 bytes) | len(payload) (8 bytes, little endian) | payload
+
+written to a temporary file and renamed into place (atomic on POSIX, so readers never see
+half a file). On read the magic, length and checksum are verified; an entry that fails
+(truncated, corrupted, foreign) is deleted and rebuilt, never loaded. Errors writing the
+cache (read-only home, full disk) are ignored: the cache is an optimisation.
+
+Off: `GRAPHC_CACHE=0` in the environment, or `enabled=False` / `cache=False` arguments.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+MAGIC = b"GRAPHCO1"
+_HEADER = len(MAGIC) + 32 + 8
+
+
+def cache_enabled_by_env() -> bool:
+    return os.environ.get("GRAPHC_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("GRAPHC_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "graphc"
+
+
+_source_hash: str | None = None
+
+
+def generator_source_hash() -> str:
+    """sha256 of the code generator's source files (codegen, mathlib, gemm, engine)."""
+    global _source_hash
+    if _source_hash is None:
+        h = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for name in ("codegen.py", "mathlib.py", "gemm.py", "engine.py", "cache.py"):
+            p = here / name
+            if p.is_file():
+                h.update(name.encode())
+                h.update(p.read_bytes())
+        _source_hash = h.hexdigest()
+    return _source_hash
+
+
+def graphc_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("graphc")
+    except Exception:
+        return "unknown"
+
+
+def make_key(program_text: str, target_key: str, options_key: str = "") -> str:
+    h = hashlib.sha256()
+    for part in (program_text, target_key, options_key, graphc_version(), generator_source_hash()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def pack(payload: bytes) -> bytes:
+    return MAGIC + hashlib.sha256(payload).digest() + struct.pack("<Q", len(payload)) + payload
+
+
+def unpack(blob: bytes) -> bytes | None:
+    """The payload, or None when the blob is not a complete, intact entry."""
+    if len(blob) < _HEADER or blob[:len(MAGIC)] != MAGIC:
+        return None
+    digest = blob[len(MAGIC):len(MAGIC) + 32]
+    (n,) = struct.unpack("<Q", blob[len(MAGIC) + 32:_HEADER])
+    payload = blob[_HEADER:]
+    if len(payload) != n or hashlib.sha256(payload).digest() != digest:
+        return None
+    return payload
+
+
+class CompileCache:
+    """Object-code cache. `get_or_build(key, build)` returns (object bytes, where) with where
+    in {'memory', 'disk', 'built'}."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, enabled: bool | None = None,
+                 memory_entries: int = 256) -> None:
+        self.enabled = cache_enabled_by_env() if enabled is None else enabled
+        self._dir = Path(directory) if directory is not None else None
+        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._max = memory_entries
+        self._lock = threading.Lock()
+        self.stats = {"memory": 0, "disk": 0, "built": 0, "corrupt": 0}
+
+    @property
+    def directory(self) -> Path:
+        return self._dir if self._dir is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.gco"
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._mem.clear()
+
+    def get_or_build(self, key: str, build: Callable[[], bytes]) -> tuple[bytes, str]:
+        if not self.enabled:
+            self.stats["built"] += 1
+            return build(), "built"
+        with self._lock:
+            obj = self._mem.get(key)
+            if obj is not None:
+                self._mem.move_to_end(key)
+                self.stats["memory"] += 1
+                return obj, "memory"
+        obj = self._read(key)
+        where = "disk"
+        if obj is None:
+            obj = build()
+            self._write(key, obj)
+            where = "built"
+        with self._lock:
+            self._mem[key] = obj
+            while len(self._mem) > self._max:
+                self._mem.popitem(last=False)
+        self.stats[where] += 1
+        return obj, where
+
+    def _read(self, key: str) -> bytes | None:
+        p = self.path(key)
+        try:
+            blob = p.read_bytes()
+        except OSError:
+            return None
+        payload = unpack(blob)
+        if payload is None:
+            self.stats["corrupt"] += 1
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        return payload
+
+    def _write(self, key: str, obj: bytes) -> None:
+        d = self.directory
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".gco", dir=d)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(pack(obj))
+                os.replace(tmp, self.path(key))
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError:
+            pass
+
+
+_default: CompileCache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> CompileCache:
+    """The process-wide cache (directory and switch read from the environment per use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = CompileCache()
+        _default.enabled = cache_enabled_by_env()
+        return _default

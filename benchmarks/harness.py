@@ -1,0 +1,42 @@
+"""Shared timing for the benchmarks: interleaved rounds, medians, a plain table.
+
+Contenders run in alternating rounds, so a noisy neighbour on a shared machine slows them
+alike and the ratios measured side by side stay meaningful.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+
+def median_times(contenders: dict[str, Callable[[], object]], runs: int = 5,
+                 rounds: int = 3) -> dict[str, float]:
+    """Median seconds per call of each contender (after one warm-up call)."""
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    for fn in contenders.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def table(rows: list[list[object]], head: list[str]) -> str:
+    cells = [[str(c) for c in r] for r in [head] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def optional(module: str):
+    """Import a comparison system if installed, else None."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except Exception:
+        return None
