@@ -126,9 +126,11 @@ class LowerCtx:
                suffix: str = "") -> None:
         node = self.node
         name = f"{node.op}{next(self._names)}{suffix}" if node else f"k{next(self._names)}"
-        source = node.describe() if node else ""
-        if node is not None and node.loc is not None:
-            source += f" @ {node.loc}"
+        source = ""
+        if node is not None:  # deterministic (no value ids): the program text keys the cache
+            ins = ", ".join(str(v.type) for v in node.inputs)
+            outs = ", ".join(str(v.type) for v in node.outputs)
+            source = f"{node.op}({ins}) -> {outs}" + (f" @ {node.loc}" if node.loc else "")
         self._emit(Kernel(name, body, list(dict.fromkeys(reads)), list(dict.fromkeys(writes)), source))
 
     # -- loop nests -------------------------------------------------------------------
@@ -155,7 +157,8 @@ class LowerCtx:
         status buffer is an i32[2] output the runtime zeroes before and reads after a call)."""
         where = ""
         if self.node is not None:
-            where = f"\n  in {self.node.describe()}" + (f"\n  at {self.node.loc}" if self.node.loc else "")
+            ins = ", ".join(str(v.type) for v in self.node.inputs)
+            where = f"\n  in {self.node.op}({ins})" + (f"\n  at {self.node.loc}" if self.node.loc else "")
         code = self.error_code(f"{what}: an index is out of range 0..{limit - 1}{where}")
         bad = Binary("or", Compare("lt", index, c64(0)), Compare("ge", index, c64(limit)), bool_)
         safe = Select(bad, c64(0), index, i64)
