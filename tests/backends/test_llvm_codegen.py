@@ -695,12 +695,12 @@ def test_cache_key_covers_what_the_code_depends_on():
           K.Kernel("b", [K.For(i, 8, [K.Store("y", i, K.Load("t", i, f32))])])]
     p1 = program("k", base, ks, arena={"t": 0}, arena_bytes=64)
     p2 = program("k", base, ks, arena={"t": 64}, arena_bytes=128)
-    assert codegen.program_key(p1) != codegen.program_key(p2)  # str(program) alone is equal
+    assert codegen.program_key(p1) != codegen.program_key(p2)
     g1 = K.Gemm("x", "x", "y", 2, 2, 2, lda=2)
     g2 = K.Gemm("x", "x", "y", 2, 2, 2, lda=4)
     q1 = program("g", base, [K.Kernel("g", [g1])], arena={"t": 0}, arena_bytes=64)
     q2 = program("g", base, [K.Kernel("g", [g2])], arena={"t": 0}, arena_bytes=64)
-    assert str(q1) == str(q2) and codegen.program_key(q1) != codegen.program_key(q2)
+    assert codegen.program_key(q1) != codegen.program_key(q2)
     t = engine.host_target().key()
     assert cache_mod.make_key("p", t) != cache_mod.make_key("p", t + "x")
     assert cache_mod.make_key("p", t, "opt1") != cache_mod.make_key("p", t, "opt2")
