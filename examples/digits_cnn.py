@@ -71,6 +71,11 @@ def main() -> None:
     step = gc.compile(g, backend=args.backend)
     print(f"compiled in {time.perf_counter() - start:.2f} s for backend {args.backend!r}")
     print(summarize(step.graph))
+    program = getattr(step, "program", None)  # the llvm backend's kernel IR
+    if program is not None:
+        fused = sum(k.name.endswith("_fused") for k in program.kernels)
+        print(f"  lowered to {len(program.kernels)} kernels ({fused} of them fused groups), "
+              f"arena {program.arena_bytes:,} bytes")
 
     evaluate = gc.compile(g, g.pred, backend=args.backend)
 
