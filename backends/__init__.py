@@ -13,11 +13,22 @@ from .executable import Executable
 
 BackendFactory = Callable[..., Executable]
 _BACKENDS: dict[str, Callable[[], BackendFactory]] = {}
+_GRAPH_PASSES: dict[str, tuple[str, ...]] = {}
 
 
-def register_backend(name: str, loader: Callable[[], BackendFactory]) -> None:
-    """`loader` imports the backend lazily, so optional dependencies load only when used."""
+def register_backend(name: str, loader: Callable[[], BackendFactory],
+                     graph_passes: tuple[str, ...] = ()) -> None:
+    """`loader` imports the backend lazily, so optional dependencies load only when used.
+    `graph_passes` names the graph passes (passes/manager.py) the backend wants before it
+    compiles a graph, e.g. legalisation and fusion."""
     _BACKENDS[name] = loader
+    _GRAPH_PASSES[name] = tuple(graph_passes)
+
+
+def backend_graph_passes(name: str) -> tuple[str, ...]:
+    if name not in _BACKENDS:
+        raise GraphcError(f"unknown backend {name!r}; available: {', '.join(available_backends())}")
+    return _GRAPH_PASSES[name]
 
 
 def available_backends() -> list[str]:
@@ -42,6 +53,8 @@ def _reference() -> BackendFactory:
 
 
 register_backend("reference", _reference)
-register_backend("llvm", lambda: __import__(__name__ + ".llvm", fromlist=["factory"]).factory)
+register_backend("llvm", lambda: __import__(__name__ + ".llvm", fromlist=["factory"]).factory,
+                 graph_passes=("legalize", "fusion"))
 
-__all__ = ["Executable", "register_backend", "available_backends", "compile_graph"]
+__all__ = ["Executable", "register_backend", "available_backends", "backend_graph_passes",
+           "compile_graph"]

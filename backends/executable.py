@@ -160,6 +160,15 @@ class Executable:
         outs = [_owned(a, held + list(self._params.values())) for a in outs]
         return outs[0] if self.single_output else tuple(outs)
 
+    def report(self) -> str:
+        """What the compiler did: the pass ledger, then what the backend adds."""
+        parts = [str(self.ledger)] if getattr(self, "ledger", None) else []
+        parts += self._report_lines()
+        return "\n".join(parts)
+
+    def _report_lines(self) -> list[str]:
+        return []
+
     def __repr__(self) -> str:
         ins = ", ".join(f"{v.name}: {v.type}" for v in self.graph.inputs)
         outs = ", ".join(str(v.type) for v in self.graph.outputs)

@@ -6,8 +6,9 @@ calling the per-thread kernel through ctypes (which releases the GIL).
     python benchmarks/gemm.py [--sizes 256 512 1024 2048] [--runs 5] [--rounds 3]
                               [--threads 2] [--no-threading]
 
-Timings are medians over `rounds` x `runs` calls per contender (after a warm-up); the
-rounds interleave the contenders so a noisy neighbour on a shared machine hits them alike.
+Timings are medians over `rounds` x `runs` calls per contender; the rounds interleave the
+contenders (each block after a pause and a warm-up call) so a noisy neighbour on a shared
+machine hits them alike, and one runtime's idle spinning threads do not slow the next.
 Nothing sets BLAS thread counts: numpy uses OpenBLAS's default (all cores).
 """
 from __future__ import annotations
@@ -33,12 +34,18 @@ def _time_calls(fn, runs: int) -> list[float]:
     return out
 
 
+# Idle threads of OpenBLAS (yield-spin ~2^28 cycles) and libgomp (spin GOMP_SPINCOUNT
+# iterations) keep a core busy for up to ~0.1 s after a call; a contender that starts
+# inside that window shares a core with them. Each block of runs starts after this pause.
+SETTLE_S = 0.25
+
+
 def _median_interleaved(contenders: dict, runs: int, rounds: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in contenders}
-    for fn in contenders.values():
-        fn()  # warm-up (JIT/allocations/thread start)
     for _ in range(rounds):
         for name, fn in contenders.items():
+            time.sleep(SETTLE_S)
+            fn()  # warm-up (JIT/allocations/thread wake-up)
             samples[name] += _time_calls(fn, runs)
     return {k: statistics.median(v) for k, v in samples.items()}
 

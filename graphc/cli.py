@@ -64,6 +64,19 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     from .ir.text import print_graph
 
     g = load_target(args.target)
+    optimise = args.after or args.all_stages or args.report or args.opt is not None
+    if optimise:
+        from .backends import backend_graph_passes
+        from .passes.manager import Pipeline, standard_passes
+        level = 2 if args.opt is None else args.opt
+        pipeline = Pipeline(standard_passes(level, backend_graph_passes(args.backend)), verify=True,
+                            print_after="all" if "all" in (args.after or ()) else (args.after or ()),
+                            dump_dir=args.all_stages)
+        ledger = pipeline.run(g)
+        if args.report:
+            print(ledger)
+        if args.after or args.all_stages or args.report:
+            return 0
     if args.format == "text":
         out = print_graph(g)
     elif args.format == "dot":
@@ -111,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("target", help="FILE.py:FUNCTION or FILE.gcir")
     d.add_argument("--format", choices=("text", "dot", "json", "summary"), default="text")
     d.add_argument("-o", "--output", help="write to this file instead of stdout")
+    d.add_argument("-O", dest="opt", type=int, choices=(0, 1, 2, 3), default=None,
+                   help="run the optimisation pipeline of this level first (default 2 when "
+                   "--after, --all-stages or --report is given)")
+    d.add_argument("--backend", default="llvm", help="whose pipeline to run (default llvm)")
+    d.add_argument("--after", action="append", metavar="PASS",
+                   help="print the IR after this pass (repeatable; 'all' for every pass)")
+    d.add_argument("--all-stages", metavar="DIR",
+                   help="write the IR before and after every pass as numbered files in DIR")
+    d.add_argument("--report", action="store_true", help="print the pass ledger")
     d.set_defaults(func=_cmd_dump)
     o = sub.add_parser("ops", help="list the op registry")
     o.set_defaults(func=_cmd_ops)

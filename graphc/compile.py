@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .backends import compile_graph
+from .backends import backend_graph_passes, compile_graph
 from .backends.executable import Executable
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
 from .passes.dce import eliminate_dead_code
+from .passes.manager import Pipeline, standard_passes
 from .tensor import Tensor
 
 UpdatesLike = Mapping[Any, Any] | Sequence[tuple[Any, Any]]
@@ -88,17 +89,25 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
-            state_updates: bool | None = None, opt_level: int = 2) -> Executable:
+            state_updates: bool | None = None, opt_level: int = 2,
+            passes: Sequence[Any] | None = None) -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
     updates: {param: new_value} applied after every call (an optimizer step).
     params: initial parameter values overriding the graph's initialisers.
-    opt_level: 0 compiles without optimisation passes (no fusion); 2 runs them all.
+    opt_level: 0 runs only the passes running needs; 1-3 run simplification and the
+        backend's optimisations (fusion for llvm). passes: a custom list of pass names (or
+        passes.manager.Pass objects) instead. `exe.report()` shows what each pass did.
     """
     loc = capture_loc()
     try:
         work, single = prepare(graph, outputs, updates, state_updates)
-        return compile_graph(work, backend, params=params, single_output=single,
-                             opt_level=opt_level)
+        pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
+                            if passes is None else passes)
+        ledger = pipeline.run(work)
+        exe = compile_graph(work, backend, params=params, single_output=single,
+                            opt_level=opt_level)
+        exe.ledger = ledger
+        return exe
     except GraphcError as e:
         raise e.attach(loc=loc)

@@ -28,8 +28,10 @@ def _has_kernel(opdef) -> bool:
     return opdef.scalar is not None or opdef.lower is not None
 
 
-def lower(graph: Graph, fuse_ops: bool = True) -> Program:
-    """Legalise, prune, fuse (unless fuse_ops is False) and lower a copy of graph."""
+def lower(graph: Graph, fuse_ops: bool | None = True) -> Program:
+    """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
+    False lowers every node on its own, None keeps the groups the graph already has (as
+    gc.compile's pass pipeline left them)."""
     from .fusion import fuse
     from .legalize import legalize
     g = graph.copy()
@@ -37,7 +39,7 @@ def lower(graph: Graph, fuse_ops: bool = True) -> Program:
     eliminate_dead_code(g)
     if fuse_ops:
         fuse(g)
-    else:
+    elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
     return _Lowering(g).run()

@@ -1,7 +1,12 @@
 """Session-wide test support: report the largest gradient-check error of the run."""
 from __future__ import annotations
 
+import os
+
 import graphc.testing as _testing
+
+# Tests always run the verifier after every pass (production opts in with GRAPHC_VERIFY=1).
+os.environ.setdefault("GRAPHC_VERIFY", "1")
 
 _worst: list[float] = [0.0]
 _count: list[int] = [0]

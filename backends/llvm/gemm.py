@@ -912,6 +912,7 @@ class CompiledGemm:
         llmod = llvm.parse_assembly(self.llvm_ir)
         llmod.verify()
         optimize_module(llmod, self.tm)
+        self.optimized_ir = str(llmod)
         self.engine = llvm.create_mcjit_compiler(llmod, self.tm)
         self.engine.finalize_object()
         self.kernels, self.parallel = {}, {}
@@ -925,10 +926,9 @@ class CompiledGemm:
         self._ws: dict[str, object] = {}
 
     def assembly(self) -> str:
+        """Machine code (text) of the optimised module, for inspection."""
         import llvmlite.binding as llvm
-        llmod = llvm.parse_assembly(self.llvm_ir)
-        optimize_module(llmod, self.tm)
-        return self.tm.emit_assembly(llmod)
+        return self.tm.emit_assembly(llvm.parse_assembly(self.optimized_ir))
 
     @staticmethod
     def operands(a, b, c, trans_a=False, trans_b=False):

@@ -279,6 +279,13 @@ class LLVMExecutable(Executable):
         self._num_threads = 0
         self.num_threads = num_threads if num_threads is not None else codegen.default_num_threads()
 
+    def _report_lines(self) -> list[str]:
+        p = self.program
+        fused = sum(k.name.endswith("_fused") for k in p.kernels)
+        return [f"llvm: {len(p.kernels)} kernels ({fused} fused groups), arena "
+                f"{p.arena_bytes:,} bytes, {self.num_threads} threads, object from "
+                f"{self.compiled.source}"]
+
     # -- threads -------------------------------------------------------------------------
     @property
     def num_threads(self) -> int:
@@ -288,7 +295,7 @@ class LLVMExecutable(Executable):
     def num_threads(self, n: int) -> None:
         n = int(n)
         if n < 1:
-            raise ValueError("num_threads must be >= 1")
+            raise GraphcError(f"num_threads must be >= 1, got {n}")
         self._num_threads = self.compiled.set_num_threads(n)  # at most max_threads
 
     # -- calling -------------------------------------------------------------------------

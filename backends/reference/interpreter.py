@@ -10,35 +10,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ...ir.errors import GraphcError
 from ...ir.graph import Graph, Node, Value
-from ...ir.registry import get_op
+from ...ir.reference import InterpreterError, run_node
 from ..executable import Executable
-
-
-class InterpreterError(GraphcError):
-    """A node failed while being evaluated (bad index data, or an internal inconsistency)."""
-
-
-def _run_node(node: Node, args: list[np.ndarray]) -> list[np.ndarray]:
-    opdef = get_op(node.op)
-    try:
-        with np.errstate(all="ignore"):  # IEEE semantics, as compiled code has
-            result = opdef.reference(*args, **node.attrs)
-    except GraphcError as e:
-        raise e.attach(node)
-    except Exception as e:  # a numpy failure on this node's data
-        raise InterpreterError(f"{node.op} failed: {type(e).__name__}: {e}", node=node) from e
-    results = list(result) if isinstance(result, tuple) else [result]
-    outs = []
-    for value, arr in zip(node.outputs, results, strict=True):
-        arr = np.asarray(arr)
-        if arr.shape != value.shape or arr.dtype != value.dtype.np_dtype:
-            raise InterpreterError(
-                f"internal: reference of {node.op} returned {arr.dtype}{list(arr.shape)} but its "
-                f"shape rule says {value.type}", node=node)
-        outs.append(arr)
-    return outs
 
 
 def evaluate(graph: Graph, feeds: Mapping[Value, np.ndarray],
@@ -67,7 +41,7 @@ def evaluate(graph: Graph, feeds: Mapping[Value, np.ndarray],
             missing = next(v for v in n.inputs if v not in env)
             raise InterpreterError(f"value {missing.ref()} is not bound (missing input or "
                                    "parameter, or a node scheduled before its producer)", node=n)
-        for v, arr in zip(n.outputs, _run_node(n, args)):
+        for v, arr in zip(n.outputs, run_node(n, args)):
             env[v] = arr
         for v in n.inputs:
             if last_use.get(v) == i and v not in keep and v.kind == "node":

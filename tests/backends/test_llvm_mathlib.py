@@ -280,7 +280,11 @@ def pow_inputs(dtype):
     # negative base, integer exponent
     x4 = RNG.uniform(-10, 0, n).astype(t)
     y4 = RNG.integers(-30, 31, n).astype(t)
-    return np.concatenate([x, x2, x3, x4]), np.concatenate([y, y2, y3, y4])
+    # tiny and subnormal bases
+    fi = np.finfo(t)
+    x5 = (RNG.uniform(0, 1, n // 4) * float(fi.smallest_normal) * 4).astype(t)
+    y5 = RNG.uniform(-0.8, 0.8, n // 4).astype(t)
+    return np.concatenate([x, x2, x3, x4, x5]), np.concatenate([y, y2, y3, y4, y5])
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""The pass manager: named passes, pipelines (-O0..-O3), verification, dumps and a ledger.
+
+A pass is a name, a one-line description and a function that changes a graph in place and
+may return counts of what it did. A Pipeline runs passes in order; after each it can run
+the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production), print the IR, and
+write one numbered file per pass (like LLVM's -print-after-all). Every run leaves a ledger:
+per pass, its time, nodes and estimated FLOPs before and after, and its own counts.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence, TextIO
+
+from ..ir.errors import GraphcError
+from ..ir.graph import Graph
+from ..ir.summary import graph_cost
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    description: str
+    run: Callable[[Graph], "dict[str, int] | None"]
+
+
+@dataclass
+class LedgerEntry:
+    name: str
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    flops_before: int
+    flops_after: int
+    details: dict[str, int] = field(default_factory=dict)
+
+
+class Ledger(list):
+    """What each pass changed, readable from Python (`exe.report()`) and the CLI."""
+
+    def __str__(self) -> str:
+        head = f"{'pass':<12} {'ms':>8} {'nodes':>13} {'MFLOP':>17}  details"
+        lines = [head, "-" * len(head)]
+        for e in self:
+            details = ", ".join(f"{k} {v}" for k, v in e.details.items() if v)
+            lines.append(f"{e.name:<12} {e.seconds * 1e3:8.2f} {e.nodes_before:>6} -> {e.nodes_after:<5}"
+                         f" {e.flops_before / 1e6:>7.2f} -> {e.flops_after / 1e6:<7.2f}  {details}")
+        return "\n".join(lines)
+
+
+def _simplify(g: Graph) -> dict[str, int]:
+    from .simplify import simplify
+    return simplify(g).as_dict()
+
+
+def _dce(g: Graph) -> dict[str, int]:
+    from .dce import eliminate_dead_code
+    return {"dead nodes removed": eliminate_dead_code(g)}
+
+
+def _legalize(g: Graph) -> dict[str, int]:
+    from .legalize import legalize
+    return {"composite ops decomposed": legalize(g, keep=lambda op: op.scalar is not None
+                                                 or op.lower is not None)}
+
+
+def _fusion(g: Graph) -> dict[str, int]:
+    from .fusion import fuse
+    s = fuse(g)
+    return {"groups": s.groups, "nodes fused": s.nodes_fused, "kernels saved": s.kernels_saved}
+
+
+PASSES: dict[str, Pass] = {p.name: p for p in [
+    Pass("dce", "remove nodes no output or update needs", _dce),
+    Pass("simplify", "constant folding, CSE, algebraic identities, DCE (to a fixpoint)", _simplify),
+    Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
+    Pass("fusion", "group elementwise chains and reductions with their producers into kernels",
+         _fusion),
+]}
+
+
+def standard_passes(opt_level: int, backend_passes: Sequence[str] = ()) -> list[Pass]:
+    """-O0: only what running needs (DCE, the backend's legalisation); -O1 and up: simplify
+    and the backend's optimisations (fusion for the LLVM backend)."""
+    if opt_level not in (0, 1, 2, 3):
+        raise GraphcError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    names = ["dce"] if opt_level == 0 else ["simplify"]
+    for name in backend_passes:
+        if opt_level > 0 or name == "legalize":
+            names.append(name)
+    return [PASSES[n] for n in names]
+
+
+def resolve(passes: Iterable["Pass | str"]) -> list[Pass]:
+    out = []
+    for p in passes:
+        if isinstance(p, Pass):
+            out.append(p)
+        elif p in PASSES:
+            out.append(PASSES[p])
+        else:
+            raise GraphcError(f"unknown pass {p!r}; passes: {', '.join(PASSES)}")
+    return out
+
+
+def _verify_default() -> bool:
+    return os.environ.get("GRAPHC_VERIFY", "") not in ("", "0")
+
+
+class Pipeline:
+    def __init__(self, passes: Iterable["Pass | str"], *, verify: bool | None = None,
+                 print_after: "Iterable[str] | str" = (), dump_dir: str | None = None,
+                 stream: TextIO | None = None) -> None:
+        self.passes = resolve(passes)
+        self.verify = _verify_default() if verify is None else verify
+        self.print_after = set(self.passes_named(print_after))
+        self.dump_dir = dump_dir
+        self.stream = stream
+
+    def passes_named(self, names: "Iterable[str] | str") -> list[str]:
+        if names == "all":
+            return [p.name for p in self.passes]
+        names = [names] if isinstance(names, str) else list(names)
+        known = {p.name for p in self.passes}
+        for n in names:
+            if n not in known:
+                raise GraphcError(f"pass {n!r} is not in this pipeline ({', '.join(known) or 'empty'})")
+        return names
+
+    def run(self, graph: Graph) -> Ledger:
+        from ..ir.text import print_graph
+        ledger = Ledger()
+        if self.dump_dir:
+            os.makedirs(self.dump_dir, exist_ok=True)
+            self._write(0, "input", print_graph(graph))
+        for i, p in enumerate(self.passes, 1):
+            before_nodes, (before_flops, _) = len(graph.nodes), graph_cost(graph)
+            t0 = time.perf_counter()
+            details = p.run(graph) or {}
+            seconds = time.perf_counter() - t0
+            if self.verify:
+                try:
+                    graph.verify()
+                except GraphcError as e:
+                    raise GraphcError(f"the graph is invalid after pass {p.name!r}:\n{e}") from e
+            ledger.append(LedgerEntry(p.name, seconds, before_nodes, len(graph.nodes), before_flops,
+                                      graph_cost(graph)[0], dict(details)))
+            if p.name in self.print_after:
+                out = self.stream or sys.stdout
+                out.write(f"// IR after {p.name}\n{print_graph(graph)}\n")
+            if self.dump_dir:
+                self._write(i, p.name, print_graph(graph))
+        return ledger
+
+    def _write(self, index: int, name: str, text: str) -> None:
+        with open(os.path.join(self.dump_dir, f"{index:02d}-{name}.gcir"), "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
