@@ -57,7 +57,7 @@ def resolve_updates(graph: IRGraph, updates: UpdatesLike) -> dict[str, Value]:
 
 
 def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = None,
-            state_updates: bool | None = None) -> tuple[IRGraph, bool]:
+            state_updates: bool | None = None, prune: bool = True) -> tuple[IRGraph, bool]:
     """A pruned, verified copy of `graph` computing `outputs` and applying `updates`.
 
     Without outputs, the graph's own (set_outputs) are used. Layer state updates
@@ -82,7 +82,8 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
     fresh = list(work.all_values())
     work.outputs = [fresh[index[v]] for v in outs]
     work.updates = {k: fresh[index[v]] for k, v in upd.items()}
-    eliminate_dead_code(work, prune_signature=True)
+    if prune:
+        eliminate_dead_code(work, prune_signature=True)
     work.verify()
     return work, single
 
@@ -101,10 +102,11 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     """
     loc = capture_loc()
     try:
-        work, single = prepare(graph, outputs, updates, state_updates)
+        work, single = prepare(graph, outputs, updates, state_updates, prune=False)
         pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
                             if passes is None else passes)
-        ledger = pipeline.run(work)
+        ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
+        eliminate_dead_code(work, prune_signature=True)
         exe = compile_graph(work, backend, params=params, single_output=single,
                             opt_level=opt_level)
         exe.ledger = ledger
