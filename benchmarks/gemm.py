@@ -4,7 +4,11 @@ an OpenMP team (libgomp's GOMP_parallel, outlined in LLVM IR) vs a pool of Pytho
 calling the per-thread kernel through ctypes (which releases the GIL).
 
     python benchmarks/gemm.py [--sizes 256 512 1024 2048] [--runs 5] [--rounds 3]
-                              [--threads 2] [--no-threading]
+                              [--threads 2] [--no-single] [--no-threading]
+
+Sections: (1) the main table, graphc on `threads` threads (OpenMP) vs numpy as shipped;
+(2) one thread each, timed in thread CPU time, which is robust to other jobs on a shared
+machine; (3) threading runtimes: libgomp under three wait policies vs a Python pool.
 
 Timings are medians over `rounds` x `runs` calls per contender; the rounds interleave the
 contenders (each block after a pause and a warm-up call) so a noisy neighbour on a shared
@@ -111,6 +115,30 @@ def bench_sizes(g: CompiledGemm, sizes, threads: int, runs: int, rounds: int):
     return rows
 
 
+def bench_single_thread(g: CompiledGemm, sizes, runs: int, rounds: int):
+    """One thread each (run with OPENBLAS_NUM_THREADS=1), timed in thread CPU time: the
+    kernel-quality comparison that survives other jobs preempting us on a shared machine."""
+    rng = np.random.default_rng(2)
+    print(f"{'n':>6} {'graphc':>10} {'numpy':>10} {'ratio':>8}   (GFLOP/s, 1 thread, CPU time)")
+    for n in sizes:
+        a = rng.random((n, n), dtype=np.float32)
+        b = rng.random((n, n), dtype=np.float32)
+        c = np.empty((n, n), np.float32)
+        dt, args = g.args(a, b, c, num_threads=1)
+        k1 = g.kernels[dt]
+        samples = {"graphc": [], "numpy": []}
+        for _ in range(rounds):
+            for name, fn in (("graphc", lambda: k1(*args, 0, 1)), ("numpy", lambda: a @ b)):
+                fn()
+                for _ in range(runs):
+                    t0 = time.thread_time()
+                    fn()
+                    samples[name].append(time.thread_time() - t0)
+        gf = {k: 2 * n ** 3 / statistics.median(v) / 1e9 for k, v in samples.items()}
+        print(f"{n:6d} {gf['graphc']:10.1f} {gf['numpy']:10.1f} "
+              f"{gf['graphc'] / gf['numpy']:8.2f}", flush=True)
+
+
 def bench_threading(g: CompiledGemm, threads: int, runs: int, rounds: int,
                     sizes=(8, 256, 512, 1024)):
     """Per-call overhead (tiny GEMM) and throughput: GOMP team vs Python thread pool."""
@@ -175,7 +203,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-threading", action="store_true")
+    ap.add_argument("--no-single", action="store_true",
+                    help="skip the 1-thread CPU-time comparison")
     ap.add_argument("--threading-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--single-only", action="store_true", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -183,6 +214,9 @@ def main(argv=None):
     g = CompiledGemm(target, dtypes=("f32",))
     if opts.threading_only:
         bench_threading(g, opts.threads, opts.runs, opts.rounds)
+        return
+    if opts.single_only:
+        bench_single_thread(g, opts.sizes, opts.runs, opts.rounds)
         return
     bl = target.f32
     print(f"graphc GEMM f32: {target.vector_width}-lane vectors, MRxNR {bl.mr}x{bl.nr}, "
@@ -193,12 +227,18 @@ def main(argv=None):
     print(f"{'n':>6} {'graphc':>10} {'numpy':>10} {'ratio':>8}   (GFLOP/s)")
     bench_sizes(g, opts.sizes, opts.threads, opts.runs, opts.rounds)
     print(f"machine {_machine_busy()} after (other jobs on a shared machine skew 2-thread runs)")
+    common = ["--threads", str(opts.threads), "--runs", str(opts.runs), "--rounds",
+              str(opts.rounds)]
+    if not opts.no_single:
+        print("\n== one thread each (OPENBLAS_NUM_THREADS=1), thread CPU time", flush=True)
+        subprocess.run([sys.executable, __file__, "--single-only", "--sizes",
+                        *map(str, opts.sizes), *common],
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, check=True)
     if not opts.no_threading:
         for label, env in GOMP_POLICIES:
             print(f"\n== libgomp policy: {label}", flush=True)
-            subprocess.run([sys.executable, __file__, "--threading-only", "--threads",
-                            str(opts.threads), "--runs", str(opts.runs), "--rounds",
-                            str(opts.rounds)], env={**os.environ, **env}, check=True)
+            subprocess.run([sys.executable, __file__, "--threading-only", *common],
+                           env={**os.environ, **env}, check=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from .backends.executable import Executable
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
-from .passes.dce import eliminate_dead_code
+from .passes.dce import eliminate_dead_code, live_values, prune_signature
 from .passes.manager import Pipeline, standard_passes
 from .tensor import Tensor
 
@@ -83,7 +83,7 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
     work.outputs = [fresh[index[v]] for v in outs]
     work.updates = {k: fresh[index[v]] for k, v in upd.items()}
     if prune:
-        eliminate_dead_code(work, prune_signature=True)
+        eliminate_dead_code(work, prune_signature_too=True)
     work.verify()
     return work, single
 
@@ -103,10 +103,12 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     loc = capture_loc()
     try:
         work, single = prepare(graph, outputs, updates, state_updates, prune=False)
+        signature = live_values(work)  # the inputs asked for follow the graph as built
         pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
                             if passes is None else passes)
         ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
-        eliminate_dead_code(work, prune_signature=True)
+        eliminate_dead_code(work)
+        prune_signature(work, signature)
         exe = compile_graph(work, backend, params=params, single_output=single,
                             opt_level=opt_level)
         exe.ledger = ledger

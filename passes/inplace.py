@@ -3,7 +3,8 @@
 A kernel may write an output into the storage of one of its inputs when the old value of
 that input is dead afterwards and the kernel never needs it once overwritten. That covers
 relu/sigmoid/tanh/gelu forwards, their backwards (`where(y > 0, g, 0)`-style kernels) and
-fused elementwise groups, for every backend, since it only edits `Program.aliases`.
+fused elementwise groups, for every backend, since it only edits `Program.aliases` and the
+kernel's stores.
 
 For a kernel K (index k), an input buffer I and an output buffer O of K, the rewrite
 `O := view of I` is made when all of these hold:
@@ -27,6 +28,17 @@ For a kernel K (index k), an input buffer I and an output buffer O of K, the rew
       does, in any iteration order (parallel loops included).
 
 Anything the analysis does not understand is left out of place.
+
+The rewritten kernel itself stores into I (its `writes` names I instead of O): the same
+bytes, but one buffer read and written at one index. Two pointers to the same bytes would
+lose `noalias`, and LLVM guards the vector loop with an overlap check that then always
+picks the scalar loop. Measured on the LLVM backend (AMD EPYC, 1 thread), for
+`u = t * 0.5 + 1` over 2^20 floats between two other kernels: out of place 0.55 ms,
+in place through two pointers 0.71 ms, in place through one buffer 0.40 ms. Later kernels
+keep reading O, a view of I. (One case stays slower in place on that machine: LLVM turns a
+lone relu, `t[i] = select(t[i] < 0, 0, t[i])`, into a masked store of the zeros,
+`vmaskmovps`, which AMD Zen microcodes: 3x the out-of-place time. Relu fused with its bias
+add, as graphc's models lower it, is not affected. A code generator matter.)
 
 `apply_inplace(program)` makes the rewrites in execution order (so chains of activations
 collapse into one buffer) and returns one `InPlace` record per rewritten output.
@@ -249,9 +261,10 @@ def apply_inplace(p: Program) -> list[InPlace]:
                     continue  # its storage is touched by a later kernel
                 if sum(root_of[b] == root for b in touched) != 1:
                     continue  # this kernel touches that storage under another name too
-                if not inplace_safe(k, inp, out):
+                if not inplace_safe(p.kernels[i], inp, out):
                     continue
                 _make_view(p, out, inp, root_of)
+                p.kernels[i] = _store_into(p.kernels[i], out, inp)
                 for b, r in root_of.items():
                     if r == out:
                         root_of[b] = root
@@ -261,6 +274,24 @@ def apply_inplace(p: Program) -> list[InPlace]:
                 done.append(InPlace(i, k.name, out, inp, ob.size * ob.dtype.itemsize))
                 break
     return done
+
+
+def _store_into(k: Kernel, out: str, inp: str) -> Kernel:
+    """A copy of k whose stores to out go to inp (the same bytes now). One buffer read and
+    written at the same index is what code generators vectorise best: two distinct
+    pointers to the same bytes would lose `noalias`/`__restrict__` and make LLVM's
+    vectoriser guard the loop with an overlap check that then always fails."""
+    def stmts(body: list[Stmt]) -> list[Stmt]:
+        new: list[Stmt] = []
+        for s in body:
+            if isinstance(s, For):
+                s = For(s.var, s.extent, stmts(s.body), s.mark)
+            elif isinstance(s, Store) and s.buffer == out:
+                s = Store(inp, s.index, s.value)
+            new.append(s)
+        return new
+    writes = list(dict.fromkeys(inp if b == out else b for b in k.writes))
+    return Kernel(k.name, stmts(k.body), list(k.reads), writes, k.source)
 
 
 def _make_view(p: Program, out: str, inp: str, root_of: dict[str, str]) -> None:

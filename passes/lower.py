@@ -28,10 +28,12 @@ def _has_kernel(opdef) -> bool:
     return opdef.scalar is not None or opdef.lower is not None
 
 
-def lower(graph: Graph, fuse_ops: bool | None = True) -> Program:
+def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
-    gc.compile's pass pipeline left them)."""
+    gc.compile's pass pipeline left them). plan: arena temps share bytes by liveness and
+    outputs overwrite dead inputs in place (passes/memory.py, passes/inplace.py); False
+    gives every temp bytes of its own."""
     from .fusion import fuse
     from .legalize import legalize
     g = graph.copy()
@@ -42,12 +44,13 @@ def lower(graph: Graph, fuse_ops: bool | None = True) -> Program:
     elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
-    return _Lowering(g).run()
+    return _Lowering(g, plan=plan).run()
 
 
 class _Lowering:
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, plan: bool = True) -> None:
         self.g = g
+        self.plan = plan
         self.p = Program(g.name, {}, [])
         self.buf: dict[Value, str] = {}
         self.counter = 0
@@ -145,17 +148,16 @@ class _Lowering:
                                 node=node)
 
     def plan_arena(self) -> None:
-        """Every temp a kernel touches gets its own aligned slot; values that live only
-        inside a fused kernel get none. (Liveness-based reuse is the memory planning
-        pass's job.)"""
+        """Drop temps no kernel touches, then place the others in the arena: by liveness,
+        with outputs written in place of dead inputs, when planning (passes/memory.py);
+        else one slot each."""
+        from .memory import naive_layout, plan_memory
         used = {b for k in self.p.kernels for b in (*k.reads, *k.writes)}
         used |= {base for base, _ in self.p.aliases.values()}
         for name in [b.name for b in self.p.buffers.values() if b.kind == "temp" and b.name not in used
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
-        offset = 0
-        for b in self.p.buffers.values():
-            if b.kind == "temp" and b.name not in self.p.aliases:
-                self.p.arena[b.name] = offset
-                offset += -(-max(b.size * b.dtype.itemsize, 1) // ARENA_ALIGN) * ARENA_ALIGN
-        self.p.arena_bytes = offset
+        if self.plan:
+            plan_memory(self.p, inplace=True)
+        else:
+            naive_layout(self.p)

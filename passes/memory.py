@@ -92,15 +92,13 @@ class MemoryPlan:
         def mb(n: int) -> str:
             return f"{n:,} bytes ({n / 2**20:.2f} MiB)"
         lines = [f"memory plan @{self.program}: {len(self.placements)} arena slots over "
-                 f"{len(self.kernels)} kernels",
-                 f"  peak arena      {mb(self.peak_bytes)}",
-                 f"  naive (no reuse) {mb(self.naive_bytes)}",
-                 f"  saved by reuse  {mb(self.saved_by_reuse)} (peak without in-place "
-                 f"{self.reuse_bytes:,})",
-                 f"  saved in place  {mb(self.saved_by_inplace)}: {len(self.inplace)} kernels "
-                 f"in place, {self.inplace_bytes:,} bytes of outputs without a slot",
-                 f"  lower bound     {mb(self.lower_bound)} (most bytes live in one kernel); "
-                 f"placement order: {self.order}"]
+                 f"{len(self.kernels)} kernels (placement order: {self.order or '-'})",
+                 f"  peak arena        {mb(self.peak_bytes)}",
+                 f"  naive (no reuse)  {mb(self.naive_bytes)}",
+                 f"  saved by reuse    {mb(self.saved_by_reuse)}",
+                 f"  saved in place    {mb(self.saved_by_inplace)}: {len(self.inplace)} kernels in place, "
+                 f"{self.inplace_bytes:,} bytes of outputs need no slot",
+                 f"  lower bound       {mb(self.lower_bound)}: the most bytes live during one kernel"]
         big = sorted(self.placements.values(), key=lambda q: (-q.nbytes, q.start))[:8]
         if big:
             lines.append("  largest slots:")

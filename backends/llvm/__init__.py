@@ -20,8 +20,8 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     codegen options (a codegen.CodegenOptions)."""
     from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
     from .runtime import LLVMExecutable
-    options.pop("opt_level", None)  # gc.compile's pass pipeline already ran (and fused)
-    program = lower(graph, fuse_ops=None)
+    opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
+    program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
     return LLVMExecutable(graph, program, params=params, single_output=single_output, **options)
 
 

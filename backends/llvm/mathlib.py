@@ -3,93 +3,106 @@
 ``declare_math(module, name, dtype)`` returns the function ``graphc.<name>.<f32|f64>`` of
 ``module``, defining it on first use (later calls find it by name).  Every function is
 ``internal`` and ``alwaysinline``; its body is one basic block of branch-free arithmetic,
-``select``, bitcasts, integer bit manipulation and the LLVM intrinsics ``llvm.fma``,
-``llvm.fabs``, ``llvm.floor``, ``llvm.rint``, ``llvm.sqrt`` and ``llvm.copysign``: after
-inlining, the loop vectoriser turns a loop that calls it into ``<8 x float>`` /
-``<4 x double>`` code on AVX2 (no scalar libm call per element).  No fast-math flags are
-used, so LLVM keeps the operation order written here.  f16 callers compute via f32.
+``select``, bitcasts, integer bit manipulation, int<->float conversions through i32 and the
+intrinsics ``llvm.fma``, ``llvm.fabs``, ``llvm.floor``, ``llvm.rint``, ``llvm.sqrt`` and
+``llvm.copysign``.  After inlining, the loop vectoriser turns a loop that calls one into
+``<8 x float>`` / ``<4 x double>`` code on AVX2 (no libm call per element).  No fast-math
+flags are used, so LLVM keeps the evaluation order written here (several steps rely on it:
+exact Cody-Waite products through fma, two-sum).  The target needs hardware FMA (x86-64-v3:
+AVX2+FMA) to be fast: without it ``llvm.fma`` becomes a correct but slow libm call.
+f16 callers compute via f32.
 
 Functions (``MATH_FUNCS``) and accuracy
 ---------------------------------------
-Maximum error in ulp of the result type, measured by ``tests/backends/test_llvm_mathlib.py``
-(dense sweeps of the domain, random bit patterns, special values) against float64 numpy /
-``math.erf`` (f32) and x87 long double numpy (f64; ``math.erf`` for erf f64).  ``ACCURACY``
-holds the bound the test asserts (measured maximum rounded up, with a little slack).
+Maximum error in ulp of the result type.  The f32/f64 columns give the largest error found:
+f32 over every second or third float (every float for tanh, sin and cos in the ranges
+below), f64 over ~30 million random bit patterns and dense sweeps, pow over ~4 million
+(x, y) pairs per type; references are float64 numpy (f32) and x87 long double numpy (f64;
+erf by a long double series; the double-word log inside pow checked against mpmath).
+``bound`` is what ``tests/backends/test_llvm_mathlib.py`` asserts (``ACCURACY``).
 
-========  ==========================================  ======  ======  ======  ======
-name      domain of the measurement                   f32     bound   f64     bound
-========  ==========================================  ======  ======  ======  ======
-exp       all finite x, +-inf, NaN, subnormal results  0.87    1       0.82    1
-expm1     all x                                        1.33    2       1.52    2
-log       all x >= 0 incl. subnormals                  0.87    1       0.89    1
-tanh      all x                                        2.07    3       2.35    3
-sigmoid   all x (1 / (1 + exp(-x)), stable)            1.75    2       1.65    2
-erf       all x                                        1.30    2       1.28    2
-sin, cos  |x| <= 1e5 (f32), |x| <= 1e9 (f64)           0.85    1       0.77    1
-pow       x > 0, |y * log(x)| <= ~100 (f32) / ~700     0.50    1       1.04    2
-rsqrt     all x >= 0                                   0.99    1       0.99    1
-========  ==========================================  ======  ======  ======  ======
+========  ======================================  ========  =====  ========  =====
+name      domain                                  f32       bound  f64       bound
+========  ======================================  ========  =====  ========  =====
+exp       all x (overflow +inf, subnormal, 0)     0.98      1.0    1.00      1.5
+expm1     all x                                   1.30      1.5    1.89      2.0
+log       x >= 0 incl. subnormals                 0.84      1.0    0.84      1.0
+tanh      all x                                   1.29      1.5    1.29      1.5
+sigmoid   all x                                   2.40      2.5    2.36      2.5
+erf       all x                                   0.99      1.5    1.03      1.5
+sin       |x| <= 1e5 (f32), |x| <= 1e9 (f64)      1.49      1.5    1.49      2.0
+cos       |x| <= 1e5 (f32), |x| <= 1e9 (f64)      1.49      1.5    1.50      2.0
+pow       x > 0, |y*log(x)| <= 88 (f32) / 700;    1.14      1.5    1.15      1.5
+          x < 0 with integer y; subnormal x
+rsqrt     x >= 0                                  1.49      2.0    1.49      2.0
+========  ======================================  ========  =====  ========  =====
 
-sin and cos outside the accurate range still return a bounded value (|result| <= 1) but
-not an accurate one (f32: error grows past |x| ~ 1e5; f64: past ~1e9; no Payne-Hanek).
-erf f64 is also ~1e-16 relative (the brief asked for 1e-13).
+sin and cos beyond those ranges return a bounded value (|result| <= 1) that is not
+accurate (no Payne-Hanek reduction).  erf f64 is ~1e-16 relative everywhere.  Special
+values follow C99: exp(+-inf) = inf/0, expm1(-0) = -0, log(0) = -inf, log(x<0) = NaN,
+tanh/erf/sin(-0) = -0, tanh/erf(+-inf) = +-1, sin/cos(+-inf) = NaN, rsqrt(-0) = -inf,
+sigmoid(-inf) = 0; NaN in, NaN out (except pow(x, 0) = pow(1, y) = 1).
 
 Algorithms
 ----------
-* exp: Cody-Waite reduction x = n*ln2 + r (ln2 in two parts, the first step exact through
-  fma), exp(r) = 1 + r + r^2*P(r) (minimax, degree 7 in f32, 12 in f64), result scaled by
-  2^n as two exponent-bit multiplications 2^(n>>1) * 2^(n - n>>1), so that results near
-  overflow and in the subnormal range round once and correctly; x is clamped first so
-  large inputs give +inf / 0; NaN is passed through by a final select.
-* expm1: the same reduction and polynomial, combined as 2^n*expm1(r) + (2^n - 1); r = x
-  exactly when n == 0 (keeps -0 and tiny x exact); the exp path for large x.
+* exp: Cody-Waite reduction x = n*ln2 + r (ln2 in two parts; the first step is exact through
+  fma), exp(r) = 1 + r + r^2*P(r) (minimax, degree 7 f32 / 12 f64), scaled by 2^n as two
+  exponent-bit multiplications 2^(n>>1) * 2^(n - (n>>1)) so results near overflow and in the
+  subnormal range round once; x is clamped first (large x -> +inf, very negative -> 0); NaN
+  passes through a final select (also discarding the poison of fptosi(NaN)).
+* expm1: the same reduction and polynomial; 2^n*expm1(r) + (2^n - 1) while 2^n - 1 is exact,
+  2^n*((expm1(r) - 2^-n) + 1) beyond; r = x exactly when n == 0.
 * log: subnormals scaled by 2^23 / 2^54; exponent/mantissa split by integer arithmetic with
   the mantissa normalised to [sqrt(1/2), sqrt(2)); f = m - 1, s = f/(2+f),
-  log(1+f) = f - f^2/2 + s*(f^2/2 + R(s^2)) where R is a minimax fit of 2*atanh(s)/s - 2
-  (3 terms f32, 7 terms f64); k*ln2 added in two parts.  log(0) = -inf, log(x<0) = NaN.
-* tanh: t = expm1(-2|x|) with |x| clamped (tanh saturates), tanh = copysign(-t/(2+t), x):
-  no cancellation near 0, so no separate small-|x| branch is needed.
-* sigmoid: e = exp(-|x|), result = (x >= 0 ? 1 : e) / (1 + e): never overflows; tiny
-  results are subnormal, not flushed.
-* erf: |x| < 1: x + x*P(x^2) (minimax relative); 1 <= |x| < 4 (f32) / 6 (f64):
-  1 - exp(-x^2) * Q(|x| - c) where Q fits exp(x^2)*erfc(x) weighted by exp(-x^2)/erf(x)
-  (x^2 carried as hi + lo through fma); beyond, +-1.  Both pieces are computed, a select
-  picks one.
+  log(1+f) = f - f^2/2 + s*(f^2/2 + R(s^2)), R a minimax fit of 2*atanh(s)/s - 2 (3 terms
+  f32, 7 f64); k*ln2 added in two parts (k*ln2_hi exact).
+* tanh: |x| < 0.75: x + x^3*P(x^2) (minimax, 6 / 13 terms); else 1 - 2e/(1+e) with
+  e = exp(-2|x|) (the error of e is damped); |x| clamped where tanh rounds to 1; copysign.
+* sigmoid: e = exp(-|x|), (x >= 0 ? 1 : e) / (1 + e): never overflows, one division, small
+  results are subnormal rather than flushed.
+* erf: |x| < 1: x + x*P(x^2) (minimax relative, 7 / 12 terms); 1 <= |x| < 4 (f32) / 6 (f64):
+  1 - exp(-x^2) * Q(|x| - c), Q a fit of exp(x^2)*erfc(x) weighted by exp(-x^2)/erf(x)
+  (9 / 21 terms), x^2 carried as hi + lo through fma; beyond, +-1.  Both pieces are computed
+  and a select picks one.
 * sin/cos: j = rint(x*2/pi), r = x - j*pi/2 with pi/2 in three parts through fma (the first
-  product is exact), r clamped to +-pi/2 so huge inputs stay bounded, minimax odd/even
-  polynomials for sin(r)/cos(r) on |r| <= pi/4, quadrant (j mod 4, computed in floating
-  point) chooses and negates by selects.
-* pow: f32 is computed in f64 (log, product and exp in double, then one rounding), so it
-  is correctly rounded except in rare cases.  f64 uses log(|x|) as a double-double
-  (hi + lo, ~2^-65 relative), y*log as an fma-exact product and an exp that takes the low
-  part into its reduced argument, so its error does not grow with |y*log(x)|.  Special
-  cases follow C99 Annex F: pow(x, +-0) = 1, pow(1, y) = 1, pow(-1, +-inf) = 1,
-  x < 0 finite with y finite non-integer -> NaN, x < 0 with integer y -> sign by the parity
-  of y, pow(+-0, y) and pow(+-inf, y) as in C (signed zeros / infinities), |x| < 1 or > 1
-  with y = +-inf -> 0 or inf.
-* rsqrt: 1 / sqrt(x) (two correctly rounded operations).
+  product exact), r clamped to the polynomial interval (so huge |x| stays bounded), minimax
+  polynomials sin(r) = r + r^3*S(r^2), cos(r) = 1 - r^2/2 + r^4*C(r^2) (with the rounding
+  error of 1 - r^2/2 added back); the quadrant j mod 4, computed in floating point, selects
+  and negates.
+* pow: log|x| as a double-word hi + lo (f32: ~2^-43, f64: ~2^-67 relative): s = f/(2+f) and
+  its remainder, 2s + (2/3)s^3 + (2/5)s^5 as double-word terms (fma-exact products,
+  two-sum), tail polynomial; y*log as an fma-exact product ph + pl; exp(ph + pl) with pl
+  folded into the reduced argument.  So the error does not grow with |y*log(x)|, and
+  small integer powers of small integers are exact.  Special cases as C99 Annex F:
+  pow(x, +-0) = 1, pow(1, y) = 1, pow(-1, +-inf) = 1, x < 0 finite with y finite
+  non-integer -> NaN, x < 0 (or -0, -inf) with an odd integer y -> negative, pow(+-0, y)
+  and pow(+-inf, y) with signed zeros / infinities, |x| < 1 or > 1 with y = +-inf.
+* rsqrt: 1 / sqrt(x) (two correctly rounded operations, < 2 ulp).
 
-Polynomial coefficients were computed for this module with a Remez exchange in mpmath
-(50 digits) on the stated intervals and weights, then rounded to the target precision
-(the lowest-order coefficient first, refitting the rest, when that was better).
+Polynomial coefficients were computed for this module by a Remez exchange in mpmath
+(50 digits) on the stated intervals and weights, then rounded to the target precision (the
+lowest-order coefficient first with the rest refitted, when that was better).
 
-Throughput (elements/s, f32, 16M elements, one thread, AMD EPYC znver3 2 cores, AVX2+FMA;
-this module compiled at O3 vs numpy 2.4 on the same machine; run by hand, not a test):
+Throughput, f32, one thread, AMD EPYC (znver3, 2 cores, AVX2+FMA), this module at O3
+(host CPU, new pass manager) vs numpy 2.4 (``out=`` given), 16M elements (64 MiB in and
+out; np.copyto of the same runs at ~2.2e9 elements/s), elements per second; run by hand:
 
-========  ==============  ======================
-name      graphc mathlib  numpy (np.exp, ...)
-========  ==============  ======================
-exp       1.1e9           1.0e9
-expm1     0.70e9          0.11e9
-log       0.86e9          0.99e9
-tanh      0.56e9          0.085e9
-sigmoid   0.81e9          0.30e9 (1/(1+exp(-x)))
-erf       0.45e9          --     (no numpy erf)
-sin       0.78e9          0.87e9
-cos       0.79e9          0.92e9
-pow       0.22e9          0.045e9
-rsqrt     0.90e9          0.62e9 (1/np.sqrt(x))
-========  ==============  ======================
+========  ===========  =============================================
+name      mathlib      numpy
+========  ===========  =============================================
+exp       1.5e9        0.57e9  (np.exp)
+expm1     1.2e9        0.07e9  (np.expm1)
+log       1.2e9        0.49e9  (np.log)
+tanh      0.97e9       0.38e9  (np.tanh)
+sigmoid   1.2e9        0.40e9  (negative, exp, add, reciprocal in place)
+erf       0.9e9        --      (numpy has no erf)
+sin       1.2e9        0.53e9  (np.sin)
+cos       1.2e9        0.53e9  (np.cos)
+pow       0.26e9       0.16e9  (np.power)
+rsqrt     2.1e9        1.2e9   (sqrt, reciprocal in place; memory bound)
+========  ===========  =============================================
+
+In cache (8192 elements) the rates are about the same (compute bound except rsqrt).
 """
 from __future__ import annotations
 
@@ -101,14 +114,14 @@ MATH_FUNCS = ("exp", "expm1", "log", "tanh", "sigmoid", "erf", "sin", "cos", "po
 
 # Maximum error in ulp asserted by the tests, per (name, dtype).  See the table above.
 ACCURACY = {
-    ("exp", "f32"): 1.0, ("exp", "f64"): 1.0,
+    ("exp", "f32"): 1.0, ("exp", "f64"): 1.5,
     ("expm1", "f32"): 1.5, ("expm1", "f64"): 2.0,
     ("log", "f32"): 1.0, ("log", "f64"): 1.0,
     ("tanh", "f32"): 1.5, ("tanh", "f64"): 1.5,
     ("sigmoid", "f32"): 2.5, ("sigmoid", "f64"): 2.5,
-    ("erf", "f32"): 1.0, ("erf", "f64"): 1.0,
-    ("sin", "f32"): 1.5, ("sin", "f64"): 1.5,
-    ("cos", "f32"): 1.5, ("cos", "f64"): 1.5,
+    ("erf", "f32"): 1.5, ("erf", "f64"): 1.5,
+    ("sin", "f32"): 1.5, ("sin", "f64"): 2.0,
+    ("cos", "f32"): 1.5, ("cos", "f64"): 2.0,
     ("pow", "f32"): 1.5, ("pow", "f64"): 1.5,
     ("rsqrt", "f32"): 2.0, ("rsqrt", "f64"): 2.0,
 }
@@ -212,18 +225,21 @@ _ERF_LARGE = {
             1.4926913989070728e-10, 1.9692905960665613e-11, 1.1885076569668162e-12),
 }
 
-# log_dd (pow): G(z) ~ (2*atanh(s)/s - 2 - 2z/3) / z^2 on z = s^2 <= 0.02944; error of
-# s^5*G relative to log(1+f) ~ 2s: 2^-43.7 (f32), 2^-73.5 (f64)
+# log_dd (pow): G(z) ~ (2*atanh(s)/s - 2 - 2z/3 - 2z^2/5) / z^3 on z = s^2 <= 0.02944;
+# error of s^7*G relative to log(1+f) ~ 2s: 2^-43.0 (f32), 2^-72.9 (f64)
 _LOG_DD = {
-    "f32": (0.3999999761581421, 0.28571972250938416, 0.22179728746414185,
-            0.19556425511837006),
-    "f64": (0.3999999999999998, 0.2857142857144384, 0.22222222217789597,
-            0.18181818844030292, 0.15384558424704095, 0.13336264690762697,
-            0.11675776027750258, 0.11981798229374864),
+    "f32": (0.2857159972190857, 0.22198008000850677, 0.19270767271518707),
+    "f64": (0.2857142857143316, 0.2222222222001258, 0.18181818605412803,
+            0.15384572901387977, 0.13335763009472731, 0.11685044187133543,
+            0.11910952773075534),
 }
 _TWO_THIRDS = {                                  # 2/3 = hi + lo
     "f32": (0.6666666865348816, -1.9868215517249155e-08),
     "f64": (0.6666666666666666, 3.700743415417188e-17),
+}
+_TWO_FIFTHS = {                                  # 2/5 = hi + lo
+    "f32": (0.4000000059604645, -5.9604645663569045e-09),
+    "f64": (0.4, -2.2204460492503132e-17),
 }
 
 _INF = float("inf")
@@ -446,33 +462,43 @@ def _two_sum(e: _Emit, a, b):
     return s, err
 
 
-def _log_dd(e: _Emit, x):
-    """log(x) as hi + lo (about 2^-70 relative) for x >= 0; specials in hi, lo = 0.
+def _dd_mul_const(e: _Emit, a, a_lo, cst):
+    """(a + a_lo) * (cst[0] + cst[1]) as hi + lo (fma-exact leading product)."""
+    hi = e.mul(a, e.k(cst[0]))
+    lo = e.add(e.fma(a, e.k(cst[0]), e.neg(hi)), e.fma(a_lo, e.k(cst[0]), e.mul(a, e.k(cst[1]))))
+    return hi, lo
 
-    log(1 + f) = 2s + (2/3) s^3 + s^5 G(s^2), s = f / (2 + f), with s, s^3 and (2/3) s^3
-    carried as double-doubles (fma-exact products) and the sums by two-sum."""
+
+def _log_dd(e: _Emit, x):
+    """log(x) as hi + lo (about 2^-70 relative in f64) for x >= 0; specials in hi, lo = 0.
+
+    log(1 + f) = 2s + (2/3) s^3 + (2/5) s^5 + s^7 G(s^2), s = f / (2 + f), with s, s^3,
+    s^5 and the first three terms carried as double-word numbers (fma-exact products) and
+    summed by two-sum; the tail is below 2^-18 of the result, so plain arithmetic does."""
     c = e.c
     k, f = _log_split(e, x)
     d = e.add(f, e.k(2.0))
     d_lo = e.sub(f, e.sub(d, e.k(2.0)))           # 2 + f = d + d_lo exactly
     s = e.div(f, d)
     rem = e.sub(e.fma(e.neg(s), d, f), e.mul(s, d_lo))   # f - s*(2 + f)
-    s_lo = e.div(rem, d)
-    tt = _TWO_THIRDS[e.dtype]
+    s_lo = e.div(rem, d)                          # f / (2 + f) = s + s_lo
     z = e.mul(s, s)
-    z_lo = e.fma(s, s, e.neg(z))
+    z_lo = e.fma(s, s, e.neg(z))                  # s^2 = z + z_lo (s_lo terms below)
     cub = e.mul(s, z)                             # s^3 = cub + cub_lo
     cub_lo = e.add(e.fma(s, z, e.neg(cub)),
                    e.fma(s, z_lo, e.mul(e.mul(z, s_lo), e.k(3.0))))
-    t = e.mul(cub, e.k(tt[0]))           # (2/3) s^3 = t + t_lo
-    t_lo = e.add(e.fma(cub, e.k(tt[0]), e.neg(t)),
-                 e.fma(cub_lo, e.k(tt[0]), e.mul(cub, e.k(tt[1]))))
-    tail = e.mul(e.mul(cub, z), e.poly(z, _LOG_DD[e.dtype]))
+    q5 = e.mul(cub, z)                            # s^5 = q5 + q5_lo
+    zs = e.fma(e.mul(s, s_lo), e.k(2.0), z_lo)    # s^2 - z incl. the s_lo term
+    q5_lo = e.add(e.fma(cub, z, e.neg(q5)), e.fma(cub_lo, z, e.mul(cub, zs)))
+    t3, t3_lo = _dd_mul_const(e, cub, cub_lo, _TWO_THIRDS[e.dtype])
+    t5, t5_lo = _dd_mul_const(e, q5, q5_lo, _TWO_FIFTHS[e.dtype])
+    tail = e.mul(e.mul(q5, z), e.poly(z, _LOG_DD[e.dtype]))
     kh = e.mul(k, e.k(c["LN2_HI"]))               # exact
     h, l1 = _two_sum(e, kh, e.add(s, s))
-    h, l2 = _two_sum(e, h, t)
-    lo = e.add(e.add(l1, l2), e.add(t_lo, e.add(s_lo, s_lo)))
-    lo = e.add(lo, e.fma(k, e.k(c["LN2_LO"]), tail))
+    h, l2 = _two_sum(e, h, t3)
+    h, l3 = _two_sum(e, h, t5)
+    lo = e.add(e.add(l1, l2), e.add(l3, e.add(t3_lo, t5_lo)))
+    lo = e.add(lo, e.add(e.add(s_lo, s_lo), e.fma(k, e.k(c["LN2_LO"]), tail)))
     hi = e.add(h, lo)
     lo = e.sub(lo, e.sub(hi, h))
     # x in {0, +inf} or x < 0 or NaN

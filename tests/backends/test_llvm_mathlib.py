@@ -94,8 +94,8 @@ class Kernels:
         key = (name, dtype)
         if key not in self._fns:
             addr = self.engine.get_function_address(f"k_{name}_{dtype}")
-            ptr = ctypes.c_void_p
-            self._fns[key] = ctypes.CFUNCTYPE(None, *([ptr] * (len(args) + 1)), ctypes.c_int64)(addr)
+            proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * (len(args) + 1)), ctypes.c_int64)
+            self._fns[key] = proto(addr)
         arrs = [np.ascontiguousarray(a, dtype=NP[dtype]) for a in args]
         out = np.empty_like(arrs[0])
         self._fns[key](*[a.ctypes.data for a in arrs], out.ctypes.data, out.size)
@@ -114,7 +114,7 @@ def kern():
 def _erf_ref(x):
     """erf in long double: 2x/sqrt(pi) exp(-x^2) sum (2x^2)^n / (2n+1)!!  (positive terms)."""
     x = np.asarray(x, dtype=LD)
-    a = np.minimum(np.abs(x), LD(6.5))
+    a = np.minimum(np.nan_to_num(np.abs(x)), LD(6))   # erf(6) rounds to 1 in f64
     z = a * a
     term = np.ones_like(a)
     total = np.ones_like(a)
@@ -125,7 +125,7 @@ def _erf_ref(x):
             break
     two_over_sqrtpi = LD("1.12837916709551257389615890312154517")
     r = two_over_sqrtpi * a * np.exp(-z) * total
-    r = np.where(np.abs(x) >= 6.5, LD(1), r)
+    r = np.where(np.abs(x) >= 6, LD(1), r)
     r = np.where(np.isnan(x), LD("nan"), r)
     return np.copysign(r, x)
 
@@ -305,9 +305,10 @@ def measure(kern, name, dtype):
     return ulp_error(got, ref, dtype).max()
 
 
-@pytest.mark.skipif(not HAVE_LD, reason="needs x87 long double references")
 @pytest.mark.parametrize("name,dtype", CASES)
 def test_accuracy(kern, name, dtype):
+    if dtype == "f64" and not HAVE_LD:
+        pytest.skip("f64 references need x87 long double")
     worst = measure(kern, name, dtype)
     assert worst <= ACCURACY[(name, dtype)], f"{name}.{dtype}: {worst:.3f} ulp"
 
