@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import graphc.testing as _testing
 
 # Tests always run the verifier after every pass (production opts in with GRAPHC_VERIFY=1).
 os.environ.setdefault("GRAPHC_VERIFY", "1")
+# Compiled objects go to a cache of this run's own, not the user's ~/.cache/graphc.
+os.environ.setdefault("GRAPHC_CACHE_DIR", tempfile.mkdtemp(prefix="graphc-test-cache-"))
 
 _worst: list[float] = [0.0]
 _count: list[int] = [0]
