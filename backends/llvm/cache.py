@@ -102,8 +102,11 @@ class CompileCache:
     in {'memory', 'disk', 'built'}."""
 
     def __init__(self, directory: str | os.PathLike | None = None, enabled: bool | None = None,
-                 memory_entries: int = 256) -> None:
+                 memory_entries: int = 256, max_disk_bytes: int | None = None) -> None:
         self.enabled = cache_enabled_by_env() if enabled is None else enabled
+        # The disk cache is bounded: least recently used entries go first (GRAPHC_CACHE_MAX_MB).
+        self.max_disk_bytes = max_disk_bytes if max_disk_bytes is not None else \
+            int(float(os.environ.get("GRAPHC_CACHE_MAX_MB", "1024")) * 2**20)
         self._dir = Path(directory) if directory is not None else None
         self._mem: OrderedDict[str, bytes] = OrderedDict()
         self._max = memory_entries
@@ -157,6 +160,11 @@ class CompileCache:
                 p.unlink()
             except OSError:
                 pass
+        else:
+            try:
+                os.utime(p)  # recency for eviction
+            except OSError:
+                pass
         return payload
 
     def _write(self, key: str, obj: bytes) -> None:
@@ -174,8 +182,31 @@ class CompileCache:
                 except OSError:
                     pass
                 raise
+            self._evict()
         except OSError:
             pass
+
+    def _evict(self) -> None:
+        """Delete the least recently used entries until the directory is under 90% of its
+        budget."""
+        entries = []
+        for p in self.directory.glob("*.gco"):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_disk_bytes:
+            return
+        for _, size, p in sorted(entries):
+            if total <= 0.9 * self.max_disk_bytes:
+                break
+            try:
+                p.unlink()
+                total -= size
+            except OSError:
+                pass
 
 
 _default: CompileCache | None = None

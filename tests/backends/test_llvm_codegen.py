@@ -717,3 +717,16 @@ def test_pyobject_data_offset_verified():
 def test_gomp_loaded():
     assert engine.gomp_available()
     assert os.path.exists(engine.load_gomp()) or engine.load_gomp().startswith("libgomp")
+
+
+def test_disk_cache_is_bounded_least_recently_used_first(tmp_path):
+    import os
+    import time
+    c = cache_mod.CompileCache(tmp_path, enabled=True, max_disk_bytes=10_000)
+    for i in range(6):
+        c.get_or_build(f"k{i}", lambda i=i: bytes([i]) * 3000)
+        past = time.time() - 100 + i  # distinct recency, all older than the next write
+        os.utime(c.path(f"k{i}"), (past, past))
+    left = sorted(p.stem for p in tmp_path.glob("*.gco"))
+    total = sum(p.stat().st_size for p in tmp_path.glob("*.gco"))
+    assert total <= 10_000 and "k5" in left and "k0" not in left
