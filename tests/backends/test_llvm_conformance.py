@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import graphc as gc
+from tests.examples import digits_cnn
 from graphc.backends import available_backends
 from graphc.ir import all_ops
 
@@ -199,12 +200,7 @@ def test_mlp_train_steps_track_the_reference(opt):
 
 
 def test_cnn_train_step_tracks_the_reference():
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "digits_cnn.py"
-    spec = importlib.util.spec_from_file_location("digits_cnn", path)
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = digits_cnn()
     g = ex.build_train_step()
     ref = gc.compile(g, backend="reference")
     fast = gc.compile(g, backend="llvm")

@@ -10,6 +10,7 @@ import graphc as gc
 from graphc.cli import main
 from graphc.ir.compare import same_graph
 from graphc.ir.registry import all_ops
+from tests.examples import digits_cnn
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = f"{ROOT / 'examples' / 'digits_cnn.py'}:build_train_step"
@@ -20,11 +21,7 @@ def test_dump_text_round_trips_to_the_compiled_graph(capsys, tmp_path):
     text = capsys.readouterr().out
     parsed = gc.parse(text)
     from graphc.compile import prepare
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ex", ROOT / "examples" / "digits_cnn.py")
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
-    compiled, _ = prepare(ex.build_train_step())
+    compiled, _ = prepare(digits_cnn().build_train_step())
     assert same_graph(parsed, compiled) is None
     # the file form, and dumping a text IR file again gives the same text
     out = tmp_path / "step.gcir"
@@ -37,10 +34,7 @@ def test_dumped_text_compiles_and_trains_like_the_original(capsys):
     assert main(["dump", EXAMPLE]) == 0
     parsed = gc.parse(capsys.readouterr().out)
     a = gc.compile(parsed)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ex", ROOT / "examples" / "digits_cnn.py")
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = digits_cnn()
     b = gc.compile(ex.build_train_step())
     x = np.random.default_rng(0).random((ex.BATCH, 1, 8, 8), np.float32)
     t = np.arange(ex.BATCH, dtype=np.int32) % 10

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from tests.examples import digits_cnn
 
 RNG = np.random.default_rng(2024)
 
@@ -157,12 +158,7 @@ def test_batch_norm_layer_training_and_running_statistics():
 
 @pytest.mark.slow
 def test_training_the_example_cnn_on_digits_lowers_loss_and_learns():
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).resolve().parents[2] / "examples" / "digits_cnn.py"
-    spec = importlib.util.spec_from_file_location("digits_cnn", path)
-    ex = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ex)
+    ex = digits_cnn()
 
     images, labels = gc.load_digits()
     assert images.shape == (1797, 8, 8) and labels.shape == (1797,)

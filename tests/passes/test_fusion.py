@@ -1,9 +1,6 @@
 """Operator fusion: groups in the IR, one kernel per group, unchanged results."""
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -14,20 +11,11 @@ from graphc.compile import prepare
 from graphc.passes.fusion import fuse
 from graphc.passes.legalize import legalize
 from graphc.passes.lower import lower
+from tests.examples import load
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 needs_llvm = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
 
 
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str((ROOT / path).parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
 
 
 def chain_graph(n=(64, 33)):

@@ -9,10 +9,7 @@ the element it writes, each element by one iteration).
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -24,22 +21,13 @@ from graphc.ir import kernel as K
 from graphc.ir.dtypes import f32, i32
 from graphc.passes.inplace import inplace_safe
 from graphc.passes.lower import lower
+from tests.examples import load
 from graphc.passes.memory import ARENA_ALIGN, naive_layout, plan_memory
 from tests.ir.random_graphs import build_random_graph
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 needs_llvm = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
 
 
-def load(path: str, name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str((ROOT / path).parent))
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.pop(0)
-    return mod
 
 
 # -- the test's own view of a program ----------------------------------------------------------
