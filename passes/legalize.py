@@ -25,6 +25,11 @@ def _decompose_all(op: OpDef) -> bool:
     return op.decompose is None
 
 
+def has_kernel(op: OpDef) -> bool:
+    """Ops the kernel-IR lowering handles directly (the LLVM and CUDA backends keep these)."""
+    return op.scalar is not None or op.lower is not None
+
+
 def legalize(graph: Graph, keep: Callable[[OpDef], bool] = _decompose_all, *,
              verify: bool = True) -> int:
     """Decompose every node whose op has a decompose hook and is not kept; returns the number

@@ -24,10 +24,6 @@ class LoweringError(GraphcError):
     """A node that no lowering rule covers."""
 
 
-def _has_kernel(opdef) -> bool:
-    return opdef.scalar is not None or opdef.lower is not None
-
-
 def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
@@ -35,9 +31,9 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True) -> Prog
     outputs overwrite dead inputs in place (passes/memory.py, passes/inplace.py); False
     gives every temp bytes of its own."""
     from .fusion import fuse
-    from .legalize import legalize
+    from .legalize import has_kernel, legalize
     g = graph.copy()
-    legalize(g, keep=_has_kernel)
+    legalize(g, keep=has_kernel)
     eliminate_dead_code(g)
     if fuse_ops:
         fuse(g)

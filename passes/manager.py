@@ -61,9 +61,8 @@ def _dce(g: Graph) -> dict[str, int]:
 
 
 def _legalize(g: Graph) -> dict[str, int]:
-    from .legalize import legalize
-    return {"composite ops decomposed": legalize(g, keep=lambda op: op.scalar is not None
-                                                 or op.lower is not None)}
+    from .legalize import has_kernel, legalize
+    return {"composite ops decomposed": legalize(g, keep=has_kernel)}
 
 
 def _fusion(g: Graph) -> dict[str, int]:
