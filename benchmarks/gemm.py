@@ -44,12 +44,24 @@ def _time_calls(fn, runs: int) -> list[float]:
 SETTLE_S = 0.25
 
 
+WARMUP_S = 0.1
+
+
+def _warm_up(fn) -> None:
+    """Call fn for WARMUP_S (at least once): first-touch, thread wake-up, and the clock of
+    a core that was idle ramping back up (a single call of a small GEMM is too short)."""
+    t_end = time.perf_counter() + WARMUP_S
+    fn()
+    while time.perf_counter() < t_end:
+        fn()
+
+
 def _median_interleaved(contenders: dict, runs: int, rounds: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
             time.sleep(SETTLE_S)
-            fn()  # warm-up (JIT/allocations/thread wake-up)
+            _warm_up(fn)
             samples[name] += _time_calls(fn, runs)
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -129,7 +141,7 @@ def bench_single_thread(g: CompiledGemm, sizes, runs: int, rounds: int):
         samples = {"graphc": [], "numpy": []}
         for _ in range(rounds):
             for name, fn in (("graphc", lambda: k1(*args, 0, 1)), ("numpy", lambda: a @ b)):
-                fn()
+                _warm_up(fn)
                 for _ in range(runs):
                     t0 = time.thread_time()
                     fn()

@@ -192,7 +192,7 @@ def _round_up(x: int, m: int) -> int:
 
 
 def _region_elements(M: int, N: int, K: int, bl: GemmBlocking, esize: int) -> int:
-    """Per-thread workspace region in elements; mirrored exactly by `_emit_region_ir`."""
+    """Per-thread workspace region in elements; `_Gen.emit_driver` computes the same."""
     al = _ALIGN_BYTES // esize
     kc = min(bl.kc, max(K, 1))
     mc = min(bl.mc, _round_up(max(M, 1), bl.mr))

@@ -18,12 +18,11 @@ import itertools
 import numpy as np
 import pytest
 
-llvm_gemm = pytest.importorskip("graphc.backends.llvm.gemm")
-from graphc.backends.llvm.gemm import (CompiledGemm, GemmBlocking, GemmTarget,  # noqa: E402
-                                       declare_gemm, emit_parallel_gemm_entry, gemm_name,
-                                       workspace_elements)
+import llvmlite.ir as ir
 
-import llvmlite.ir as ir  # noqa: E402
+from graphc.backends.llvm.gemm import (CompiledGemm, GemmBlocking, GemmTarget, declare_gemm,
+                                       emit_parallel_gemm_entry, emit_parallel_region,
+                                       gemm_name, workspace_elements)
 
 DTYPES = {"f32": np.float32, "f64": np.float64}
 EDGE_SIZES = (1, 3, 7, 17, 63, 65, 100, 257)
@@ -293,3 +292,56 @@ def test_other_targets_compute_correctly_here(features):
         c0 = c.astype(np.float64)
         g2(a, b, c, ta, tb, True, num_threads=2)  # two shares, one after the other
         _check(c, a, b, ta, tb, c0, True, f"{features} {dtype}")
+
+
+def test_emit_parallel_region_outlines_a_parallel_loop():
+    """The generic GOMP outlining helper: a cyclic parallel loop over n elements, each
+    writing i*10 + thread_id, plus the team size; every element written exactly once."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+
+    from graphc.backends.llvm.gemm import (create_host_target_machine, load_libgomp,
+                                           optimize_module)
+    i64 = ir.IntType(64)
+    m = ir.Module(name="par")
+    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [i64.as_pointer(), i64,
+                                                        i64.as_pointer()]), "fill")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def body(ob, vals, tid, nt):
+        out, n, team = vals
+        with ob.if_then(ob.icmp_signed("==", tid, ir.Constant(i64, 0))):
+            ob.store(nt, team)
+        pre = ob.block
+        head, loop, done = (ob.append_basic_block(x) for x in ("head", "loop", "done"))
+        ob.branch(head)
+        ob.position_at_end(head)
+        i = ob.phi(i64)
+        i.add_incoming(tid, pre)
+        ob.cbranch(ob.icmp_signed("<", i, n), loop, done)
+        ob.position_at_end(loop)
+        ptr = ob.gep(out, [i])
+        ob.store(ob.add(ob.add(ob.mul(i, ir.Constant(i64, 10)), tid), ob.load(ptr)), ptr)
+        i.add_incoming(ob.add(i, nt), loop)
+        ob.branch(head)
+        ob.position_at_end(done)
+
+    emit_parallel_region(b, m, "fill.omp", fn.args, body, 2)
+    b.ret_void()
+    load_libgomp()
+    tm = create_host_target_machine()
+    llmod = llvm.parse_assembly(str(m))
+    llmod.verify()
+    optimize_module(llmod, tm)
+    engine = llvm.create_mcjit_compiler(llmod, tm)
+    engine.finalize_object()
+    f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)(
+        engine.get_function_address("fill"))
+    out = np.zeros(1001, np.int64)
+    team = np.zeros(1, np.int64)
+    f(out.ctypes.data, out.size, team.ctypes.data)
+    nt = int(team[0])
+    assert 1 <= nt <= 2
+    idx = np.arange(out.size)
+    np.testing.assert_array_equal(out, idx * 10 + idx % nt)
