@@ -55,16 +55,23 @@ def _owned(arr: np.ndarray, held: list[np.ndarray]) -> np.ndarray:
 
 
 class ParamStore(MutableMapping):
-    """exe.params: read the current parameter arrays; assignments are checked and copied."""
+    """exe.params: the current parameter arrays; assignments are checked and copied.
+
+    The arrays handed out are read-only views of the executable's own state: a train step
+    may update that state in place (passes/donate.py), so a view shows the value after the
+    latest call; `.copy()` keeps a snapshot."""
 
     def __init__(self, exe: "Executable") -> None:
         self._exe = exe
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
-            return self._exe._params[name]
+            arr = self._exe._params[name]
         except KeyError:
             raise InputError(self._exe._unknown("parameter", name, self._exe._params)) from None
+        view = arr.view()
+        view.flags.writeable = False
+        return view
 
     def __setitem__(self, name: str, value: Any) -> None:
         p = self._exe._param_types.get(name)

@@ -9,7 +9,7 @@ here is specific to one backend.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Iterator, Union
 
 from .dtypes import DType, bool_, i64
@@ -248,7 +248,10 @@ class Program:
     arena: dict[str, int] = field(default_factory=dict)  # temp buffer -> byte offset
     arena_bytes: int = 0
     # An i32[2] output buffer kernels flag runtime errors in (bad gather indices...): slot 0
-    # holds 0 or the 1-based code of a message in `errors`; slot 1 is scratch.
+    # holds 0 or the 1-based code of a message in `errors`; slot 1 is scratch. A call stops
+    # after the first kernel that leaves slot 0 non-zero: no later kernel runs, so state
+    # updated in place (passes/donate.py) is never half-written by a failing call.
+    # `updates[name] == params[name]` means that parameter is updated in place.
     status: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -299,3 +302,36 @@ def walk_exprs(e: Expr) -> Iterator[Expr]:
         sub = getattr(e, child, None)
         if sub is not None and not isinstance(sub, (str, DType)):
             yield from walk_exprs(sub)
+
+
+def rename_buffers(k: Kernel, mapping: dict[str, str]) -> Kernel:
+    """A copy of kernel k that reads and writes `mapping[b]` wherever it named buffer b (used
+    when a pass moves a value into another buffer's storage under that buffer's own name)."""
+    def expr(e):
+        if not is_dataclass(e) or isinstance(e, (Var, Const, LocalRef)):
+            return e
+        changes = {f.name: expr(getattr(e, f.name)) for f in fields(e)
+                   if is_dataclass(getattr(e, f.name))}
+        if isinstance(e, Load) and e.buffer in mapping:
+            changes["buffer"] = mapping[e.buffer]
+        return replace(e, **changes) if changes else e
+
+    def stmt(s: Stmt) -> Stmt:
+        if isinstance(s, For):
+            return For(s.var, s.extent, [stmt(x) for x in s.body], s.mark)
+        if isinstance(s, Store):
+            return Store(mapping.get(s.buffer, s.buffer), expr(s.index), expr(s.value))
+        if isinstance(s, Declare):
+            return Declare(s.local, expr(s.init))
+        if isinstance(s, Assign):
+            return Assign(s.local, expr(s.value))
+        if isinstance(s, Gemm):
+            offs = {o: expr(getattr(s, o)) for o in ("offset_a", "offset_b", "offset_c")}
+            epi = expr(s.epilogue) if s.epilogue is not None else None
+            return replace(s, a=mapping.get(s.a, s.a), b=mapping.get(s.b, s.b),
+                           c=mapping.get(s.c, s.c), epilogue=epi, **offs)
+        raise TypeError(type(s))
+
+    def names(bs: list[str]) -> list[str]:
+        return list(dict.fromkeys(mapping.get(b, b) for b in bs))
+    return Kernel(k.name, [stmt(s) for s in k.body], names(k.reads), names(k.writes), k.source)

@@ -27,9 +27,10 @@ class LoweringError(GraphcError):
 def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
-    gc.compile's pass pipeline left them). plan: arena temps share bytes by liveness and
-    outputs overwrite dead inputs in place (passes/memory.py, passes/inplace.py); False
-    gives every temp bytes of its own."""
+    gc.compile's pass pipeline left them). plan: parameter updates overwrite the parameters
+    (passes/donate.py), kernels are reordered to free memory early (passes/schedule.py),
+    arena temps share bytes by liveness and outputs overwrite dead inputs in place
+    (passes/memory.py, passes/inplace.py); False gives every temp bytes of its own."""
     from .fusion import fuse
     from .legalize import has_kernel, legalize
     g = graph.copy()
@@ -147,13 +148,17 @@ class _Lowering:
         """Drop temps no kernel touches, then place the others in the arena: by liveness,
         with outputs written in place of dead inputs, when planning (passes/memory.py);
         else one slot each."""
+        from .donate import donate_state
         from .memory import naive_layout, plan_memory
+        from .schedule import schedule_kernels
         used = {b for k in self.p.kernels for b in (*k.reads, *k.writes)}
         used |= {base for base, _ in self.p.aliases.values()}
         for name in [b.name for b in self.p.buffers.values() if b.kind == "temp" and b.name not in used
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
         if self.plan:
+            donate_state(self.p)
+            schedule_kernels(self.p)
             plan_memory(self.p, inplace=True)
         else:
             naive_layout(self.p)

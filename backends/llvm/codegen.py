@@ -687,7 +687,7 @@ class _ModuleGen:
             used, written = buffers_used(k.body)
             fname = f"{self.prefix}.k{idx}_{_sanitize(k.name)}"
             fn = self.kernel_function(fname, used, written, k)
-            kernels.append((fn, used))
+            kernels.append((fn, used, p.status is not None and p.status in written))
             kfuncs.append(fname)
         # entry
         entry_name = f"{self.prefix}_entry"
@@ -716,16 +716,22 @@ class _ModuleGen:
             counters.initializer = ir.Constant(arr_t, None)
             counters.type = PTR  # opaque, so GEP with source_etype yields element pointers
             clock = self.intrinsic("llvm.readcyclecounter", I64, [])
-        for k, (fn, used) in enumerate(kernels):
+        for k, (fn, used, reports) in enumerate(kernels):
             args = [address(n) for n in used]
             if counters is None:
                 b.call(fn, args)
-                continue
-            t0 = b.call(clock, [])
-            b.call(fn, args)
-            t1 = b.call(clock, [])
-            slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, k)], inbounds=True, source_etype=arr_t)
-            b.store(b.add(b.load(slot, typ=I64), b.sub(t1, t0)), slot)
+            else:
+                t0 = b.call(clock, [])
+                b.call(fn, args)
+                t1 = b.call(clock, [])
+                slot = b.gep(counters, [ir.Constant(I64, 0), ir.Constant(I64, k)], inbounds=True,
+                             source_etype=arr_t)
+                b.store(b.add(b.load(slot, typ=I64), b.sub(t1, t0)), slot)
+            if reports:  # a failing call stops here (Program.status)
+                code = b.load(address(p.status), typ=I32, align=4)
+                failed = b.icmp_signed("!=", code, ir.Constant(I32, 0))
+                with b.if_then(failed, likely=False):
+                    b.ret_void()
         b.ret_void()
         py_entry = None
         if self.opt.py_data_offset:

@@ -25,13 +25,15 @@ call through ctypes is ~0.4 us, numpy.empty ~0.25 us, argument conversion ~0.6 u
 Thread safety: a context (slots array + 64-byte aligned arena, one numpy byte buffer
 reused across calls) is used by one call at a time: concurrent calls each pop their own
 context from the pool (a new one is made when the pool is empty, so N concurrent calls
-hold N arenas; they stay pooled for reuse). Parameters are read-only during a call;
-calls that update parameters are serialised by the executable's lock.
+hold N arenas; they stay pooled for reuse). Calls that update parameters are serialised
+by the executable's lock; graphs without updates never write parameters.
 
 Lifetimes: the executable holds its `JitModule` (the code), the constant arrays (their
 pointers are written once into every context), and through the base class the parameter
 arrays (each call holds the ones it passes in locals until the native call returns).
-Parameter updates are returned as fresh output arrays and installed as the new values.
+Parameter updates are written into the parameter arrays themselves where the program says
+so (`Program.updates[name] == Program.params[name]`, passes/donate.py); any other update
+is returned as a fresh output array and installed as the new value.
 
 Threads: parallel loops use `num_threads` (GRAPHC_NUM_THREADS or os.cpu_count() by
 default; `exe.num_threads = n` changes it for this executable, at most the max_threads
@@ -266,9 +268,10 @@ class LLVMExecutable(Executable):
                 self._out_specs.append((slot_of[name], name, shape, buf.dtype.np_dtype))
         self._shapes = shapes
         self._result_names = list(p.outputs)
-        self._update_names = list(p.updates.items())
+        # updates written into the parameter's own storage need no installing (passes/donate.py)
+        self._update_names = [(k, b) for k, b in p.updates.items() if b != p.params.get(k)]
         # results that are not plain output buffers (aliases, inputs, temps): slow path
-        self._special = {n for n in list(p.outputs) + list(p.updates.values())
+        self._special = {n for n in list(p.outputs) + [b for _, b in self._update_names]
                          if n in p.aliases or p.buffers[n].kind != "output"}
         self._storage = {n: self._root(n) for n in self._special}
         self._pool: list[_Context] = []

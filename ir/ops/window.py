@@ -123,6 +123,62 @@ def _lower_im2col(ctx, node):
     ctx.kernel(body, [xb], [ob])
 
 
+def im2col_image(ctx, x_shape, dtype, xb, n, a, dst, base, out_dtype=None) -> list:
+    """Statements writing image n's columns (rows (c, ki, kj), columns (oh, ow)) into dst at
+    element offset base, converted to out_dtype: the per-image im2col of Caffe-style
+    convolution lowerings that keep one image's columns, not the batch's, in memory. Serial
+    loops: callers run it inside their own parallel loop."""
+    _, c_, hh, ww = x_shape
+    kh, kw = a["kernel"]
+    oh_n, ow_n = _out_hw_of(x_shape, a)
+    cols = oh_n * ow_n
+    out_dtype = out_dtype or dtype
+    zero = K.Const(0.0, out_dtype)
+    body = []
+    for ki in range(kh):
+        for kj in range(kw):
+            def tap(vs, ki=ki, kj=kj):
+                c, oh, ow = vs
+                h, w = _window_coords(a, oh, ow, ki, kj)
+                ok = _inside(h, w, hh, ww)
+                src = L.linear_index([n, c, h, w], [c_ * hh * ww, hh * ww, ww, 1])
+                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
+                dst_i = L.linear_index([row, oh, ow], [cols, ow_n, 1], base)
+                val = K.Load(xb, K.Select(ok, src, L.c64(0), dtypes.i64), dtype)
+                if out_dtype != dtype:
+                    val = K.Cast(val, out_dtype)
+                return [K.Store(dst, dst_i, K.Select(ok, val, zero, out_dtype))]
+            body += ctx.loops([c_, oh_n, ow_n], tap, parallel=False)
+    return body
+
+
+def col2im_image(ctx, image_shape, a, cols_buf, cols_base, dst, dst_base, dtype) -> list:
+    """Statements adding one image's columns (rows (c, ki, kj), columns (oh, ow)) at
+    cols_buf[cols_base:] back into the (C, H, W) image at dst[dst_base:], which the caller
+    has zeroed: the per-image adjoint of `im2col_image`. Serial loops."""
+    c_, hh, ww = image_shape
+    kh, kw = a["kernel"]
+    oh_n, ow_n = _out_hw_of((1,) + tuple(image_shape), a)
+    ncol = oh_n * ow_n
+    stmts = []
+    for ki in range(kh):
+        for kj in range(kw):
+            def tap(vs, ki=ki, kj=kj):
+                c, oh, ow = vs
+                h, w = _window_coords(a, oh, ow, ki, kj)
+                ok = _inside(h, w, hh, ww)
+                at = K.Select(ok, L.linear_index([c, h, w], [hh * ww, ww, 1], dst_base),
+                              L.linear_index([c], [hh * ww], dst_base), dtypes.i64)
+                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
+                src = L.linear_index([row, oh, ow], [ncol, ow_n, 1], cols_base)
+                add = K.Binary("add", K.Load(dst, at, dtype),
+                               K.Select(ok, K.Load(cols_buf, src, dtype), K.Const(0.0, dtype), dtype),
+                               dtype)
+                return [K.Store(dst, at, add)]
+            stmts += ctx.loops([c_, oh_n, ow_n], tap, parallel=False, innermost="serial")
+    return stmts
+
+
 def _out_hw_of(xs, a):
     _, _, cols = _cols_shape("im2col", xs, a)
     (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = (a["kernel"], a["strides"], a["padding"],
