@@ -148,17 +148,13 @@ class _Lowering:
         """Drop temps no kernel touches, then place the others in the arena: by liveness,
         with outputs written in place of dead inputs, when planning (passes/memory.py);
         else one slot each."""
-        from .donate import donate_state
-        from .memory import naive_layout, plan_memory
-        from .schedule import schedule_kernels
+        from .memory import naive_layout, plan_program
         used = {b for k in self.p.kernels for b in (*k.reads, *k.writes)}
         used |= {base for base, _ in self.p.aliases.values()}
         for name in [b.name for b in self.p.buffers.values() if b.kind == "temp" and b.name not in used
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
         if self.plan:
-            donate_state(self.p)
-            schedule_kernels(self.p)
-            plan_memory(self.p, inplace=True)
+            plan_program(self.p)
         else:
             naive_layout(self.p)

@@ -235,13 +235,13 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
     records: list[InPlace] = []
     slots = before
     if inplace:
-        saved = dict(p.aliases)
+        saved = dict(p.aliases), list(p.kernels)
         records = apply_inplace(p)
         if records:
             slots = live_slots(p)
             peak, order2 = pack(slots)
             if peak > reuse:  # never with an optimal packer, but a heuristic may wobble:
-                p.aliases = saved  # keep the better plan
+                p.aliases, p.kernels = saved  # keep the better plan (views and stores both)
                 records, slots = [], before
             else:
                 order = order2
@@ -250,3 +250,14 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
     p.arena_bytes = peak
     return MemoryPlan(p.name, slots, peak, naive, reuse, lower_bound(slots, len(p.kernels)),
                       records, order, [k.name for k in p.kernels])
+
+
+def plan_program(p: Program) -> MemoryPlan:
+    """The whole memory pipeline `lower(..., plan=True)` runs: parameter updates in place
+    (passes/donate.py), a memory-aware kernel order (passes/schedule.py), then in-place
+    kernels and placement (`plan_memory`)."""
+    from .donate import donate_state
+    from .schedule import schedule_kernels
+    donate_state(p)
+    schedule_kernels(p)
+    return plan_memory(p, inplace=True)

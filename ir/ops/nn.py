@@ -293,12 +293,17 @@ def _conv_flops(out_shape, weight_shape) -> int:
     return 2 * n * k * oh * ow * cg * kh * kw
 
 
+def _lower_conv2d(ctx, node):
+    from .conv_lowering import lower_conv2d
+    lower_conv2d(ctx, node)
+
+
 register(OpDef(
     "conv2d", Fusion.CONTRACTION, _conv2d_infer, _conv2d_ref, 2, dict(_CONV_ATTRS), _conv2d_vjp,
     lambda ts, outs, a: _io_cost(_conv_flops(outs[0].shape, ts[1].shape), ts, outs),
     doc="2-D cross-correlation, NCHW input, (K, C/groups, KH, KW) weight; zero padding "
         "(top, bottom, left, right), strides, dilations and channel groups",
-    decompose=_conv2d_decompose))
+    decompose=_conv2d_decompose, lower=_lower_conv2d))
 
 
 def _conv2d_grad_input_infer(ts, a):
@@ -349,69 +354,8 @@ def _conv2d_grad_input_decompose(b, n):
 
 
 def _lower_conv2d_grad_input(ctx, node):
-    """Caffe's input-gradient loop instead of the decomposition's batch of columns: the
-    images are split into parallel runs (as for the weight gradient); per image, GEMM
-    W^T g[n] per group into the run's (C*KH*KW, OH*OW) scratch, then col2im it into dx[n].
-    f16 is computed in f32 (weights and gradients converted once into scratch)."""
-    from .. import kernel as K
-    from .. import lowering as L
-    from .window import col2im_image
-    g, w = node.inputs
-    dx = node.outputs[0]
-    a = node.attrs
-    n_img, c_, hh, ww = a["input_shape"]
-    k_, cg, kh, kw = w.shape
-    groups = a["groups"]
-    kg, rg = k_ // groups, cg * kh * kw
-    hw = g.shape[2] * g.shape[3]
-    ct = dtypes.f32 if dx.dtype == dtypes.f16 else dx.dtype
-    chunks = max(d for d in range(1, min(n_img, GRAD_WEIGHT_CHUNKS) + 1) if n_img % d == 0)
-    per = n_img // chunks
-    gb, wb, ob = ctx.buf(g), ctx.buf(w), ctx.buf(dx)
-    rows, img = c_ * kh * kw, c_ * hh * ww
-    cols = ctx.temp(chunks * rows * hw, ct)
-    scratch, pre = [cols], []
-    w_src, g_src = wb, gb
-    c, j = ctx.var("chunk"), ctx.var("img")
-    n = L.add(L.mul(c, L.c64(per)), j)
-    g_base = L.mul(n, L.c64(k_ * hw))
-    body = []
-
-    def convert(src, dt, src_base, dst, dst_base, size, parallel):
-        return ctx.loops([size], lambda vs: [K.Store(dst, L.add(dst_base, vs[0]),
-                                                     K.Cast(K.Load(src, L.add(src_base, vs[0]), dt), ct))],
-                         parallel=parallel)
-    if w.dtype != ct:
-        w_src = ctx.temp(w.type.size, ct)
-        scratch.append(w_src)
-        pre = convert(wb, w.dtype, L.c64(0), w_src, L.c64(0), w.type.size, True)
-    if g.dtype != ct:
-        g_src = ctx.temp(chunks * k_ * hw, ct)
-        scratch.append(g_src)
-        body += convert(gb, g.dtype, g_base, g_src, L.mul(c, L.c64(k_ * hw)), k_ * hw, False)
-        g_base = L.mul(c, L.c64(k_ * hw))
-    cols_base = L.mul(c, L.c64(rows * hw))
-    for gi in range(groups):
-        body.append(K.Gemm(w_src, g_src, cols, rg, hw, kg, trans_a=True, lda=rg, ldb=hw, ldc=hw,
-                           offset_a=gi * kg * rg, offset_b=L.add(g_base, L.c64(gi * kg * hw)),
-                           offset_c=L.add(cols_base, L.c64(gi * rg * hw))))
-    geom = {"kernel": (kh, kw), "strides": a["strides"], "padding": a["padding"],
-            "dilations": a["dilations"]}
-    if ct == dx.dtype:
-        dst, dst_base = ob, L.mul(n, L.c64(img))
-    else:
-        dst = ctx.temp(chunks * img, ct)
-        scratch.append(dst)
-        dst_base = L.mul(c, L.c64(img))
-    body += ctx.loops([img], lambda vs: [K.Store(dst, L.add(dst_base, vs[0]), K.Const(0.0, ct))],
-                      parallel=False)
-    body += col2im_image(ctx, (c_, hh, ww), geom, cols, cols_base, dst, dst_base, ct)
-    if dst is not ob:
-        body += ctx.loops([img], lambda vs: [K.Store(ob, L.add(L.mul(n, L.c64(img)), vs[0]),
-                                                     K.Cast(K.Load(dst, L.add(dst_base, vs[0]), ct),
-                                                            dx.dtype))], parallel=False)
-    run = [K.For(c, chunks, [K.For(j, per, body, "serial")], "parallel" if chunks > 1 else "serial")]
-    ctx.kernel(pre + run, [gb, wb], [ob] + scratch)
+    from .conv_lowering import lower_conv2d_grad_input
+    lower_conv2d_grad_input(ctx, node)
 
 
 register(OpDef(
@@ -464,62 +408,9 @@ def _conv2d_grad_weight_decompose(b, n):
     return [_down(b, b.reshape(dw, ws), out.dtype)]
 
 
-GRAD_WEIGHT_CHUNKS = 8  # most images processed in parallel; each keeps one partial sum
-
-
 def _lower_conv2d_grad_weight(ctx, node):
-    """Caffe's weight-gradient loop instead of the decomposition's batch of columns: the
-    images are split into `chunks` runs processed in parallel; each run im2cols one image at
-    a time into its own (C*KH*KW, OH*OW) scratch and accumulates g[n] @ cols^T per group
-    into its own partial sum by GEMM; the partials are added at the end. Memory: chunks x
-    (one image's columns + one weight) instead of the batch's columns and a weight per
-    image. f16 is computed in f32, as the decomposition does."""
-    from .. import kernel as K
-    from .. import lowering as L
-    from .window import im2col_image
-    x, g = node.inputs
-    dw = node.outputs[0]
-    a = node.attrs
-    n_img, c_, _, _ = x.shape
-    k_, cg, kh, kw = a["weight_shape"]
-    groups = a["groups"]
-    kg, rg = k_ // groups, cg * kh * kw
-    hw = g.shape[2] * g.shape[3]
-    ct = dtypes.f32 if x.dtype == dtypes.f16 else x.dtype
-    chunks = max(d for d in range(1, min(n_img, GRAD_WEIGHT_CHUNKS) + 1) if n_img % d == 0)
-    per = n_img // chunks
-    xb, gb, ob = ctx.buf(x), ctx.buf(g), ctx.buf(dw)
-    cols = ctx.temp(chunks * c_ * kh * kw * hw, ct)
-    part = ctx.temp(chunks * k_ * rg, ct)
-    gcopy = ctx.temp(chunks * k_ * hw, ct) if g.dtype != ct else None
-    geom = {"kernel": (kh, kw), "strides": a["strides"], "padding": a["padding"],
-            "dilations": a["dilations"]}
-    c, j = ctx.var("chunk"), ctx.var("img")
-    n = L.add(L.mul(c, L.c64(per)), j)
-    body = im2col_image(ctx, x.shape, x.dtype, xb, n, geom, cols, L.mul(c, L.c64(c_ * kh * kw * hw)), ct)
-    g_src, g_base = gb, L.mul(n, L.c64(k_ * hw))
-    if gcopy is not None:
-        g_src, g_base = gcopy, L.mul(c, L.c64(k_ * hw))
-        body += ctx.loops([k_ * hw], lambda vs: [K.Store(gcopy, L.add(g_base, vs[0]),
-                                                         K.Cast(K.Load(gb, L.add(L.mul(n, L.c64(k_ * hw)), vs[0]),
-                                                                       g.dtype), ct))], parallel=False)
-    for gi in range(groups):
-        body.append(K.Gemm(g_src, cols, part, kg, rg, hw, trans_b=True, lda=hw, ldb=hw, ldc=rg,
-                           offset_a=L.add(g_base, L.c64(gi * kg * hw)),
-                           offset_b=L.add(L.mul(c, L.c64(c_ * kh * kw * hw)), L.c64(gi * rg * hw)),
-                           offset_c=L.add(L.mul(c, L.c64(k_ * rg)), L.c64(gi * kg * rg)),
-                           accumulate=True))
-    zero = ctx.loops([k_ * rg], lambda vs: [K.Store(part, L.add(L.mul(c, L.c64(k_ * rg)), vs[0]),
-                                                    K.Const(0.0, ct))], parallel=False)
-    run = [K.For(c, chunks, zero + [K.For(j, per, body, "serial")], "parallel" if chunks > 1 else "serial")]
-
-    def total(vs):
-        acc = K.Load(part, vs[0], ct)
-        for i in range(1, chunks):
-            acc = K.Binary("add", acc, K.Load(part, L.add(vs[0], L.c64(i * k_ * rg)), ct), ct)
-        return [K.Store(ob, vs[0], acc if ct == dw.dtype else K.Cast(acc, dw.dtype))]
-    reads = [xb, gb] + ([gcopy] if gcopy else [])
-    ctx.kernel(run + ctx.loops([k_ * rg], total), reads, [ob, cols, part] + ([gcopy] if gcopy else []))
+    from .conv_lowering import lower_conv2d_grad_weight  # imports window.py, which imports this
+    lower_conv2d_grad_weight(ctx, node)
 
 
 register(OpDef(

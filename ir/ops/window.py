@@ -123,11 +123,11 @@ def _lower_im2col(ctx, node):
     ctx.kernel(body, [xb], [ob])
 
 
-def im2col_image(ctx, x_shape, dtype, xb, n, a, dst, base, out_dtype=None) -> list:
+def im2col_image(ctx, x_shape, dtype, xb, n, a, dst, base, out_dtype=None, parallel=False) -> list:
     """Statements writing image n's columns (rows (c, ki, kj), columns (oh, ow)) into dst at
     element offset base, converted to out_dtype: the per-image im2col of Caffe-style
     convolution lowerings that keep one image's columns, not the batch's, in memory. Serial
-    loops: callers run it inside their own parallel loop."""
+    loops unless `parallel` (callers run it inside their own parallel loop)."""
     _, c_, hh, ww = x_shape
     kh, kw = a["kernel"]
     oh_n, ow_n = _out_hw_of(x_shape, a)
@@ -148,14 +148,15 @@ def im2col_image(ctx, x_shape, dtype, xb, n, a, dst, base, out_dtype=None) -> li
                 if out_dtype != dtype:
                     val = K.Cast(val, out_dtype)
                 return [K.Store(dst, dst_i, K.Select(ok, val, zero, out_dtype))]
-            body += ctx.loops([c_, oh_n, ow_n], tap, parallel=False)
+            body += ctx.loops([c_, oh_n, ow_n], tap, parallel=parallel)
     return body
 
 
-def col2im_image(ctx, image_shape, a, cols_buf, cols_base, dst, dst_base, dtype) -> list:
+def col2im_image(ctx, image_shape, a, cols_buf, cols_base, dst, dst_base, dtype, parallel=False) -> list:
     """Statements adding one image's columns (rows (c, ki, kj), columns (oh, ow)) at
     cols_buf[cols_base:] back into the (C, H, W) image at dst[dst_base:], which the caller
-    has zeroed: the per-image adjoint of `im2col_image`. Serial loops."""
+    has zeroed: the per-image adjoint of `im2col_image`. The loops over channels may run in
+    parallel (a channel's plane is only written from its own rows)."""
     c_, hh, ww = image_shape
     kh, kw = a["kernel"]
     oh_n, ow_n = _out_hw_of((1,) + tuple(image_shape), a)
@@ -175,7 +176,7 @@ def col2im_image(ctx, image_shape, a, cols_buf, cols_base, dst, dst_base, dtype)
                                K.Select(ok, K.Load(cols_buf, src, dtype), K.Const(0.0, dtype), dtype),
                                dtype)
                 return [K.Store(dst, at, add)]
-            stmts += ctx.loops([c_, oh_n, ow_n], tap, parallel=False, innermost="serial")
+            stmts += ctx.loops([c_, oh_n, ow_n], tap, parallel=parallel, innermost="serial")
     return stmts
 
 

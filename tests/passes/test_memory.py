@@ -22,7 +22,7 @@ from graphc.ir.dtypes import f32, i32
 from graphc.passes.inplace import inplace_safe
 from graphc.passes.lower import lower
 from tests.examples import load
-from graphc.passes.memory import ARENA_ALIGN, naive_layout, plan_memory
+from graphc.passes.memory import ARENA_ALIGN, naive_layout, plan_memory, plan_program
 from tests.ir.random_graphs import build_random_graph
 
 needs_llvm = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
@@ -225,10 +225,12 @@ def test_random_programs_keep_the_invariants(ops):
             assert plan.naive_bytes == naive
             assert plan.lower_bound <= plan.peak_bytes == p.arena_bytes <= plan.reuse_bytes <= naive
             totals["reused"] += plan.peak_bytes < naive
-            # lower() plans the same way by default
-            q = lower(work, fuse_ops=fuse)
+            # lower() runs the whole memory pipeline by default
+            q, r = lower(work, fuse_ops=fuse), lower(work, fuse_ops=fuse, plan=False)
+            plan_program(r)
             check_plan(q)
-            assert q.arena_bytes == p.arena_bytes and q.aliases == p.aliases, seed
+            assert q.arena_bytes == r.arena_bytes and q.aliases == r.aliases, seed
+            assert [k.name for k in q.kernels] == [k.name for k in r.kernels], seed
     # the checks were not vacuous: slots were live together, reused and written in place
     assert totals["pairs"] > 100 and totals["inplace"] > 30 and totals["reused"] > 30, totals
 
@@ -443,11 +445,12 @@ def _model(which):
     return g, feeds
 
 
-# Measured (prepare + lower, fused): CNN step naive 4,810,304 B -> planned 1,742,272 B
-# (0.36x; equal to the liveness lower bound; 5 kernels run in place, but the peak sits at
-# the conv2 weight-gradient GEMM, which in-place does not touch); MLP step naive
-# 15,912,640 B -> planned 8,503,360 B (0.53x, also the lower bound: the 4 MiB and 3 MiB
-# weight gradients are live together until the parameter updates at the end).
+# Measured (prepare + lower, fused; plan_memory alone, graph order): CNN step naive
+# 2,657,152 B -> planned 787,904 B (0.30x; the per-image convolution kernels keep one
+# image's columns, not the batch's); MLP step naive 15,912,640 B -> planned 8,503,360 B
+# (0.53x, the lower bound: the 4 MiB and 3 MiB weight gradients are live together until
+# the parameter updates at the end). The full pipeline (plan_program: updates in place,
+# memory-aware order) gets CNN 719,360 B and MLP 7,340,032 B.
 PEAK_RATIO = {"cnn": 0.40, "mlp": 0.56}
 
 
@@ -464,10 +467,13 @@ def test_train_step_peak_is_below_the_naive_total(which):
         check_inplace(p, before, kernels, rec)
     assert plan.naive_bytes == naive
     assert plan.peak_bytes <= PEAK_RATIO[which] * naive, (plan.peak_bytes, naive)
-    assert plan.peak_bytes <= 1.05 * plan.lower_bound
+    assert plan.peak_bytes <= 1.10 * plan.lower_bound  # best-fit is a heuristic
     # relu forwards and backwards (and the fused groups around them) run in place
     assert len(plan.inplace) >= 5
-    assert lower(work).arena_bytes == plan.peak_bytes
+    full = lower(work, plan=False)
+    final = plan_program(full)
+    assert lower(work).arena_bytes == final.peak_bytes == full.arena_bytes
+    assert final.peak_bytes <= min(plan.peak_bytes, 1.05 * final.lower_bound)
 
 
 @needs_llvm
@@ -491,3 +497,23 @@ def test_train_steps_on_llvm_equal_the_reference(which):
                 np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=f"{name} step {step}")
         for k in ref.params:
             np.testing.assert_allclose(exe.params[k], ref.params[k], rtol=2e-4, atol=2e-5, err_msg=f"{name} {k}")
+
+
+def test_a_rejected_inplace_plan_restores_the_kernels_too(monkeypatch):
+    """When in-place packs worse than plain reuse, the plan falls back: the kernels'
+    redirected stores must be undone with the views, or a kernel would write a buffer
+    that later kernels no longer read (this happened with the CNN step once reordered)."""
+    import graphc.passes.memory as memory
+    kernels = [_copy("x", "t"), _relu("t", "u"), _copy("u", "y")]
+    p = _program(kernels, temps=("t", "u"))
+    real_pack, calls = memory.pack, []
+
+    def pack(slots):
+        peak, order = real_pack(slots)
+        calls.append(peak)
+        return (peak + 10 ** 6 if len(calls) > 1 else peak), order  # in-place "loses"
+    monkeypatch.setattr(memory, "pack", pack)
+    before = [str(k) for k in p.kernels]
+    plan = plan_memory(p)
+    assert len(calls) == 2 and plan.inplace == []
+    assert p.aliases == {} and [str(k) for k in p.kernels] == before

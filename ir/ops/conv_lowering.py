@@ -1,0 +1,192 @@
+"""Convolution kernels that hold one image's columns at a time (Caffe's lowering).
+
+The decompositions in nn.py build the whole batch's im2col matrix, (N, C*KH*KW, OH*OW):
+nine times the input for a 3x3 kernel, and for the weight gradient also one weight-sized
+product per image before the batch sum. Here each kernel walks the images instead, split
+into up to `RUNS` runs that execute in parallel; a run owns one image's columns of
+scratch (and, for the weight gradient, one partial weight sum), so the scratch is
+RUNS x (one image's columns) whatever the batch. Each image's GEMM runs on its run's
+thread; a batch of one runs its im2col loops and its GEMM on the whole team instead.
+
+All three compute f16 in f32 (converted into scratch), as the decompositions do.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .. import dtypes
+from .. import kernel as K
+from .. import lowering as L
+from .window import col2im_image, im2col_image
+
+RUNS = 8  # images processed in parallel; each run keeps one image's scratch
+
+
+def image_runs(ctx, n_img: int, body: Callable[[K.Expr, K.Expr, bool], list]) -> tuple[list, int]:
+    """(loops calling body(image, run, parallel) once for every image, number of runs). Runs
+    get equal shares; the remainder images form a second parallel loop, one image per run."""
+    if n_img == 1:
+        return body(L.c64(0), L.c64(0), True), 1
+    runs = min(n_img, RUNS)
+    per, rem = divmod(n_img, runs)
+    c, j = ctx.var("run"), ctx.var("img")
+    image = L.add(L.mul(c, L.c64(per)), j)
+    stmts = [K.For(c, runs, [K.For(j, per, body(image, c, False), "serial")], "parallel")]
+    if rem:
+        r = ctx.var("run")
+        stmts.append(K.For(r, rem, body(L.add(r, L.c64(runs * per)), r, False),
+                           "parallel" if rem > 1 else "serial"))
+    return stmts, runs
+
+
+def _compute_dtype(dt: dtypes.DType) -> dtypes.DType:
+    return dtypes.f32 if dt == dtypes.f16 else dt
+
+
+def _geometry(a: dict, kernel: tuple[int, int]) -> dict:
+    return {"kernel": tuple(kernel), "strides": a["strides"], "padding": a["padding"],
+            "dilations": a["dilations"]}
+
+
+def _copy(ctx, src: str, src_dt, src_base, dst: str, dst_dt, dst_base, size: int, parallel: bool):
+    """dst[dst_base + i] = src[src_base + i] converted, for i < size."""
+    def body(vs):
+        val = K.Load(src, L.add(src_base, vs[0]), src_dt)
+        return [K.Store(dst, L.add(dst_base, vs[0]), val if src_dt == dst_dt else K.Cast(val, dst_dt))]
+    return ctx.loops([size], body, parallel=parallel)
+
+
+def _fill(ctx, dst: str, base, size: int, dt, parallel: bool):
+    return ctx.loops([size], lambda vs: [K.Store(dst, L.add(base, vs[0]), K.Const(0.0, dt))],
+                     parallel=parallel)
+
+
+class _Operand:
+    """A whole operand in the compute dtype: the buffer itself, or a converted copy."""
+
+    def __init__(self, ctx, value, ct, scratch: list, pre: list) -> None:
+        self.name = ctx.buf(value)
+        if value.dtype != ct:
+            src = self.name
+            self.name = ctx.temp(value.type.size, ct)
+            scratch.append(self.name)
+            pre += _copy(ctx, src, value.dtype, L.c64(0), self.name, ct, L.c64(0), value.type.size, True)
+
+
+def lower_conv2d(ctx, node) -> None:
+    """y[n] = W @ im2col(x[n]) per group, image by image."""
+    x, w = node.inputs
+    y = node.outputs[0]
+    a = node.attrs
+    n_img, c_ = x.shape[:2]
+    k_, cg, kh, kw = w.shape
+    groups, hw = a["groups"], y.shape[2] * y.shape[3]
+    kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw
+    ct = _compute_dtype(y.dtype)
+    xb, yb = ctx.buf(x), ctx.buf(y)
+    scratch: list[str] = []
+    pre: list = []
+    wt = _Operand(ctx, w, ct, scratch, pre)
+    geom = _geometry(a, (kh, kw))
+    cols = ctx.temp(min(n_img, RUNS) * rows * hw, ct)
+    ybuf = ctx.temp(min(n_img, RUNS) * k_ * hw, ct) if ct != y.dtype else None
+
+    def body(n, run, par):
+        cols_base = L.mul(run, L.c64(rows * hw))
+        s = im2col_image(ctx, x.shape, x.dtype, xb, n, geom, cols, cols_base, ct, parallel=par)
+        dst, base = (yb, L.mul(n, L.c64(k_ * hw))) if ybuf is None else (ybuf, L.mul(run, L.c64(k_ * hw)))
+        for gi in range(groups):
+            s.append(K.Gemm(wt.name, cols, dst, kg, hw, rg, lda=rg, ldb=hw, ldc=hw,
+                            offset_a=gi * kg * rg, offset_b=L.add(cols_base, L.c64(gi * rg * hw)),
+                            offset_c=L.add(base, L.c64(gi * kg * hw))))
+        if ybuf is not None:
+            s += _copy(ctx, ybuf, ct, base, yb, y.dtype, L.mul(n, L.c64(k_ * hw)), k_ * hw, par)
+        return s
+    run, _ = image_runs(ctx, n_img, body)
+    scratch += [cols] + ([ybuf] if ybuf else [])
+    ctx.kernel(pre + run, [xb, ctx.buf(w)], [yb] + scratch)
+
+
+def lower_conv2d_grad_input(ctx, node) -> None:
+    """dx[n] = col2im(W^T @ g[n]) per group, image by image."""
+    g, w = node.inputs
+    dx = node.outputs[0]
+    a = node.attrs
+    n_img, c_, hh, ww = a["input_shape"]
+    k_, cg, kh, kw = w.shape
+    groups, hw = a["groups"], g.shape[2] * g.shape[3]
+    kg, rg, rows, img = k_ // groups, cg * kh * kw, c_ * kh * kw, c_ * hh * ww
+    ct = _compute_dtype(dx.dtype)
+    gb, ob = ctx.buf(g), ctx.buf(dx)
+    scratch: list[str] = []
+    pre: list = []
+    wt = _Operand(ctx, w, ct, scratch, pre)
+    geom = _geometry(a, (kh, kw))
+    runs = min(n_img, RUNS)
+    cols = ctx.temp(runs * rows * hw, ct)
+    gbuf = ctx.temp(runs * k_ * hw, ct) if g.dtype != ct else None
+    dbuf = ctx.temp(runs * img, ct) if dx.dtype != ct else None
+
+    def body(n, run, par):
+        s = []
+        cols_base = L.mul(run, L.c64(rows * hw))
+        g_src, g_base = gb, L.mul(n, L.c64(k_ * hw))
+        if gbuf is not None:
+            s += _copy(ctx, gb, g.dtype, g_base, gbuf, ct, L.mul(run, L.c64(k_ * hw)), k_ * hw, par)
+            g_src, g_base = gbuf, L.mul(run, L.c64(k_ * hw))
+        for gi in range(groups):
+            s.append(K.Gemm(wt.name, g_src, cols, rg, hw, kg, trans_a=True, lda=rg, ldb=hw, ldc=hw,
+                            offset_a=gi * kg * rg, offset_b=L.add(g_base, L.c64(gi * kg * hw)),
+                            offset_c=L.add(cols_base, L.c64(gi * rg * hw))))
+        dst, base = (ob, L.mul(n, L.c64(img))) if dbuf is None else (dbuf, L.mul(run, L.c64(img)))
+        s += _fill(ctx, dst, base, img, ct, par)
+        s += col2im_image(ctx, (c_, hh, ww), geom, cols, cols_base, dst, base, ct, parallel=par)
+        if dbuf is not None:
+            s += _copy(ctx, dbuf, ct, base, ob, dx.dtype, L.mul(n, L.c64(img)), img, par)
+        return s
+    run, _ = image_runs(ctx, n_img, body)
+    scratch += [b for b in (cols, gbuf, dbuf) if b]
+    ctx.kernel(pre + run, [gb, ctx.buf(w)], [ob] + scratch)
+
+
+def lower_conv2d_grad_weight(ctx, node) -> None:
+    """dW = sum over images of g[n] @ im2col(x[n])^T per group: each run accumulates its
+    images into its own partial sum (GEMM with accumulation), the partials are added last."""
+    x, g = node.inputs
+    dw = node.outputs[0]
+    a = node.attrs
+    n_img, c_ = x.shape[:2]
+    k_, cg, kh, kw = a["weight_shape"]
+    groups, hw = a["groups"], g.shape[2] * g.shape[3]
+    kg, rg, rows, wsize = k_ // groups, cg * kh * kw, c_ * kh * kw, k_ * cg * kh * kw
+    ct = _compute_dtype(dw.dtype)
+    xb, gb, ob = ctx.buf(x), ctx.buf(g), ctx.buf(dw)
+    geom = _geometry(a, (kh, kw))
+    runs = min(n_img, RUNS)
+    cols = ctx.temp(runs * rows * hw, ct)
+    part = ctx.temp(runs * wsize, ct)
+    gbuf = ctx.temp(runs * k_ * hw, ct) if g.dtype != ct else None
+
+    def body(n, run, par):
+        cols_base = L.mul(run, L.c64(rows * hw))
+        s = im2col_image(ctx, x.shape, x.dtype, xb, n, geom, cols, cols_base, ct, parallel=par)
+        g_src, g_base = gb, L.mul(n, L.c64(k_ * hw))
+        if gbuf is not None:
+            s += _copy(ctx, gb, g.dtype, g_base, gbuf, ct, L.mul(run, L.c64(k_ * hw)), k_ * hw, par)
+            g_src, g_base = gbuf, L.mul(run, L.c64(k_ * hw))
+        for gi in range(groups):
+            s.append(K.Gemm(g_src, cols, part, kg, rg, hw, trans_b=True, lda=hw, ldb=hw, ldc=rg,
+                            offset_a=L.add(g_base, L.c64(gi * kg * hw)),
+                            offset_b=L.add(cols_base, L.c64(gi * rg * hw)),
+                            offset_c=L.add(L.mul(run, L.c64(wsize)), L.c64(gi * kg * rg)),
+                            accumulate=True))
+        return s
+    run, runs = image_runs(ctx, n_img, body)
+
+    def total(vs):
+        acc = K.Load(part, vs[0], ct)
+        for i in range(1, runs):
+            acc = K.Binary("add", acc, K.Load(part, L.add(vs[0], L.c64(i * wsize)), ct), ct)
+        return [K.Store(ob, vs[0], acc if ct == dw.dtype else K.Cast(acc, dw.dtype))]
+    body_all = _fill(ctx, part, L.c64(0), runs * wsize, ct, True) + run + ctx.loops([wsize], total)
+    ctx.kernel(body_all, [xb, gb], [ob, cols, part] + ([gbuf] if gbuf else []))
