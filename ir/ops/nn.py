@@ -524,13 +524,23 @@ def _max_pool2d_vjp(b, n, g):
     return [b.max_pool2d_grad(n.inputs[0], g, **n.attrs)]
 
 
+def _lower_max_pool2d(ctx, node):
+    from .pool_lowering import lower_max_pool2d  # window scans; imports this module's helpers
+    lower_max_pool2d(ctx, node)
+
+
+def _lower_max_pool2d_grad(ctx, node):
+    from .pool_lowering import lower_max_pool2d_grad
+    lower_max_pool2d_grad(ctx, node)
+
+
 register(OpDef(
     "max_pool2d", Fusion.OPAQUE, _max_pool2d_infer, _max_pool2d_ref, 1, dict(_POOL_ATTRS),
     _max_pool2d_vjp,
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"]), ts, outs),
     doc="maximum over kernel windows (NCHW); padding (top, bottom, left, right) is -inf and "
         "every window must overlap the input; NaN propagates",
-    decompose=_max_pool2d_decompose))
+    decompose=_max_pool2d_decompose, lower=_lower_max_pool2d))
 
 
 def _max_pool2d_grad_infer(ts, a):
@@ -576,7 +586,7 @@ register(OpDef(
     doc="gradient of max_pool2d: each window's gradient goes to the first maximum of x in "
         "the window (row-major over the kernel, as PyTorch); overlapping windows add up. "
         "Piecewise constant in x, so no gradient flows to x",
-    decompose=_max_pool2d_grad_decompose))
+    decompose=_max_pool2d_grad_decompose, lower=_lower_max_pool2d_grad))
 
 
 def _max_pool2d_select_infer(ts, a):
