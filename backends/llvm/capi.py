@@ -169,6 +169,7 @@ void {p}_destroy({p}_model *m);
 void *{p}_param_data({p}_model *m, int i);
 /* Threads for parallel loops, clamped to [1, max] (max: the export's max_threads). */
 int {p}_set_num_threads(int n);
+/* Tensor tables, each terminated by an entry whose name is NULL. */
 const graphc_tensor_info *{p}_inputs(void);
 const graphc_tensor_info *{p}_outputs(void);
 const graphc_tensor_info *{p}_params(void);
@@ -191,9 +192,10 @@ def _infos(name: str, infos: tuple[TensorInfo, ...]) -> str:
     lines = []
     for i, t in enumerate(infos):
         lines.append(_arr("int64_t", f"{name}_shape{i}", t.shape))
-    rows = ",\n    ".join(f"{{{c_string(t.name)}, {c_string(t.dtype)}, {len(t.shape)}, {name}_shape{i}, "
-                          f"{t.nbytes}u}}" for i, t in enumerate(infos)) or "{0, 0, 0, 0, 0}"
-    lines.append(f"static const graphc_tensor_info {name}[{max(len(infos), 1)}] = {{\n    {rows}\n}};")
+    rows = [f"{{{c_string(t.name)}, {c_string(t.dtype)}, {len(t.shape)}, {name}_shape{i}, {t.nbytes}u}}"
+            for i, t in enumerate(infos)] + ["{0, 0, 0, 0, 0}"]  # terminated by a NULL name
+    lines.append(f"static const graphc_tensor_info {name}[{len(rows)}] = {{\n    " + ",\n    ".join(rows)
+                 + "\n};")
     return "\n".join(lines)
 
 
