@@ -141,6 +141,16 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     return ops.sum(d * d, axis, keepdims) / (n - ddof)
 
 
+def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+    return ops.sqrt(_var(a, axis, dtype, out, ddof, keepdims))
+
+
+def _outer(a, b, out=None):
+    if out is not None:
+        raise _untraceable("numpy.outer(..., out=...)")
+    return ops.mul(ops.reshape(a, (-1, 1)), ops.reshape(b, (1, -1)))
+
+
 def _like(fill: Callable[[Any], Any]) -> Callable:
     def f(a, dtype=None, order="K", subok=True, shape=None, **kw):
         x = ops._t(a)
@@ -192,7 +202,7 @@ FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.ravel: lambda a, order="C": _reshape(a, -1, order),
     np.pad: _pad, np.take: lambda a, indices, axis=None, out=None, mode="raise":
         ops.take(a if axis is not None else ops.reshape(a, -1), indices, axis or 0),
-    np.dot: _dot, np.var: _var,
+    np.dot: _dot, np.var: _var, np.std: _std, np.outer: _outer,
     np.shape: lambda a: ops._t(a).shape, np.ndim: lambda a: ops._t(a).ndim,
     np.size: lambda a, axis=None: ops._t(a).size if axis is None else ops._t(a).shape[axis],
     np.zeros_like: _like(lambda kw: 0), np.ones_like: _like(lambda kw: 1),
