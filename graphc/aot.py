@@ -92,9 +92,8 @@ def _from_target(target: Any, example_inputs: Any, opt_level: int):
             raise BuildError("gc.export of a jitted function needs example inputs to trace it with")
         args, kwargs = (example_inputs, {}) if isinstance(example_inputs, tuple) else ((example_inputs,), {})
         traced = target.trace(*args, **kwargs)
-        graph, outputs = traced.graph, traced.outputs
-        work, single, ledger = optimize_graph(graph, outputs, backend="llvm", opt_level=opt_level)
-        single = traced.single_leaf
+        work, _, ledger = optimize_graph(traced.graph, traced.outputs, backend="llvm", opt_level=opt_level)
+        single = traced.single_leaf  # the function returned one array, not a tree
     elif isinstance(target, Executable):
         if target.backend_name != "llvm":
             raise BuildError(f"gc.export of an executable needs one compiled with backend='llvm', "
@@ -147,13 +146,13 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
     t_opt = time.perf_counter()
     program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
     t_lower = time.perf_counter()
-    ir_text = print_graph(graph)
+    ir_text = print_graph(graph).rstrip("\n") + "\n"
     lib = llvm_export.export_program(
         graph, program, params, directory, name, max_threads=max_threads, cpu=cpu, features=features,
         description=f"graph @{graph.name}, exported by graphc {__version__} for "
                     f"{llvm_export.engine.host_target().triple}")
-    with open(os.path.join(directory, name + ".gcir"), "w", encoding="utf-8") as f:
-        f.write(ir_text if ir_text.endswith("\n") else ir_text + "\n")
+    with open(os.path.join(directory, name + ".gcir"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(ir_text)
     weights = _read(lib.weights)
     stages = {"passes": t_opt - t_start, "lower": t_lower - t_opt, **lib.seconds}
     manifest = {
@@ -169,7 +168,7 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
         "max_threads": lib.spec.max_threads,
         "opt_level": opt_level,
         "single_output": bool(single),
-        "ir_sha256": _sha256(open(os.path.join(directory, name + ".gcir"), "rb").read()),
+        "ir_sha256": _sha256(ir_text.encode("utf-8")),
         "library_sha256": _sha256(_read(lib.library)),
         "weights_bytes": len(weights),
         "weights_sha256": _sha256(weights),
@@ -305,6 +304,8 @@ def describe(path: str) -> str:
     for t in manifest.get("tensors", []):
         lines.append(f"//   {t['kind']:5} {t['name']}: {t['dtype']}{t['shape']} @ {t['offset']} "
                      f"({t['nbytes']} bytes) sha256 {t['sha256'][:16]}...")
+    if manifest.get("ledger"):
+        lines += ["", "// passes at export"] + ["// " + ln for ln in manifest["ledger"].splitlines()]
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -225,6 +226,7 @@ class JittedFunction:
             raise BuildError(f"static_argnames {unknown} are not parameters of {fn.__qualname__}"
                              f"{self._signature}")
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._lock = threading.RLock()  # the cache is shared by threads calling the function
         self.retraces = 0  # traces after the first (tests and users read it)
         functools.update_wrapper(self, fn)
 
@@ -294,11 +296,12 @@ class JittedFunction:
         key, leaves, paths, bound = self._bind(args, kwargs)
         if any(isinstance(x, Tensor) for x in leaves):
             return self.fn(*args, **kwargs)  # called inside another trace or graph: inline it
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._compile(key, leaves, paths, bound)
-        else:
-            self._cache.move_to_end(key)
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                entry = self._compile(key, leaves, paths, bound)  # one compilation at a time
+            else:
+                self._cache.move_to_end(key)
         return entry(leaves)
 
     def _compile(self, key: tuple, leaves: list, paths: list[str], bound) -> "_Entry":
@@ -326,7 +329,8 @@ class JittedFunction:
         return Lowered(self, self._trace(key, leaves, paths, bound))
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
 
     def __repr__(self) -> str:
         return f"<gc.jit {self.fn.__qualname__}{self._signature} backend={self.backend}>"

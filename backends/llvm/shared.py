@@ -52,6 +52,13 @@ def open_library(path: str) -> ctypes.CDLL:
             os.environ.pop("OMP_WAIT_POLICY", None)
 
 
+def _default_threads() -> int:
+    """GRAPHC_NUM_THREADS or the core count, as for the JIT (codegen.default_num_threads,
+    which this module does not import: it would load llvmlite)."""
+    env = os.environ.get("GRAPHC_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1)
+
+
 class SharedLibraryExecutable(Executable):
     backend_name = "aot"
 
@@ -61,13 +68,12 @@ class SharedLibraryExecutable(Executable):
         self._lib = lib
         self._prefix = prefix
         self._weights_path = os.path.abspath(weights_path).encode()
-        fn = getattr
         try:
-            self._create = fn(lib, f"{prefix}_create")
-            self._call = fn(lib, f"{prefix}_call")
-            self._destroy = fn(lib, f"{prefix}_destroy")
-            self._error = fn(lib, f"{prefix}_error")
-            self._set_threads = fn(lib, f"{prefix}_set_num_threads")
+            self._create = getattr(lib, f"{prefix}_create")
+            self._call = getattr(lib, f"{prefix}_call")
+            self._destroy = getattr(lib, f"{prefix}_destroy")
+            self._error = getattr(lib, f"{prefix}_error")
+            self._set_threads = getattr(lib, f"{prefix}_set_num_threads")
         except AttributeError as e:
             raise ArtifactError(f"shared object does not export the {prefix}_* C API: {e}") from None
         self._create.restype = ctypes.c_void_p
@@ -85,8 +91,7 @@ class SharedLibraryExecutable(Executable):
         self._param_names = [p.name for p in graph.params]
         self._update_specs = [(p.name, tuple(p.shape), p.dtype.np_dtype) if p.name in graph.updates
                               else None for p in graph.params]
-        self._num_threads = self._set_threads(int(os.environ.get("GRAPHC_NUM_THREADS") or 0)
-                                              or (os.cpu_count() or 1))
+        self._num_threads = self._set_threads(_default_threads())
 
     def _new_model(self) -> int:
         err = ctypes.create_string_buffer(1024)
@@ -139,6 +144,9 @@ class SharedLibraryExecutable(Executable):
         return [f"aot: {self._prefix} loaded from a shared object, {self.num_threads} threads"]
 
     def __del__(self) -> None:
-        for m in getattr(self, "_pool", []):
-            self._destroy(m)
-        self._pool = []
+        pool, self._pool = getattr(self, "_pool", []), []
+        try:
+            for m in pool:
+                self._destroy(m)
+        except Exception:  # interpreter shutdown: ctypes may already be gone
+            pass

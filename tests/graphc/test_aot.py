@@ -203,6 +203,20 @@ def test_tiny_artifact_and_kernel_errors(tiny):
         exe(x, np.array([0, 10, 0, 0], np.int32))  # the compiled gather flags it
 
 
+def test_concurrent_calls_each_get_their_own_model(tiny):
+    from concurrent.futures import ThreadPoolExecutor
+    exe = gc.load(tiny)
+    ref = gc.compile(_tiny_graph(), backend="reference")
+    rng = np.random.default_rng(4)
+    cases = [(rng.standard_normal((4, 3)).astype(np.float32), rng.integers(0, 10, 4).astype(np.int32))
+             for _ in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: exe(*c), cases))
+    for c, got in zip(cases, results):
+        for a, b in zip(got, ref(*c)):
+            _assert_close(a, b, "concurrent call")
+
+
 def test_export_of_compiled_executable_keeps_trained_parameters(tmp_path):
     exe = gc.compile(_tiny_graph(), backend="llvm")
     exe.params["w"] = np.full((10, 3), 0.5, np.float32)
