@@ -82,34 +82,38 @@ def _split(path: str) -> tuple[str, str]:
 # --- export ---------------------------------------------------------------------------------
 
 def _from_target(target: Any, example_inputs: Any, opt_level: int):
-    """(optimised graph, single output?, ledger, parameter values, how its inputs are fed)."""
+    """(optimised graph, single output?, ledger, parameter values, lowered program or None)."""
     from .backends.executable import Executable
     from .compile import optimize_graph
     from .jit import JittedFunction
 
+    program = None
     if isinstance(target, JittedFunction):
         if example_inputs is None:
             raise BuildError("gc.export of a jitted function needs example inputs to trace it with")
-        args, kwargs = (example_inputs, {}) if isinstance(example_inputs, tuple) else ((example_inputs,), {})
-        traced = target.trace(*args, **kwargs)
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        traced = target.trace(*args)
         work, _, ledger = optimize_graph(traced.graph, traced.outputs, backend="llvm", opt_level=opt_level)
         single = traced.single_leaf  # the function returned one array, not a tree
     elif isinstance(target, Executable):
         if target.backend_name != "llvm":
             raise BuildError(f"gc.export of an executable needs one compiled with backend='llvm', "
                              f"not {target.backend_name!r}; or pass the graph")
-        work, single, ledger = target.graph, target.single_output, getattr(target, "ledger", None)
-        params = {k: np.array(v) for k, v in target.params.items()}  # its current (trained) state
-        return work, single, ledger, params
+        # exactly what was compiled, with the current (e.g. trained) parameter values
+        work, single, ledger, program = (target.graph, target.single_output,
+                                         getattr(target, "ledger", None), target.program)
     elif isinstance(target, IRGraph):
         work, single, ledger = optimize_graph(target, backend="llvm", opt_level=opt_level)
     else:
         raise BuildError(f"gc.export takes a Graph, a @gc.jit function or an llvm Executable, "
                          f"not {type(target).__name__}")
-    params = {p.name: work.initial_param_value(p) for p in work.params}
+    if isinstance(target, Executable):
+        params = {k: np.array(v) for k, v in target.params.items()}
+    else:
+        params = {p.name: work.initial_param_value(p) for p in work.params}
     if example_inputs is not None and not isinstance(target, JittedFunction):
         _check_examples(work, example_inputs)
-    return work, single, ledger, params
+    return work, single, ledger, params, program
 
 
 def _check_examples(graph: IRGraph, example_inputs: Any) -> None:
@@ -142,9 +146,9 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
 
     t_start = time.perf_counter()
     directory, name = _split(path)
-    graph, single, ledger, params = _from_target(target, example_inputs, opt_level)
+    graph, single, ledger, params, program = _from_target(target, example_inputs, opt_level)
     t_opt = time.perf_counter()
-    program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    program = program or lower(graph, fuse_ops=None, plan=opt_level >= 1)
     t_lower = time.perf_counter()
     ir_text = print_graph(graph).rstrip("\n") + "\n"
     lib = llvm_export.export_program(

@@ -76,7 +76,8 @@ def array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple, kwargs: dict) -> An
 def _reduction(op: Callable) -> Callable:
     def f(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
         if dtype is not None or out is not None or kw.get("initial") is not None or kw.get("where") is not None:
-            raise _untraceable(f"numpy reduction with dtype/out/initial/where")
+            raise _untraceable(f"numpy.{op.__name__}(..., dtype/out/initial/where=...)",
+                               "only axis and keepdims are traced")
         return op(a, axis, keepdims)
     return f
 

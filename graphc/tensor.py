@@ -78,7 +78,10 @@ class Tensor:
         raise self._concrete(".item()")
 
     def __array__(self, *args: Any, **kwargs: Any):
-        raise self._concrete("the data (conversion to a numpy array)")
+        raise ConcretizationError(
+            f"symbolic tensor {self.value.ref()} has no data until the graph runs; compile the "
+            "graph and call it (inside @gc.jit: use numpy functions graphc traces, or gc ops, "
+            "instead of converting to an array)", loc=capture_loc())
 
     # numpy functions on tensors build graph ops (graphc/numpy_api.py)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
