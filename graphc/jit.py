@@ -57,11 +57,23 @@ def _configure_logging() -> None:
 
 # --- pytrees --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
 class Leaf:
-    """A dynamic (traced) leaf: its type is part of the tree's identity, its data is not."""
-    shape: tuple[int, ...]
-    dtype: str
+    """A dynamic (traced) leaf: its type is part of the tree's identity, its data is not.
+    (A slotted class, not a dataclass: one is built per array per call.)"""
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape = shape
+        self.dtype = dtype
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Leaf) and self.shape == other.shape and self.dtype == other.dtype
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.dtype))
+
+    def __str__(self) -> str:
+        return f"{self.dtype}{list(self.shape)}"
 
 
 def _is_array(x: Any) -> bool:
@@ -71,6 +83,12 @@ def _is_array(x: Any) -> bool:
 def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
     """The structure of `tree` (hashable) with array leaves replaced by Leaf(type); the
     arrays go to `leaves` and their access paths to `paths`."""
+    if type(tree) is np.ndarray:  # the common case first: this runs on every call
+        if tree.dtype.kind not in "fiub":
+            raise BuildError(f"{path}: arrays of dtype {tree.dtype} cannot be traced")
+        leaves.append(tree)
+        paths.append(path)
+        return Leaf(tree.shape, tree.dtype)
     if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
         return ("tuple", tuple(flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree)))
     if isinstance(tree, tuple):  # namedtuple
@@ -90,11 +108,11 @@ def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
             raise BuildError(f"{path}: arrays of dtype {arr.dtype} cannot be traced")
         leaves.append(arr)
         paths.append(path)
-        return Leaf(arr.shape, arr.dtype.name)
+        return Leaf(arr.shape, arr.dtype)
     if isinstance(tree, Tensor):
         leaves.append(tree)
         paths.append(path)
-        return Leaf(tuple(tree.shape), tree.dtype.name)
+        return Leaf(tuple(tree.shape), tree.dtype.np_dtype)
     try:
         hash(tree)
     except TypeError:
@@ -127,12 +145,11 @@ def _describe_change(old: tuple, new: tuple) -> str:
     (old_struct, old_paths), (new_struct, new_paths) = old, new
     if old_paths != new_paths:
         return f"argument structure changed ({', '.join(old_paths)} -> {', '.join(new_paths)})"
-    old_leaves = [leaf for _, s in old_struct for leaf in _leaves_of(s)]
-    new_leaves = [leaf for _, s in new_struct for leaf in _leaves_of(s)]
+    old_leaves, new_leaves = _input_leaves(old), _input_leaves(new)
     changes = []
     for path, a, b in zip(new_paths, old_leaves, new_leaves):
         if a != b:
-            changes.append(f"{path}: {a.dtype}{list(a.shape)} -> {b.dtype}{list(b.shape)}")
+            changes.append(f"{path}: {a} -> {b}")
     if not changes:
         for (name, a), (_, b) in zip(old_struct, new_struct):
             if a != b:
@@ -225,6 +242,9 @@ class JittedFunction:
         if unknown:
             raise BuildError(f"static_argnames {unknown} are not parameters of {fn.__qualname__}"
                              f"{self._signature}")
+        params = list(self._signature.parameters.values())
+        plain = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        self._positional = [p.name for p in params] if plain else [None]  # [None]: never matches
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._lock = threading.RLock()  # the cache is shared by threads calling the function
         self.retraces = 0  # traces after the first (tests and users read it)
@@ -232,11 +252,15 @@ class JittedFunction:
 
     # .. argument handling ..
     def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, list, list[str], inspect.BoundArguments]:
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise BuildError(f"{self.fn.__qualname__}{self._signature}: {e}") from None
-        bound.apply_defaults()
+        if not kwargs and len(args) == len(self._positional):
+            arguments = dict(zip(self._positional, args))  # the common call: no binding rules
+            bound = inspect.BoundArguments(self._signature, arguments)  # type: ignore[arg-type]
+        else:
+            try:
+                bound = self._signature.bind(*args, **kwargs)
+            except TypeError as e:
+                raise BuildError(f"{self.fn.__qualname__}{self._signature}: {e}") from None
+            bound.apply_defaults()
         leaves: list = []
         paths: list[str] = []
         struct = []
@@ -261,9 +285,8 @@ class JittedFunction:
         g = Graph(self.fn.__name__ if self.fn.__name__.isidentifier() else "jit")
         taken: set[str] = set()
         with g:
-            symbols = [placeholder(_input_name(p, taken), np.shape(a), np.asarray(a).dtype.name
-                                   if not isinstance(a, Tensor) else a.dtype.name)
-                       for p, a in zip(paths, leaves)]
+            symbols = [placeholder(_input_name(p, taken), leaf.shape, leaf.dtype.name)
+                       for p, leaf in zip(paths, _input_leaves(key))]
             it = iter(symbols)
             call_args = {name: struct[1] if name in self.static_argnames
                          else unflatten(struct, [next(it) for _ in _leaves_of(struct)])
@@ -339,6 +362,10 @@ class JittedFunction:
         if obj is None:
             return self
         return functools.partial(self, obj)
+
+
+def _input_leaves(key: tuple) -> list[Leaf]:
+    return [leaf for _, struct in key[0] for leaf in _leaves_of(struct)]
 
 
 def _leaves_of(struct: Any) -> list[Leaf]:
