@@ -228,6 +228,32 @@ def test_export_of_compiled_executable_keeps_trained_parameters(tmp_path):
         _assert_close(a, b, "trained export")
 
 
+def test_views_and_parameter_swaps_through_python_and_c(tmp_path):
+    """Results that are views of an input or a parameter, and updates whose new value is
+    another parameter (a swap: the C API stages them), over three steps."""
+    g = gc.Graph("swap")
+    with g:
+        x = gc.placeholder("x", (2, 3), "f32")
+        a = gc.param("a", (3,), value=np.array([1, 2, 3], np.float32))
+        b = gc.param("b", (3,), value=np.array([4, 5, 6], np.float32))
+        g.set_outputs([gc.reshape(x, (3, 2)), x * 2, a + 0], updates={a: b, b: a})
+    path = str(tmp_path / "swap")
+    gc.export(g, None, path)
+    xv = np.arange(6, dtype=np.float32).reshape(2, 3)
+    exe, ref = gc.load(path), gc.compile(g, backend="reference")
+    for _ in range(3):
+        for p, q in zip(exe(xv), ref(xv)):
+            np.testing.assert_array_equal(p, q)
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(exe.params[name], ref.params[name])
+    xv.tofile(tmp_path / "in0.bin")
+    r = _run_driver(_build_driver(path, tmp_path), path + ".weights", tmp_path, 3)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out0.bin", np.float32), xv.reshape(-1))
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "param0.bin", np.float32), ref.params["a"])
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "param1.bin", np.float32), ref.params["b"])
+
+
 def test_other_format_version_is_refused(tiny, tmp_path):
     path = _copy(tiny, tmp_path)
     m = json.loads(pathlib.Path(path + ".json").read_text())
