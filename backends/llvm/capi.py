@@ -9,6 +9,7 @@ generated here turns that into an API a C program can use without knowing the ke
                   void *const *outputs, void *const *updates);
     const char *<p>_error(const <p>_model *m);
     void <p>_destroy(<p>_model *m);
+    void *<p>_param_data(<p>_model *m, int i);
     int  <p>_set_num_threads(int n);
     const graphc_tensor_info *<p>_inputs(void), *<p>_outputs(void), *<p>_params(void);
 
