@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the graph that FILE.py:FUNCTION returns (called with no "
                        "arguments), or a text IR file. A graph with outputs set is pruned and "
                        "verified first, as gc.compile would.")
-    d.add_argument("target", help="FILE.py:FUNCTION, FILE.gcir, or an artifact DIR/NAME")
+    d.add_argument("target", help="FILE.py:FUNCTION or FILE.gcir")
     d.add_argument("--format", choices=("text", "dot", "json", "summary"), default="text")
     d.add_argument("-o", "--output", help="write to this file instead of stdout")
     d.add_argument("-O", dest="opt", type=int, choices=(0, 1, 2, 3), default=None,
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the IR before and after every pass as numbered files in DIR")
     d.add_argument("--report", action="store_true", help="print the pass ledger")
     d.set_defaults(func=_cmd_dump)
+    d.epilog = "TARGET may also be an artifact (DIR/NAME from graphc compile): its stored IR and manifest."
     c = sub.add_parser("compile", help="compile a graph into an AOT artifact (.so .h .weights .json .gcir)",
                        description="Export the graph that FILE.py:FUNCTION returns (or a text IR file) as "
                        "an artifact that gc.load, `graphc run` and C programs run without compiling.")
