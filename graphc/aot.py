@@ -287,9 +287,10 @@ def load(path: str) -> SharedLibraryExecutable:
         if t["kind"] == "param":
             dt = to_dtype(t["dtype"]).np_dtype
             params[t["name"]] = np.frombuffer(chunk, dt.newbyteorder("<")).astype(dt).reshape(t["shape"])
-    _check_hash(_read(base + ".so"), manifest.get("library_sha256"), f"{base}.so")
+    library = _read(base + ".so")
+    _check_hash(library, manifest.get("library_sha256"), f"{base}.so")
     graph = parse(ir_text.decode("utf-8"))
-    lib = open_library(base + ".so")
+    lib = open_library(library, _sha256(library))
     exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
                                   manifest.get("single_output", False), manifest.get("max_threads", 1))
     exe.manifest = manifest

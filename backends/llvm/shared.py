@@ -36,17 +36,38 @@ def _pointers(n: int):
     return t()
 
 
-def open_library(path: str) -> ctypes.CDLL:
-    """dlopen the artifact (RTLD_LOCAL). libgomp, if this loads it, reads its settings now:
-    unless the user chose, idle OpenMP workers sleep instead of spinning, as for the JIT
-    (engine.load_gomp explains why)."""
+def _private_dir() -> str:
+    """A directory only this user can write, for the verified copies of loaded libraries."""
+    import tempfile
+    d = os.path.join(tempfile.gettempdir(), f"graphc-aot-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    st = os.stat(d)
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        raise ArtifactError(f"{d} is not a private directory of this user; refusing to load code from it")
+    return d
+
+
+def open_library(data: bytes, digest: str) -> ctypes.CDLL:
+    """dlopen the exact bytes that were verified, from a private file named by their sha256.
+
+    The dynamic loader hands back an already loaded library when asked for the same path
+    again, so loading an artifact that was re-exported in place would silently run the
+    old code; a content-named copy loads new code under a new name (and the same code
+    once). libgomp, if this loads it, reads its settings now: unless the user chose,
+    idle OpenMP workers sleep instead of spinning, as for the JIT (engine.load_gomp)."""
+    path = os.path.join(_private_dir(), f"{digest}.so")
+    if not os.path.isfile(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
     set_policy = not (os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"))
     if set_policy:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        return ctypes.CDLL(os.path.abspath(path), mode=ctypes.RTLD_LOCAL)
+        return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
     except OSError as e:
-        raise ArtifactError(f"cannot load shared object {path}: {e}") from None
+        raise ArtifactError(f"cannot load the artifact's shared object: {e}") from None
     finally:
         if set_policy:
             os.environ.pop("OMP_WAIT_POLICY", None)

@@ -254,6 +254,22 @@ def test_views_and_parameter_swaps_through_python_and_c(tmp_path):
     np.testing.assert_array_equal(np.fromfile(tmp_path / "param1.bin", np.float32), ref.params["b"])
 
 
+def test_reexport_in_place_loads_the_new_code(tmp_path):
+    """The dynamic loader caches libraries by path; a re-exported artifact must not run
+    the old code."""
+    path = str(tmp_path / "same")
+    x = np.linspace(-2, 2, 5, dtype=np.float32)
+    results = []
+    for fn in (gc.exp, gc.tanh):
+        g = gc.Graph("same")
+        with g:
+            g.set_outputs([fn(gc.placeholder("x", (5,), "f32"))])
+        gc.export(g, None, path)
+        results.append(gc.load(path)(x)[0])
+    _assert_close(results[0], np.exp(x), "first export")
+    _assert_close(results[1], np.tanh(x), "re-export at the same path")
+
+
 def test_other_format_version_is_refused(tiny, tmp_path):
     path = _copy(tiny, tmp_path)
     m = json.loads(pathlib.Path(path + ".json").read_text())
