@@ -290,7 +290,7 @@ def load(path: str) -> SharedLibraryExecutable:
     library = _read(base + ".so")
     _check_hash(library, manifest.get("library_sha256"), f"{base}.so")
     graph = parse(ir_text.decode("utf-8"))
-    lib = open_library(library, _sha256(library))
+    lib = open_library(library, _sha256(library), base + ".so")
     exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
                                   manifest.get("single_output", False), manifest.get("max_threads", 1))
     exe.manifest = manifest

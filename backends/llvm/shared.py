@@ -47,13 +47,14 @@ def _private_dir() -> str:
     return d
 
 
-def open_library(data: bytes, digest: str) -> ctypes.CDLL:
+def open_library(data: bytes, digest: str, original: str) -> ctypes.CDLL:
     """dlopen the exact bytes that were verified, from a private file named by their sha256.
 
     The dynamic loader hands back an already loaded library when asked for the same path
     again, so loading an artifact that was re-exported in place would silently run the
     old code; a content-named copy loads new code under a new name (and the same code
-    once). libgomp, if this loads it, reads its settings now: unless the user chose,
+    once). Where the temporary directory cannot hold code (mounted noexec), the original
+    path is loaded instead. libgomp, if this loads it, reads its settings now: unless the user chose,
     idle OpenMP workers sleep instead of spinning, as for the JIT (engine.load_gomp)."""
     path = os.path.join(_private_dir(), f"{digest}.so")
     if not os.path.isfile(path):
@@ -65,9 +66,12 @@ def open_library(data: bytes, digest: str) -> ctypes.CDLL:
     if set_policy:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
-        return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        try:
+            return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        except OSError:
+            return ctypes.CDLL(os.path.abspath(original), mode=ctypes.RTLD_LOCAL)
     except OSError as e:
-        raise ArtifactError(f"cannot load the artifact's shared object: {e}") from None
+        raise ArtifactError(f"cannot load the artifact's shared object {original}: {e}") from None
     finally:
         if set_policy:
             os.environ.pop("OMP_WAIT_POLICY", None)
