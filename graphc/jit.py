@@ -76,19 +76,16 @@ class Leaf:
         return f"{self.dtype}{list(self.shape)}"
 
 
-def _is_array(x: Any) -> bool:
-    return isinstance(x, (np.ndarray, np.generic)) and not isinstance(x, np.str_)
-
-
 def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
     """The structure of `tree` (hashable) with array leaves replaced by Leaf(type); the
     arrays go to `leaves` and their access paths to `paths`."""
-    if type(tree) is np.ndarray:  # the common case first: this runs on every call
-        if tree.dtype.kind not in "fiub":
-            raise BuildError(f"{path}: arrays of dtype {tree.dtype} cannot be traced")
-        leaves.append(tree)
+    if isinstance(tree, (np.ndarray, np.generic)):  # the common case first: runs every call
+        arr = tree if type(tree) is np.ndarray else np.asarray(tree)
+        if arr.dtype.kind not in "fiub":
+            raise BuildError(f"{path}: arrays of dtype {arr.dtype} cannot be traced")
+        leaves.append(arr)
         paths.append(path)
-        return Leaf(tree.shape, tree.dtype)
+        return Leaf(arr.shape, arr.dtype)
     if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
         return ("tuple", tuple(flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree)))
     if isinstance(tree, tuple):  # namedtuple
@@ -102,13 +99,6 @@ def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
         except TypeError:
             raise BuildError(f"{path}: dict keys must be sortable to trace it") from None
         return ("dict", tuple(keys), tuple(flatten(tree[k], f"{path}[{k!r}]", leaves, paths) for k in keys))
-    if _is_array(tree):
-        arr = np.asarray(tree)
-        if arr.dtype.kind not in "fiub":
-            raise BuildError(f"{path}: arrays of dtype {arr.dtype} cannot be traced")
-        leaves.append(arr)
-        paths.append(path)
-        return Leaf(arr.shape, arr.dtype)
     if isinstance(tree, Tensor):
         leaves.append(tree)
         paths.append(path)
