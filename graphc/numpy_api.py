@@ -152,14 +152,13 @@ def _outer(a, b, out=None):
     return ops.mul(ops.reshape(a, (-1, 1)), ops.reshape(b, (1, -1)))
 
 
-def _like(fill: Callable[[Any], Any]) -> Callable:
-    def f(a, dtype=None, order="K", subok=True, shape=None, **kw):
-        x = ops._t(a)
-        shp = x.shape if shape is None else tuple(np.atleast_1d(shape))
-        dt = x.dtype.np_dtype if dtype is None else np.dtype(dtype)
-        from .builder import constant
-        return ops.broadcast_to(constant(np.asarray(fill(kw), dtype=dt)), shp)
-    return f
+def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
+    """A constant broadcast to a's shape: no data of `a` is needed, only its type."""
+    from .builder import constant
+    x = ops._t(a)
+    shp = x.shape if shape is None else tuple(int(d) for d in np.atleast_1d(shape))
+    dt = x.dtype.np_dtype if dtype is None else np.dtype(dtype)
+    return ops.broadcast_to(constant(np.asarray(fill_value, dtype=dt)), shp)
 
 
 def _dot(a, b, out=None):
@@ -206,9 +205,9 @@ FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.dot: _dot, np.var: _var, np.std: _std, np.outer: _outer,
     np.shape: lambda a: ops._t(a).shape, np.ndim: lambda a: ops._t(a).ndim,
     np.size: lambda a, axis=None: ops._t(a).size if axis is None else ops._t(a).shape[axis],
-    np.zeros_like: _like(lambda kw: 0), np.ones_like: _like(lambda kw: 1),
-    np.full_like: lambda a, fill_value, dtype=None, order="K", subok=True, shape=None:
-        _like(lambda kw: fill_value)(a, dtype, order, subok, shape),
+    np.zeros_like: lambda a, dtype=None, order="K", subok=True, shape=None: _full_like(a, 0, dtype, shape=shape),
+    np.ones_like: lambda a, dtype=None, order="K", subok=True, shape=None: _full_like(a, 1, dtype, shape=shape),
+    np.full_like: _full_like,
 }
 
 

@@ -28,7 +28,8 @@ def numpy_model(x, w, b):
     z = np.transpose(np.reshape(z, (x.shape[0], 2, -1)), (1, 0, 2))
     z = np.concatenate([z, np.clip(z, 0.0, 0.5)], axis=2)
     v = np.var(z, axis=0) + np.mean(z) - np.max(z, axis=(0, 2))[:, None] + np.std(z, ddof=1)
-    v = v + np.outer(np.min(v, axis=1), np.ones(v.shape[1], v.dtype))
+    v = v + np.outer(np.min(v, axis=1), np.ones(v.shape[1], v.dtype)) + np.ones_like(v) * 0.5
+    v = v - np.full_like(v, 0.25) + np.zeros_like(v)
     return np.stack([v, np.log(v * v + 1)], axis=-1)
 
 
