@@ -34,6 +34,8 @@ from .ops import grad  # noqa: E402
 from . import init, nn, optim, ops  # noqa: E402
 from .compile import compile  # noqa: E402,A004
 from .backends.executable import Executable  # noqa: E402
+from .jit import jit  # noqa: E402
+from .aot import export, load  # noqa: E402
 
 
 def parse(text: str) -> "ir.Graph":

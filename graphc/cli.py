@@ -63,6 +63,10 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     from .ir.summary import summarize
     from .ir.text import print_graph
 
+    from .aot import describe, is_artifact
+    if is_artifact(args.target):  # an exported artifact: its stored IR and manifest
+        print(describe(args.target))
+        return 0
     g = load_target(args.target)
     optimise = args.after or args.all_stages or args.report or args.opt is not None
     if optimise:
@@ -112,6 +116,48 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from .aot import export
+    if args.backend != "llvm":
+        raise CLIError(f"artifacts are built by the llvm backend, not {args.backend!r}")
+    info = export(load_target(args.target), None, args.output, opt_level=args.opt,
+                  max_threads=args.max_threads, cpu=args.cpu, features=args.features)
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in info.stage_seconds.items())
+    print(f"wrote {', '.join(sorted(info.files.values()))}\ncompiled in {info.compile_seconds:.2f} s "
+          f"({stages})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .aot import load
+    exe = load(args.artifact)
+    feeds: dict[str, Any] = {}
+    if args.inputs:
+        try:
+            with np.load(args.inputs, allow_pickle=False) as data:
+                feeds = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise CLIError(f"cannot read inputs from {args.inputs}: {e}") from None
+    names = exe.input_names
+    if feeds and all(k.startswith("arr_") for k in feeds) and not set(feeds) & set(names):
+        feeds = {n: feeds[f"arr_{i}"] for i, n in enumerate(names) if f"arr_{i}" in feeds}  # np.savez(*arrays)
+    outs = None
+    for _ in range(max(1, args.steps)):
+        outs = exe(**feeds)
+    outs = (outs,) if exe.single_output else outs
+    out_names = [o["name"] for o in exe.manifest["outputs"]]
+    if args.out:
+        np.savez(args.out, **dict(zip(out_names, outs)))
+    print(f"loaded {args.artifact} in {exe.load_seconds * 1e3:.1f} ms")
+    for n, a in zip(out_names, outs):
+        a = np.asarray(a)
+        stats = f" min {a.min():.6g} max {a.max():.6g} mean {a.mean():.6g}" if a.size and a.dtype.kind in "fiu" else ""
+        print(f"{n}: {a.dtype}{list(a.shape)}{stats}" + (f" = {a.item()!r}" if a.size == 1 else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphc", description="graphc: a define-and-run deep-learning "
                                 "graph compiler (tensor IR, passes, LLVM and CUDA code generation).")
@@ -134,6 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the IR before and after every pass as numbered files in DIR")
     d.add_argument("--report", action="store_true", help="print the pass ledger")
     d.set_defaults(func=_cmd_dump)
+    d.epilog = "TARGET may also be an artifact (DIR/NAME from graphc compile): its stored IR and manifest."
+    c = sub.add_parser("compile", help="compile a graph into an AOT artifact (.so .h .weights .json .gcir)",
+                       description="Export the graph that FILE.py:FUNCTION returns (or a text IR file) as "
+                       "an artifact that gc.load, `graphc run` and C programs run without compiling.")
+    c.add_argument("target", help="FILE.py:FUNCTION or FILE.gcir (a graph with outputs set)")
+    c.add_argument("-o", "--output", required=True, help="artifact path: DIR/NAME")
+    c.add_argument("--backend", default="llvm", help="code generator (artifacts: llvm)")
+    c.add_argument("-O", dest="opt", type=int, choices=(0, 1, 2, 3), default=2, help="optimisation level")
+    c.add_argument("--cpu", help="LLVM CPU name to compile for (default: this machine's)")
+    c.add_argument("--features", help="LLVM CPU features to add, e.g. +avx512f,+avx512bw")
+    c.add_argument("--max-threads", type=int, help="most threads the artifact will use (default: cores here)")
+    c.set_defaults(func=_cmd_compile)
+    r = sub.add_parser("run", help="run an AOT artifact on inputs from an .npz file")
+    r.add_argument("artifact", help="DIR/NAME of an artifact written by `graphc compile`")
+    r.add_argument("--inputs", help=".npz with one array per input (by input name, or arr_0, arr_1, ...)")
+    r.add_argument("--out", help="write the outputs to this .npz (by output name)")
+    r.add_argument("--steps", type=int, default=1, help="call it this many times (training steps)")
+    r.set_defaults(func=_cmd_run)
     o = sub.add_parser("ops", help="list the op registry")
     o.set_defaults(func=_cmd_ops)
     return p

@@ -88,6 +88,23 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
     return work, single
 
 
+def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,
+                   backend: str = "reference", state_updates: bool | None = None,
+                   opt_level: int = 2, passes: Sequence[Any] | None = None,
+                   stream: Any = None):
+    """What gc.compile hands its backend: (optimised graph, single output?, pass ledger).
+    With a text stream, the IR after every pass is written to it."""
+    work, single = prepare(graph, outputs, updates, state_updates, prune=False)
+    signature = live_values(work)  # the inputs asked for follow the graph as built
+    pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
+                        if passes is None else passes,
+                        print_after="all" if stream is not None else (), stream=stream)
+    ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
+    eliminate_dead_code(work)
+    prune_signature(work, signature)
+    return work, single, ledger
+
+
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
             state_updates: bool | None = None, opt_level: int = 2,
@@ -102,13 +119,9 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     """
     loc = capture_loc()
     try:
-        work, single = prepare(graph, outputs, updates, state_updates, prune=False)
-        signature = live_values(work)  # the inputs asked for follow the graph as built
-        pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
-                            if passes is None else passes)
-        ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
-        eliminate_dead_code(work)
-        prune_signature(work, signature)
+        work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=backend,
+                                              state_updates=state_updates, opt_level=opt_level,
+                                              passes=passes)
         exe = compile_graph(work, backend, params=params, single_output=single,
                             opt_level=opt_level)
         exe.ledger = ledger

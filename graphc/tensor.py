@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .ir.dtypes import DType
-from .ir.errors import BuildError
+from .ir.errors import BuildError, ConcretizationError
 from .ir.graph import Graph, Value
 from .ir.loc import capture_loc
 from .ir.types import TensorType
@@ -54,15 +54,43 @@ class Tensor:
         return f"Tensor({self.value.ref()}: {self.type}, graph={self.graph.name!r})"
 
     # -- symbolic values have no concrete truth or data ---------------------------------
+    def _concrete(self, what: str) -> ConcretizationError:
+        return ConcretizationError(
+            f"{what} of symbolic tensor {self.value.ref()}: {self.type} is not known while the "
+            "graph is built or traced (it depends on data). Data-dependent Python control flow "
+            "cannot be traced: compute both branches and select with gc.where(cond, a, b) (or "
+            "np.where), or make the value static (a Python number, or a static_argnames "
+            "argument of @gc.jit)", loc=capture_loc())
+
     def __bool__(self) -> bool:
-        raise BuildError(
-            f"the truth value of symbolic tensor {self.value.ref()}: {self.type} is not known "
-            "while the graph is built; use gc.where(cond, a, b) for data-dependent choices",
-            loc=capture_loc())
+        raise self._concrete("the truth value")
+
+    def __float__(self) -> float:
+        raise self._concrete("float()")
+
+    def __int__(self) -> int:
+        raise self._concrete("int()")
+
+    def __index__(self) -> int:
+        raise self._concrete("the integer value (used as an index or size)")
+
+    def item(self) -> Any:
+        raise self._concrete(".item()")
 
     def __array__(self, *args: Any, **kwargs: Any):
-        raise BuildError(f"symbolic tensor {self.value.ref()} has no data until the graph runs; "
-                         "compile the graph and call it", loc=capture_loc())
+        raise ConcretizationError(
+            f"symbolic tensor {self.value.ref()} has no data until the graph runs; compile the "
+            "graph and call it (inside @gc.jit: use numpy functions graphc traces, or gc ops, "
+            "instead of converting to an array)", loc=capture_loc())
+
+    # numpy functions on tensors build graph ops (graphc/numpy_api.py)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from . import numpy_api
+        return numpy_api.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from . import numpy_api
+        return numpy_api.array_function(func, args, kwargs)
 
     def __iter__(self):
         raise BuildError("iterating over a symbolic tensor is not supported; index it "

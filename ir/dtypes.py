@@ -20,6 +20,12 @@ class DType:
         return self.np_dtype.itemsize
 
     @property
+    def dtype(self) -> np.dtype:
+        """numpy reads a `.dtype` attribute, so numpy code traced by gc.jit can write
+        `np.ones(n, t.dtype)` with a Tensor's dtype."""
+        return self.np_dtype
+
+    @property
     def is_bool(self) -> bool:
         return self.name == "bool"
 

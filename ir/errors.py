@@ -78,3 +78,7 @@ class DifferentiationError(GraphcError):
 
 class BuildError(GraphcError):
     """Misuse of the builder API (no active graph, mixing graphs...)."""
+
+
+class ConcretizationError(BuildError):
+    """Python needed a concrete value (`if t > 0:`, `float(t)`) of a symbolic tensor."""

@@ -140,8 +140,7 @@ def compile_program(program: K.Program, *, options: codegen.CodegenOptions | Non
     return cp
 
 
-class KernelError(GraphcError):
-    """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""
+from .errors import KernelError  # noqa: E402  (re-exported: runtime.KernelError)
 
 
 _libraries: dict[str, engine.JitModule] = {}

@@ -1,0 +1,454 @@
+"""The C API of an exported artifact: a header and the C source that wraps a program's entry.
+
+The LLVM module exports `void <program>_entry(void **args)` (see codegen.py); the wrapper
+generated here turns that into an API a C program can use without knowing the kernel IR:
+
+    <p>_model *<p>_create(const char *weights_path, char *error, size_t error_size);
+    int  <p>_run(<p>_model *m, const void *const *inputs, void *const *outputs);
+    int  <p>_call(<p>_model *m, const void *const *inputs, const void *const *params,
+                  void *const *outputs, void *const *updates);
+    const char *<p>_error(const <p>_model *m);
+    void <p>_destroy(<p>_model *m);
+    void *<p>_param_data(<p>_model *m, int i);
+    int  <p>_set_num_threads(int n);
+    const graphc_tensor_info *<p>_inputs(void), *<p>_outputs(void), *<p>_params(void);
+
+`create` reads the weights file into one 64-byte aligned block (parameters and constants),
+checks its size and checksum and the CPU features the code was compiled for (with
+`__builtin_cpu_supports`, in code compiled for the baseline ISA, so a missing feature is an
+error message and never SIGILL), and allocates the arena and the program's output buffers.
+`run` uses the model's parameters and applies parameter updates to them after a
+successful call (a training step); `call` is the functional form the Python loader uses.
+Results are copied out of the program's storage (an output can be a view of an input, a
+parameter or an arena temporary), so callers pass plain dense buffers. A model is used by
+one thread at a time; create one per thread for concurrent calls.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# CPU features LLVM's feature string may require that gcc's __builtin_cpu_supports can test.
+CHECKABLE_FEATURES = ("sse4.1", "sse4.2", "avx", "avx2", "fma", "bmi", "bmi2", "avx512f",
+                      "avx512vl", "avx512bw", "avx512dq", "avx512cd", "avx512vnni")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str              # graphc dtype name (f32, i32, ...)
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a program buffer lives after a call: an external slot (or -1 for the arena)
+    and a byte offset into it."""
+    slot: int
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class CApiSpec:
+    prefix: str                     # C identifier prefix of the API
+    entry: str                      # the LLVM module's entry symbol
+    num_threads_global: str         # the module's i32 team-size global
+    max_threads: int                # the GEMM workspace was sized for this many threads
+    n_ext: int                      # external slots (the args array has n_ext + 1 entries)
+    ext_bytes: tuple[int, ...]      # bytes of each external buffer
+    input_slots: tuple[int, ...]    # per graph input: its slot, or -1 if the program ignores it
+    param_slots: tuple[int, ...]    # per parameter: its slot, or -1
+    const_slots: tuple[tuple[int, int], ...]   # (slot, byte offset in the weights block)
+    output_slots: tuple[int, ...]   # program-owned output buffers, allocated by create
+    status_slot: int                # the i32[2] status buffer's slot, or -1
+    errors: tuple[str, ...]         # messages of status codes 1..n
+    results: tuple[Storage, ...]    # per graph output
+    updates: tuple[tuple[int, Storage], ...]   # (parameter index, new value's storage)
+    param_offsets: tuple[int, ...]  # byte offset of each parameter in the weights block
+    arena_bytes: int
+    weights_bytes: int
+    weights_checksum: int
+    features: tuple[str, ...]       # required CPU features (checkable subset)
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    params: tuple[TensorInfo, ...]
+    description: str                # a comment for the header
+
+
+def c_identifier(name: str) -> str:
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return ident if ident and not ident[0].isdigit() else "m_" + ident
+
+
+def c_string(s: str) -> str:
+    out = []
+    for ch in s.encode("utf-8"):
+        c = chr(ch)
+        if c in '"\\':
+            out.append("\\" + c)
+        elif 32 <= ch < 127:
+            out.append(c)
+        else:
+            out.append(f"\\{ch:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def weights_checksum(data: bytes | memoryview) -> int:
+    """sum(word_i * (2i + 1)) mod 2**64 over the little-endian u64 words of the weights file
+    (its length is a multiple of 8): position-sensitive, so any changed word changes it
+    (odd multipliers are invertible mod 2**64), and cheap in numpy and in C. It guards
+    against truncation and accidental damage; the manifest's sha256 is the strong check."""
+    import numpy as np
+    words = np.frombuffer(data, "<u8")
+    weights = np.arange(1, 2 * len(words) + 1, 2, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return int(np.sum(words * weights, dtype=np.uint64))
+
+
+def header(spec: CApiSpec) -> str:
+    p = spec.prefix
+    guard = f"GRAPHC_{p.upper()}_H"
+
+    def table(name: str, infos: tuple[TensorInfo, ...]) -> str:
+        return "\n".join(f" *   {i}: {t.name}: {t.dtype}{list(t.shape)}" for i, t in enumerate(infos)) \
+            or " *   (none)"
+
+    return f"""/* Generated by graphc: the C API of artifact "{p}". Do not edit.
+ *
+{chr(10).join(' * ' + line if line else ' *' for line in spec.description.splitlines())}
+ *
+ * Inputs (pass in this order, dense row-major, native little-endian):
+{table('inputs', spec.inputs)}
+ * Outputs:
+{table('outputs', spec.outputs)}
+ * Parameters (loaded from the .weights file by {p}_create):
+{table('params', spec.params)}
+ *
+ * Functions returning int give 0 on success and a nonzero code on error; {p}_error(m)
+ * then says what went wrong. A model is used by one thread at a time.
+ */
+#ifndef {guard}
+#define {guard}
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+#ifndef GRAPHC_TENSOR_INFO_DEFINED
+#define GRAPHC_TENSOR_INFO_DEFINED
+typedef struct graphc_tensor_info {{
+    const char *name;
+    const char *dtype;       /* "f32", "f64", "f16", "i32", "i64" or "bool" */
+    int rank;
+    const int64_t *shape;
+    size_t nbytes;
+}} graphc_tensor_info;
+#endif
+
+#define {p.upper()}_NUM_INPUTS {len(spec.inputs)}
+#define {p.upper()}_NUM_OUTPUTS {len(spec.outputs)}
+#define {p.upper()}_NUM_PARAMS {len(spec.params)}
+
+typedef struct {p}_model {p}_model;
+
+/* Load the weights file and allocate working memory; NULL on error (message in error). */
+{p}_model *{p}_create(const char *weights_path, char *error, size_t error_size);
+/* Run with the model's parameters; parameter updates (a training step) are applied. */
+int {p}_run({p}_model *m, const void *const *inputs, void *const *outputs);
+/* Run with the caller's parameters (NULL: the model's); updates, if the graph has any, are
+   written to updates[i] (one buffer per parameter; NULL entries skip it), never applied. */
+int {p}_call({p}_model *m, const void *const *inputs, const void *const *params,
+             void *const *outputs, void *const *updates);
+const char *{p}_error(const {p}_model *m);
+void {p}_destroy({p}_model *m);
+/* The model's parameter storage (read or write between calls). */
+void *{p}_param_data({p}_model *m, int i);
+/* Threads for parallel loops, clamped to [1, max] (max: the export's max_threads). */
+int {p}_set_num_threads(int n);
+/* Tensor tables, each terminated by an entry whose name is NULL. */
+const graphc_tensor_info *{p}_inputs(void);
+const graphc_tensor_info *{p}_outputs(void);
+const graphc_tensor_info *{p}_params(void);
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* {guard} */
+"""
+
+
+def _arr(ctype: str, name: str, values) -> str:
+    vals = list(values)
+    body = ", ".join(str(v) for v in vals) if vals else "0"
+    return f"static const {ctype} {name}[{max(len(vals), 1)}] = {{{body}}};"
+
+
+def _infos(name: str, infos: tuple[TensorInfo, ...]) -> str:
+    lines = []
+    for i, t in enumerate(infos):
+        lines.append(_arr("int64_t", f"{name}_shape{i}", t.shape))
+    rows = [f"{{{c_string(t.name)}, {c_string(t.dtype)}, {len(t.shape)}, {name}_shape{i}, {t.nbytes}u}}"
+            for i, t in enumerate(infos)] + ["{0, 0, 0, 0, 0}"]  # terminated by a NULL name
+    lines.append(f"static const graphc_tensor_info {name}[{len(rows)}] = {{\n    " + ",\n    ".join(rows)
+                 + "\n};")
+    return "\n".join(lines)
+
+
+def source(spec: CApiSpec, header_name: str) -> str:
+    p = spec.prefix
+    s = spec
+    feature_checks = "\n".join(
+        f'    if (!__builtin_cpu_supports({c_string(f)})) return {c_string(f)};' for f in s.features)
+    errors = ",\n    ".join(c_string(e) for e in s.errors) or '""'
+    status_before = status_after = ""
+    if s.status_slot >= 0:
+        status_before = f"    ((int32_t *)args[{s.status_slot}])[0] = 0;"
+        status_after = f"""    int32_t code = ((int32_t *)args[{s.status_slot}])[0];
+    if (code) {{
+        snprintf(m->error, sizeof m->error, "{p}: %s",
+                 code > 0 && code <= N_ERR ? error_text[code - 1] : "compiled kernel reported an error");
+        return code;
+    }}"""
+    res_slot = [r.slot for r in s.results]
+    res_off = [r.offset for r in s.results]
+    res_bytes = [r.nbytes for r in s.results]
+    upd_param = [j for j, _ in s.updates]
+    upd_slot = [st.slot for _, st in s.updates]
+    upd_off = [st.offset for _, st in s.updates]
+    upd_bytes = [st.nbytes for _, st in s.updates]
+    return f"""/* Generated by graphc: the C API of artifact "{p}" (see {header_name}). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "{header_name}"
+
+extern void {s.entry}(void **args);
+extern int32_t {s.num_threads_global};
+extern int omp_get_max_threads(void);
+
+#define N_EXT {s.n_ext}
+#define N_IN {len(s.inputs)}
+#define N_OUT {len(s.outputs)}
+#define N_PARAM {len(s.params)}
+#define N_CONST {len(s.const_slots)}
+#define N_OWN {len(s.output_slots)}
+#define N_UPD {len(s.updates)}
+#define N_ERR {len(s.errors)}
+#define MAX_THREADS {max(1, s.max_threads)}
+#define ARENA_BYTES {s.arena_bytes}ull
+#define WEIGHTS_BYTES {s.weights_bytes}ull
+#define WEIGHTS_CHECKSUM {s.weights_checksum}ull
+
+{_arr("uint64_t", "ext_bytes", s.ext_bytes)}
+{_arr("int", "input_slot", s.input_slots)}
+{_arr("int", "param_slot", s.param_slots)}
+{_arr("uint64_t", "param_offset", s.param_offsets)}
+{_arr("int", "const_slot", [c for c, _ in s.const_slots])}
+{_arr("uint64_t", "const_offset", [o for _, o in s.const_slots])}
+{_arr("int", "own_slot", s.output_slots)}
+{_arr("int", "result_slot", res_slot)}
+{_arr("uint64_t", "result_offset", res_off)}
+{_arr("uint64_t", "result_bytes", res_bytes)}
+{_arr("int", "update_param", upd_param)}
+{_arr("int", "update_slot", upd_slot)}
+{_arr("uint64_t", "update_offset", upd_off)}
+{_arr("uint64_t", "update_bytes", upd_bytes)}
+static const char *const error_text[{max(len(s.errors), 1)}] = {{
+    {errors}
+}};
+{_infos("input_info", s.inputs)}
+{_infos("output_info", s.outputs)}
+{_infos("param_info", s.params)}
+
+struct {p}_model {{
+    unsigned char *weights;     /* parameters and constants, 64-byte aligned */
+    unsigned char *arena;
+    unsigned char *owned;       /* the program's output buffers */
+    unsigned char *staging;     /* updates whose value lives in another parameter */
+    void *own_ptr[N_OWN > 0 ? N_OWN : 1];
+    char error[512];
+}};
+
+static size_t round64(size_t n) {{ return (n + 63u) & ~(size_t)63u; }}
+
+static void *alloc64(size_t n) {{
+    return aligned_alloc(64, round64(n > 0 ? n : 1));
+}}
+
+static const char *missing_cpu_feature(void) {{
+    __builtin_cpu_init();
+{feature_checks}
+    return NULL;
+}}
+
+static int32_t threads_set = 0;
+
+int {p}_set_num_threads(int n) {{
+    if (n < 1) n = 1;
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    {s.num_threads_global} = n;
+    threads_set = 1;
+    return n;
+}}
+
+const graphc_tensor_info *{p}_inputs(void) {{ return input_info; }}
+const graphc_tensor_info *{p}_outputs(void) {{ return output_info; }}
+const graphc_tensor_info *{p}_params(void) {{ return param_info; }}
+const char *{p}_error(const {p}_model *m) {{ return m ? m->error : "no model"; }}
+
+void *{p}_param_data({p}_model *m, int i) {{
+    if (!m || i < 0 || i >= N_PARAM) return NULL;
+    return m->weights + param_offset[i];
+}}
+
+void {p}_destroy({p}_model *m) {{
+    if (!m) return;
+    free(m->weights);
+    free(m->arena);
+    free(m->owned);
+    free(m->staging);
+    free(m);
+}}
+
+static uint64_t checksum(const unsigned char *p, size_t n) {{
+    uint64_t h = 0;
+    for (size_t i = 0; i < n / 8; i++) {{
+        uint64_t w;
+        memcpy(&w, p + 8 * i, 8);
+        h += w * (2 * (uint64_t)i + 1);
+    }}
+    return h;
+}}
+
+{p}_model *{p}_create(const char *weights_path, char *error, size_t error_size) {{
+    char scratch[8];
+    if (!error) {{ error = scratch; error_size = sizeof scratch; }}
+    if (error_size) error[0] = 0;
+    const char *feature = missing_cpu_feature();
+    if (feature) {{
+        snprintf(error, error_size, "{p}: this CPU lacks %s, which the artifact was compiled "
+                 "for; export it again for this machine", feature);
+        return NULL;
+    }}
+    {p}_model *m = calloc(1, sizeof *m);
+    if (!m) {{ snprintf(error, error_size, "{p}: out of memory"); return NULL; }}
+    m->weights = alloc64(WEIGHTS_BYTES);
+    m->arena = alloc64(ARENA_BYTES);
+    size_t owned_bytes = 0, staging_bytes = 0;
+    for (int i = 0; i < N_OWN; i++) owned_bytes += round64(ext_bytes[own_slot[i]]);
+    for (int i = 0; i < N_UPD; i++) staging_bytes += round64(update_bytes[i]);
+    m->owned = alloc64(owned_bytes);
+    m->staging = alloc64(staging_bytes);
+    if (!m->weights || !m->arena || !m->owned || !m->staging) {{
+        snprintf(error, error_size, "{p}: out of memory");
+        {p}_destroy(m);
+        return NULL;
+    }}
+    size_t off = 0;
+    for (int i = 0; i < N_OWN; i++) {{ m->own_ptr[i] = m->owned + off; off += round64(ext_bytes[own_slot[i]]); }}
+    if (WEIGHTS_BYTES > 0) {{
+        FILE *f = weights_path ? fopen(weights_path, "rb") : NULL;
+        if (!f) {{
+            snprintf(error, error_size, "{p}: cannot open weights file %s", weights_path ? weights_path : "(null)");
+            {p}_destroy(m);
+            return NULL;
+        }}
+        size_t got = fread(m->weights, 1, WEIGHTS_BYTES, f);
+        int extra = fgetc(f) != EOF;
+        fclose(f);
+        if (got != WEIGHTS_BYTES || extra) {{
+            snprintf(error, error_size, "{p}: weights file %s has %s%zu bytes, the artifact expects %llu "
+                     "(truncated, or from another export)", weights_path, extra ? "more than " : "", got,
+                     (unsigned long long)WEIGHTS_BYTES);
+            {p}_destroy(m);
+            return NULL;
+        }}
+        if (checksum(m->weights, WEIGHTS_BYTES) != WEIGHTS_CHECKSUM) {{
+            snprintf(error, error_size, "{p}: weights file %s does not match the artifact (checksum "
+                     "differs: altered, or from another export)", weights_path);
+            {p}_destroy(m);
+            return NULL;
+        }}
+    }}
+    if (!threads_set) {{
+        int n = omp_get_max_threads();
+        {p}_set_num_threads(n);
+    }}
+    return m;
+}}
+
+static unsigned char *storage(void **args, int slot, uint64_t offset) {{
+    return (unsigned char *)(slot < 0 ? args[N_EXT] : args[slot]) + offset;
+}}
+
+static int invoke({p}_model *m, const void *const *inputs, const void *const *params,
+                  void *const *outputs, void *const *updates, int apply_updates) {{
+    if (!m) return -1;
+    m->error[0] = 0;
+    if ((N_IN && !inputs) || (N_OUT && !outputs)) {{
+        snprintf(m->error, sizeof m->error, "{p}: inputs and outputs must be arrays of %d and %d pointers",
+                 N_IN, N_OUT);
+        return -1;
+    }}
+    void *args[N_EXT + 1];
+    memset(args, 0, sizeof args);
+    for (int i = 0; i < N_IN; i++) {{
+        if (!inputs[i]) {{
+            snprintf(m->error, sizeof m->error, "{p}: input %d (%s) is NULL", i, input_info[i].name);
+            return -1;
+        }}
+        if (input_slot[i] >= 0) args[input_slot[i]] = (void *)inputs[i];
+    }}
+    for (int i = 0; i < N_PARAM; i++) {{
+        const void *src = params && params[i] ? params[i] : m->weights + param_offset[i];
+        if (param_slot[i] >= 0) args[param_slot[i]] = (void *)src;
+    }}
+    for (int i = 0; i < N_CONST; i++) args[const_slot[i]] = m->weights + const_offset[i];
+    for (int i = 0; i < N_OWN; i++) args[own_slot[i]] = m->own_ptr[i];
+    args[N_EXT] = m->arena;
+{status_before}
+    {s.entry}(args);
+{status_after}
+    for (int i = 0; i < N_OUT; i++) {{
+        if (!outputs[i]) {{
+            snprintf(m->error, sizeof m->error, "{p}: output %d (%s) is NULL", i, output_info[i].name);
+            return -1;
+        }}
+        memcpy(outputs[i], storage(args, result_slot[i], result_offset[i]), result_bytes[i]);
+    }}
+    if (updates) {{
+        for (int i = 0; i < N_UPD; i++)
+            if (updates[update_param[i]])
+                memcpy(updates[update_param[i]], storage(args, update_slot[i], update_offset[i]), update_bytes[i]);
+    }} else if (apply_updates) {{
+        /* stage first: a new value may live in another parameter's storage */
+        size_t off = 0;
+        for (int i = 0; i < N_UPD; i++) {{
+            memcpy(m->staging + off, storage(args, update_slot[i], update_offset[i]), update_bytes[i]);
+            off += round64(update_bytes[i]);
+        }}
+        off = 0;
+        for (int i = 0; i < N_UPD; i++) {{
+            memcpy(m->weights + param_offset[update_param[i]], m->staging + off, update_bytes[i]);
+            off += round64(update_bytes[i]);
+        }}
+    }}
+    return 0;
+}}
+
+int {p}_call({p}_model *m, const void *const *inputs, const void *const *params,
+             void *const *outputs, void *const *updates) {{
+    return invoke(m, inputs, params, outputs, updates, 0);
+}}
+
+int {p}_run({p}_model *m, const void *const *inputs, void *const *outputs) {{
+    return invoke(m, inputs, NULL, outputs, NULL, 1);
+}}
+"""

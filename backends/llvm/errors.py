@@ -1,0 +1,9 @@
+"""Errors the LLVM backend raises at run time, importable without llvmlite (the AOT loader
+runs compiled code without loading LLVM)."""
+from __future__ import annotations
+
+from ...ir.errors import GraphcError
+
+
+class KernelError(GraphcError):
+    """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""

@@ -1,0 +1,326 @@
+"""Ahead-of-time artifacts: `gc.export` writes them, `gc.load` runs them without compiling.
+
+    info = gc.export(graph_or_jitted_fn_or_executable, example_inputs, "out/mlp")
+    exe = gc.load("out/mlp")          # dlopen + read weights: no LLVM, no passes
+
+An artifact `out/mlp` is five files:
+
+    mlp.so       machine code (LLVM object code + the generated C API, linked by cc)
+    mlp.h        the C API: create / run / call / destroy, tensor name, shape, dtype tables
+    mlp.weights  parameters and constants, raw little-endian, 64-byte aligned (no pickle)
+    mlp.json     the manifest (below)
+    mlp.gcir     the optimised graph as text IR (what `graphc dump out/mlp` prints)
+
+The manifest records the artifact format version, the graphc version, the target (triple,
+CPU, enabled features), sha256 of the IR text, the shared object and every tensor, and
+the tensor table. `load` checks all of it before it runs any code from the artifact: a
+different format version, a CPU without a feature the code was compiled for (an AVX-512
+artifact on an AVX2 machine), a truncated or altered weights file or library, each is a
+clear `ArtifactError`, never a crash or SIGILL. (The C API checks the CPU features and the
+weights' size and checksum again on its own, for C programs that never see the manifest.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import __version__
+from .backends.llvm.shared import ArtifactError, SharedLibraryExecutable, open_library
+from .ir.dtypes import dtype as to_dtype
+from .ir.errors import BuildError, GraphcError
+from .ir.graph import Graph as IRGraph
+
+FORMAT = "graphc-artifact"
+FORMAT_VERSION = 1
+_FILES = ("so", "h", "weights", "json", "gcir")
+
+
+@dataclass
+class ExportInfo:
+    """What `gc.export` wrote and how long each stage took (seconds)."""
+    path: str
+    files: dict[str, str]
+    compile_seconds: float
+    stage_seconds: dict[str, float]
+    manifest: dict
+
+    def __repr__(self) -> str:
+        return f"<artifact {self.path}: compiled in {self.compile_seconds:.2f} s>"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _split(path: str) -> tuple[str, str]:
+    path = os.fspath(path)
+    for ext in _FILES:
+        if path.endswith("." + ext):
+            path = path[: -len(ext) - 1]
+            break
+    directory, name = os.path.split(path)
+    if not name:
+        raise GraphcError(f"artifact path {path!r} needs a file name, e.g. out/model")
+    return directory or ".", name
+
+
+# --- export ---------------------------------------------------------------------------------
+
+def _from_target(target: Any, example_inputs: Any, opt_level: int):
+    """(optimised graph, single output?, ledger, parameter values, lowered program or None)."""
+    from .backends.executable import Executable
+    from .compile import optimize_graph
+    from .jit import JittedFunction
+
+    program = None
+    if isinstance(target, JittedFunction):
+        if example_inputs is None:
+            raise BuildError("gc.export of a jitted function needs example inputs to trace it with")
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        traced = target.trace(*args)
+        work, _, ledger = optimize_graph(traced.graph, traced.outputs, backend="llvm", opt_level=opt_level)
+        single = traced.single_leaf  # the function returned one array, not a tree
+    elif isinstance(target, Executable):
+        if target.backend_name != "llvm":
+            raise BuildError(f"gc.export of an executable needs one compiled with backend='llvm', "
+                             f"not {target.backend_name!r}; or pass the graph")
+        # exactly what was compiled, with the current (e.g. trained) parameter values
+        work, single, ledger, program = (target.graph, target.single_output,
+                                         getattr(target, "ledger", None), target.program)
+    elif isinstance(target, IRGraph):
+        work, single, ledger = optimize_graph(target, backend="llvm", opt_level=opt_level)
+    else:
+        raise BuildError(f"gc.export takes a Graph, a @gc.jit function or an llvm Executable, "
+                         f"not {type(target).__name__}")
+    if isinstance(target, Executable):
+        params = {k: np.array(v) for k, v in target.params.items()}
+    else:
+        params = {p.name: work.initial_param_value(p) for p in work.params}
+    if example_inputs is not None and not isinstance(target, JittedFunction):
+        _check_examples(work, example_inputs)
+    return work, single, ledger, params, program
+
+
+def _check_examples(graph: IRGraph, example_inputs: Any) -> None:
+    from .backends.executable import convert_argument
+    if isinstance(example_inputs, Mapping):
+        items = dict(example_inputs)
+    else:
+        seq = list(example_inputs) if isinstance(example_inputs, (list, tuple)) else [example_inputs]
+        if len(seq) != len(graph.inputs):
+            raise BuildError(f"graph {graph.name!r} has {len(graph.inputs)} inputs, got "
+                             f"{len(seq)} example inputs")
+        items = {v.name: a for v, a in zip(graph.inputs, seq)}
+    for v in graph.inputs:
+        if v.name not in items:
+            raise BuildError(f"example inputs lack {v.name!r}")
+        convert_argument(f"example input {v.name!r}", items[v.name], v.type)
+
+
+def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_level: int = 2,
+           max_threads: int | None = None, cpu: str | None = None, features: str | None = None
+           ) -> ExportInfo:
+    """Compile `target` (a Graph with outputs set, a @gc.jit function traced on
+    example_inputs, or an llvm Executable with its current parameters) into an artifact at
+    `path` (directory/name). cpu/features choose another target than this machine (LLVM
+    names, e.g. cpu="skylake-avx512", features="+avx512f"); max_threads bounds the threads
+    the artifact can use (default: this machine's)."""
+    from .ir.text import print_graph
+    from .passes.lower import lower
+    from .backends.llvm import export as llvm_export
+
+    t_start = time.perf_counter()
+    directory, name = _split(path)
+    graph, single, ledger, params, program = _from_target(target, example_inputs, opt_level)
+    t_opt = time.perf_counter()
+    program = program or lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    t_lower = time.perf_counter()
+    ir_text = print_graph(graph).rstrip("\n") + "\n"
+    lib = llvm_export.export_program(
+        graph, program, params, directory, name, max_threads=max_threads, cpu=cpu, features=features,
+        description=f"graph @{graph.name}, exported by graphc {__version__} for "
+                    f"{llvm_export.engine.host_target().triple}")
+    with open(os.path.join(directory, name + ".gcir"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(ir_text)
+    weights = _read(lib.weights)
+    stages = {"passes": t_opt - t_start, "lower": t_lower - t_opt, **lib.seconds}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "graphc_version": __version__,
+        "name": name,
+        "graph": graph.name,
+        "c_prefix": lib.prefix,
+        "target": {"triple": lib.target.triple, "cpu": lib.target.cpu,
+                   "features": llvm_export.required_features(lib.target),
+                   "llvm": lib.target.key().rsplit("|", 1)[-1]},
+        "max_threads": lib.spec.max_threads,
+        "opt_level": opt_level,
+        "single_output": bool(single),
+        "ir_sha256": _sha256(ir_text.encode("utf-8")),
+        "library_sha256": _sha256(_read(lib.library)),
+        "weights_bytes": len(weights),
+        "weights_sha256": _sha256(weights),
+        "inputs": [{"name": v.name, "dtype": v.dtype.name, "shape": list(v.shape)} for v in graph.inputs],
+        "outputs": [{"name": v.name or f"output{i}", "dtype": v.dtype.name, "shape": list(v.shape)}
+                    for i, v in enumerate(graph.outputs)],
+        "updates": sorted(graph.updates),
+        "tensors": [{"name": e.name, "kind": e.kind, "dtype": e.dtype, "shape": list(e.shape),
+                     "offset": e.offset, "nbytes": e.nbytes,
+                     "sha256": _sha256(weights[e.offset:e.offset + e.nbytes])} for e in lib.weights_table],
+        "compile_seconds": round(time.perf_counter() - t_start, 4),
+        "stage_seconds": {k: round(v, 4) for k, v in stages.items()},
+        "ledger": str(ledger) if ledger else "",
+    }
+    files = {ext: os.path.join(directory, f"{name}.{ext}") for ext in _FILES}
+    with open(files["json"], "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return ExportInfo(os.path.join(directory, name), files, time.perf_counter() - t_start, stages, manifest)
+
+
+# --- load -----------------------------------------------------------------------------------
+
+def read_manifest(path: str) -> dict:
+    directory, name = _split(path)
+    file = os.path.join(directory, name + ".json")
+    if not os.path.isfile(file):
+        raise ArtifactError(f"{file} not found: {path} is not a graphc artifact (expected "
+                            f"{name}.so, .h, .weights, .json and .gcir)")
+    try:
+        manifest = json.loads(_read(file))
+    except ValueError as e:
+        raise ArtifactError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{file} is not a graphc artifact manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(f"{path} has artifact format version {version!r} (written by graphc "
+                            f"{manifest.get('graphc_version')}); this graphc {__version__} reads "
+                            f"version {FORMAT_VERSION}: export it again with this graphc")
+    return manifest
+
+
+# LLVM feature name -> /proc/cpuinfo flag, for the features whose absence faults: vector
+# ISA extensions code generation uses. (Tuning flags need no check.)
+_CPUINFO_FLAGS = {"ssse3": "ssse3", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2",
+                  "fma": "fma", "f16c": "f16c", "bmi": "bmi1", "bmi2": "bmi2", "avx512f": "avx512f",
+                  "avx512vl": "avx512vl", "avx512bw": "avx512bw", "avx512dq": "avx512dq",
+                  "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16",
+                  "avx512vbmi": "avx512vbmi", "avx512ifma": "avx512ifma", "avx512fp16": "avx512_fp16"}
+
+
+def host_cpu_flags() -> set[str] | None:
+    """This CPU's flags from /proc/cpuinfo (no LLVM needed); None when unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def missing_cpu_features(features: Sequence[str], flags: set[str]) -> list[str]:
+    return [f for f in features if f in _CPUINFO_FLAGS and _CPUINFO_FLAGS[f] not in flags]
+
+
+def _check_target(manifest: dict, path: str) -> None:
+    target = manifest.get("target", {})
+    arch = (target.get("triple") or "").split("-", 1)[0]
+    machine = platform.machine().lower()
+    if arch and machine and arch != machine:
+        raise ArtifactError(f"{path} was compiled for {target.get('triple')}; this machine is {machine}")
+    flags = host_cpu_flags()
+    if flags is None or machine != "x86_64":
+        return
+    missing = missing_cpu_features(target.get("features", []), flags)
+    if missing:
+        raise ArtifactError(
+            f"{path} was compiled for CPU {target.get('cpu')!r} with features this CPU lacks: "
+            f"{', '.join(missing)}; running it would fault on illegal instructions. Export it "
+            "again on (or for) this machine")
+
+
+def _check_hash(data: bytes, want: str | None, what: str) -> None:
+    if want is not None and _sha256(data) != want:
+        raise ArtifactError(f"{what} does not match the manifest (sha256 differs): it was altered "
+                            "or comes from another export")
+
+
+def load(path: str) -> SharedLibraryExecutable:
+    """An Executable over the artifact at `path` (directory/name), checked against its
+    manifest; compiles nothing. `exe.load_seconds` is how long this took."""
+    from .ir.text import parse
+
+    t0 = time.perf_counter()
+    directory, name = _split(path)
+    base = os.path.join(directory, name)
+    manifest = read_manifest(path)
+    _check_target(manifest, base)
+    ir_text = _read(base + ".gcir")
+    _check_hash(ir_text, manifest.get("ir_sha256"), f"{base}.gcir")
+    weights = _read(base + ".weights")
+    if len(weights) != manifest.get("weights_bytes"):
+        raise ArtifactError(f"{base}.weights has {len(weights)} bytes, the manifest says "
+                            f"{manifest.get('weights_bytes')}: truncated, or from another export")
+    params: dict[str, np.ndarray] = {}
+    for t in manifest.get("tensors", []):
+        chunk = weights[t["offset"]:t["offset"] + t["nbytes"]]
+        _check_hash(chunk, t.get("sha256"), f"tensor {t['name']!r} in {base}.weights")
+        if t["kind"] == "param":
+            dt = to_dtype(t["dtype"]).np_dtype
+            params[t["name"]] = np.frombuffer(chunk, dt.newbyteorder("<")).astype(dt).reshape(t["shape"])
+    library = _read(base + ".so")
+    _check_hash(library, manifest.get("library_sha256"), f"{base}.so")
+    graph = parse(ir_text.decode("utf-8"))
+    lib = open_library(library, _sha256(library), base + ".so")
+    exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
+                                  manifest.get("single_output", False), manifest.get("max_threads", 1))
+    exe.manifest = manifest
+    exe.load_seconds = time.perf_counter() - t0
+    return exe
+
+
+def describe(path: str) -> str:
+    """The stored IR and the manifest of an artifact, for `graphc dump out/name`."""
+    directory, name = _split(path)
+    manifest = read_manifest(path)
+    ir_text = _read(os.path.join(directory, name + ".gcir")).decode("utf-8")
+    shown = {k: v for k, v in manifest.items() if k not in ("tensors", "ledger")}
+    lines = [ir_text.rstrip("\n"), "", "// manifest", json.dumps(shown, indent=1), "",
+             "// tensors in " + name + ".weights"]
+    for t in manifest.get("tensors", []):
+        lines.append(f"//   {t['kind']:5} {t['name']}: {t['dtype']}{t['shape']} @ {t['offset']} "
+                     f"({t['nbytes']} bytes) sha256 {t['sha256'][:16]}...")
+    if manifest.get("ledger"):
+        lines += ["", "// passes at export"] + ["// " + ln for ln in manifest["ledger"].splitlines()]
+    return "\n".join(lines)
+
+
+def is_artifact(path: str) -> bool:
+    directory, name = os.path.split(os.fspath(path))
+    for ext in _FILES:
+        if name.endswith("." + ext):
+            name = name[: -len(ext) - 1]
+    return bool(name) and os.path.isfile(os.path.join(directory or ".", name + ".json")) \
+        and os.path.isfile(os.path.join(directory or ".", name + ".so"))
+
+
+__all__ = ["export", "load", "ExportInfo", "ArtifactError", "read_manifest", "describe", "is_artifact"]
