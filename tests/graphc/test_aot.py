@@ -65,6 +65,24 @@ def _assert_close(got, want, what, rtol=2e-4, atol=2e-5):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
+def test_call_with_given_parameters_leaves_them_unchanged(artifacts):
+    """The compiled step updates parameters in place (passes/donate.py); the functional C
+    entry point (`_call`, which the Python executable drives with its own arrays) must
+    still leave the parameter arrays it is given untouched and return the new values."""
+    g, info, path = artifacts["cnn"]
+    exe = gc.load(path)
+    inputs = _cnn_inputs(np.random.default_rng(1))
+    old = {k: exe.params[k] for k in exe.params}  # views of the arrays handed to _call
+    kept = {k: v.copy() for k, v in old.items()}
+    exe(*inputs)
+    for k in kept:
+        np.testing.assert_array_equal(old[k], kept[k], err_msg=k)
+    _, want = _reference_steps(g, inputs, 1)
+    for k in want:
+        _assert_close(exe.params[k], want[k], f"parameter {k}")
+        assert not np.array_equal(exe.params[k], kept[k]) or not np.any(want[k] - kept[k]), k
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_artifact_files_and_manifest(artifacts, model):
     g, info, path = artifacts[model]
