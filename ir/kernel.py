@@ -254,6 +254,8 @@ class Program:
     # `updates[name] == params[name]` means that parameter is updated in place.
     status: str | None = None
     errors: list[str] = field(default_factory=list)
+    # the MemoryPlan that placed the arena (passes/memory.py), for reports; not program text
+    memory_plan: "object | None" = field(default=None, compare=False, repr=False)
 
     def external(self) -> list[str]:
         """Buffers passed by pointer, in ABI order: inputs, params, consts, outputs."""

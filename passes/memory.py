@@ -74,6 +74,20 @@ class MemoryPlan:
     inplace: list[InPlace] = field(default_factory=list)
     order: str = ""            # the placement order that won
     kernels: list[str] = field(default_factory=list)
+    donated: list = field(default_factory=list)   # passes/donate.py records (plan_program)
+    live_peak_graph_order: int = 0                # before passes/schedule.py (plan_program)
+
+    def summary(self) -> str:
+        """One line for reports: what each memory step bought."""
+        text = (f"memory: arena {self.peak_bytes:,} B (no reuse {self.naive_bytes:,} B, reuse "
+                f"{self.reuse_bytes:,} B, {len(self.inplace)} kernels in place)")
+        if self.live_peak_graph_order:
+            text += (f"; kernel order lowers the live peak {self.live_peak_graph_order:,} -> "
+                     f"{self.lower_bound:,} B")
+        if self.donated:
+            text += (f"; {len(self.donated)} parameter updates in place "
+                     f"({sum(d.nbytes for d in self.donated):,} B not copied)")
+        return text
 
     @property
     def saved_by_reuse(self) -> int:
@@ -99,6 +113,10 @@ class MemoryPlan:
                  f"  saved in place    {mb(self.saved_by_inplace)}: {len(self.inplace)} kernels in place, "
                  f"{self.inplace_bytes:,} bytes of outputs need no slot",
                  f"  lower bound       {mb(self.lower_bound)}: the most bytes live during one kernel"]
+        if self.live_peak_graph_order:
+            lines.append(f"  kernel order      live peak {mb(self.live_peak_graph_order)} in graph order")
+        for d in self.donated[:12]:
+            lines.append(f"  donated: {d}")
         big = sorted(self.placements.values(), key=lambda q: (-q.nbytes, q.start))[:8]
         if big:
             lines.append("  largest slots:")
@@ -257,7 +275,12 @@ def plan_program(p: Program) -> MemoryPlan:
     (passes/donate.py), a memory-aware kernel order (passes/schedule.py), then in-place
     kernels and placement (`plan_memory`)."""
     from .donate import donate_state
-    from .schedule import schedule_kernels
-    donate_state(p)
-    schedule_kernels(p)
-    return plan_memory(p, inplace=True)
+    from .schedule import live_peak, schedule_kernels
+    donated = donate_state(p)
+    graph_order = live_peak(p)
+    reordered = schedule_kernels(p)
+    plan = plan_memory(p, inplace=True)
+    plan.donated = donated
+    plan.live_peak_graph_order = graph_order if reordered else 0
+    p.memory_plan = plan
+    return plan

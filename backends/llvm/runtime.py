@@ -284,9 +284,12 @@ class LLVMExecutable(Executable):
     def _report_lines(self) -> list[str]:
         p = self.program
         fused = sum(k.name.endswith("_fused") for k in p.kernels)
-        return [f"llvm: {len(p.kernels)} kernels ({fused} fused groups), arena "
-                f"{p.arena_bytes:,} bytes, {self.num_threads} threads, object from "
-                f"{self.compiled.source}"]
+        lines = [f"llvm: {len(p.kernels)} kernels ({fused} fused groups), arena "
+                 f"{p.arena_bytes:,} bytes, {self.num_threads} threads, object from "
+                 f"{self.compiled.source}"]
+        if p.memory_plan is not None:
+            lines.append(p.memory_plan.summary())
+        return lines
 
     # -- threads -------------------------------------------------------------------------
     @property

@@ -49,6 +49,10 @@ def test_every_update_of_a_train_step_is_written_in_place(opt):
     assert set(p.updates) == set(g.updates)
     assert all(p.updates[k] == p.params[k] for k in p.updates), p.updates
     assert not [b for b in p.buffers.values() if b.kind == "output" and b.name.startswith("upd_")]
+    plan = p.memory_plan  # the report says so, with the bytes no longer copied
+    assert {d.param for d in plan.donated} == set(g.updates)
+    nbytes = sum(v.type.size * v.dtype.itemsize for v in g.params if v.name in g.updates)
+    assert f"{len(g.updates)} parameter updates in place ({nbytes:,} B not copied)" in plan.summary()
 
 
 @needs_llvm
