@@ -235,13 +235,14 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
     records: list[InPlace] = []
     slots = before
     if inplace:
-        saved = dict(p.aliases)
+        saved, saved_kernels = dict(p.aliases), list(p.kernels)
         records = apply_inplace(p)
         if records:
             slots = live_slots(p)
             peak, order2 = pack(slots)
             if peak > reuse:  # never with an optimal packer, but a heuristic may wobble:
-                p.aliases = saved  # keep the better plan
+                p.aliases = saved  # keep the better plan: views and the kernels that
+                p.kernels = saved_kernels  # were rewritten to store into them both revert
                 records, slots = [], before
             else:
                 order = order2
