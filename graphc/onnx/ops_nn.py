@@ -112,14 +112,14 @@ def _conv_transpose(ctx: NodeContext):
     # s*(in-1) + (k-1)*d + 1; positions past it (output_padding, a larger output_shape) are 0.
     full = [s * (d - 1) + (k - 1) * dl + 1 for d, k, s, dl in zip(sizes, kernel, strides, dil)]
     auto = ctx.attr("auto_pad", "NOTSET")
-    if ctx.has_attr("output_shape"):
-        out = [int(v) for v in ctx.attr("output_shape")][-n:]
-        total = [f + e - o for f, e, o in zip(full, extra, out)]
-        begin = [t - t // 2 if auto == "SAME_LOWER" else t // 2 for t in total]
-    elif auto in ("SAME_UPPER", "SAME_LOWER"):
-        out = [d * s for d, s in zip(sizes, strides)]
+    shape_attr = [int(v) for v in ctx.attr("output_shape", [])][-n:]
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = shape_attr or [d * s for d, s in zip(sizes, strides)]
         total = [f + e - o for f, e, o in zip(full, extra, out)]
         begin = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+    elif shape_attr:  # explicit pads (default 0) and a given output size: zeros beyond
+        begin = _spatial(ctx, "pads", 2 * n, 0)[:n] if auto == "NOTSET" else [0] * n
+        out = shape_attr
     elif auto in ("NOTSET", "VALID"):
         p = _spatial(ctx, "pads", 2 * n, 0) if auto == "NOTSET" else [0] * (2 * n)
         begin = p[:n]
@@ -154,12 +154,14 @@ def _pool(ctx: NodeContext):
         ctx.unsupported(f"kernel_shape {kernel} for a rank-{x0.type.rank} input")
     strides = _spatial(ctx, "strides", n, 1)
     dil = _spatial(ctx, "dilations", n, 1)
-    if any(d != 1 for d in dil):
-        ctx.unsupported(f"dilations={dil}")
     sizes = list(x0.shape[2:])
     base_begin, base_end = _pads(ctx, sizes, kernel, strides, dil)
     begin, end = _pads(ctx, sizes, kernel, strides, dil, ceil_mode=bool(ctx.attr("ceil_mode", 0)))
     attrs = dict(kernel=_pair(kernel, 1), strides=_pair(strides, 1))
+    if any(d != 1 for d in dil):
+        counted = (base_begin, base_end) if ctx.attr("count_include_pad", 0) else None
+        return [_from_2d(ctx, _dilated_pool(ctx, x, _pair(kernel, 1), _pair(strides, 1),
+                                            _pair(dil, 1), begin, end, counted), was_1d)]
     if ctx.op == "MaxPool":
         y = ctx.b.max_pool2d(x, padding=_graphc_padding(begin, end), **attrs)
     elif ctx.attr("count_include_pad", 0):
@@ -175,6 +177,36 @@ def _pool(ctx: NodeContext):
         y = ctx.b.avg_pool2d(x, padding=_graphc_padding(begin, end), count_include_pad=False,
                              **attrs)
     return [_from_2d(ctx, y, was_1d)]
+
+
+def _window_count(size: int, k: int, s: int, d: int, begin: int, out: int, lo: int, hi: int):
+    """Per output position, how many of the k taps fall inside [lo, hi)."""
+    pos = np.arange(out)[:, None] * s - begin + np.arange(k)[None, :] * d
+    return ((pos >= lo) & (pos < hi)).sum(axis=1)
+
+
+def _dilated_pool(ctx: NodeContext, x: Value, kernel, strides, dil, begin, end, counted):
+    """Pools with dilations (graphc's pool ops have none): dilated im2col windows, reduced.
+    `counted`: the (begin, end) pads that count in an average's divisor, or None."""
+    b = ctx.b
+    n, c, h, w = x.shape
+    pad4 = _graphc_padding(begin, end)
+    if len(begin) == 1:
+        begin, end, counted = [0] + begin, [0] + end, counted and ([0] + counted[0], [0] + counted[1])
+    outs = [(sz + bg + en - (k - 1) * dl - 1) // st + 1
+            for sz, bg, en, k, st, dl in zip((h, w), begin, end, kernel, strides, dil)]
+    fill = -np.inf if ctx.op == "MaxPool" else 0.0
+    cols = b.im2col(x, kernel=kernel, strides=strides, padding=pad4, dilations=dil, value=fill)
+    win = b.reshape(cols, (n, c, kernel[0] * kernel[1], outs[0], outs[1]))
+    if ctx.op == "MaxPool":
+        return b.max(win, axes=(2,), keepdims=False)
+    total = b.sum(win, axes=(2,), keepdims=False)
+    lo = [-p for p in counted[0]] if counted else [0, 0]
+    hi = [sz + p for sz, p in zip((h, w), counted[1])] if counted else [h, w]
+    per_axis = [_window_count(sz, k, st, dl, bg, o, l_, h_) for sz, k, st, dl, bg, o, l_, h_ in
+                zip((h, w), kernel, strides, dil, begin, outs, lo, hi)]
+    count = np.outer(per_axis[0], per_axis[1]).astype(np.float64)
+    return b.div(total, b.const(count, x.dtype))
 
 
 @converter("GlobalAveragePool", "GlobalMaxPool")

@@ -2,6 +2,8 @@
 log-sum, log-sum-exp and sum-of-squares variants), plus ArgMax."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..ir import dtypes
 from .context import NodeContext, converter
 
@@ -25,9 +27,12 @@ def _reduce(ctx: NodeContext):
     b = ctx.b
     if axes is None:
         return [x]
+    if any(x.shape[a] == 0 for a in axes):
+        return [_empty_reduction(ctx, x, axes, keep)]
     if ctx.op in _DIRECT:
-        if x.dtype.is_bool:
-            ctx.unsupported("reductions of bool tensors")
+        if x.dtype.is_bool:  # any / all: reduce as 0/1 integers
+            y = b.op(_DIRECT[ctx.op], b.cast(x, to=dtypes.i32), axes=axes, keepdims=keep)
+            return [b.cast(y, to=dtypes.bool_)]
         return [b.op(_DIRECT[ctx.op], x, axes=axes, keepdims=keep)]
     if not x.dtype.is_float:
         ctx.unsupported(f"{ctx.op} of {x.dtype} tensors")
@@ -48,10 +53,28 @@ def _reduce(ctx: NodeContext):
     return [y]
 
 
+def _empty_reduction(ctx: NodeContext, x, axes: tuple[int, ...], keep: bool):
+    """A reduction over no elements is its identity (ONNX: 0 for sums, -inf for max...)."""
+    shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
+    np_dt = x.dtype.np_dtype
+    big = np.inf if x.dtype.is_float else (True if x.dtype.is_bool else np.iinfo(np_dt).max)
+    small = -np.inf if x.dtype.is_float else (False if x.dtype.is_bool else np.iinfo(np_dt).min)
+    fill = {"ReduceMax": small, "ReduceMin": big, "ReduceMean": np.nan,
+            "ReduceLogSum": -np.inf, "ReduceLogSumExp": -np.inf}.get(ctx.op, 0)
+    return ctx.b.const(np.full(shape, fill, dtype=np_dt), x.dtype)
+
+
 @converter("ArgMax")
 def _argmax(ctx: NodeContext):
     x = ctx.x(0)
-    ctx.only_attrs(select_last_index=0)
     axis = ctx.axis(ctx.attr("axis", 0), x.type.rank)
-    y = ctx.b.argmax(x, axis=axis, keepdims=bool(ctx.attr("keepdims", 1)))
-    return [y if y.dtype == dtypes.i64 else ctx.b.cast(y, to=dtypes.i64)]
+    keep = bool(ctx.attr("keepdims", 1))
+    b = ctx.b
+    n = x.shape[axis]
+    if ctx.attr("select_last_index", 0):  # the first maximum of the reversed axis
+        rev = b.const(np.arange(n - 1, -1, -1, dtype=np.int64), dtypes.i64)
+        y = b.argmax(b.gather(x, rev, axis=axis), axis=axis, keepdims=keep)
+        y = b.sub(b.const(np.asarray(n - 1), y.dtype), y)
+    else:
+        y = b.argmax(x, axis=axis, keepdims=keep)
+    return [y if y.dtype == dtypes.i64 else b.cast(y, to=dtypes.i64)]

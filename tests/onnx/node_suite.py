@@ -81,8 +81,9 @@ def _array(x: Any) -> np.ndarray:
 
 
 def import_case(case: Any, inputs: list[Any]) -> tuple[Graph, dict[str, np.ndarray]]:
-    """The case's graph and feeds. Integer inputs that must be static (shapes, axes, pads
-    that the node tests feed as graph inputs) are bound as constants."""
+    """The case's graph and feeds. When the import says an input must be static (the node
+    tests feed shapes, axes, pads and Range bounds as graph inputs), the integer and
+    rank-0 inputs are bound as constants (`constant_inputs`) and the rest stay inputs."""
     g = case.model.graph
     init = {t.name for t in g.initializer}
     names = [vi.name for vi in g.input if vi.name not in init]
@@ -93,19 +94,12 @@ def import_case(case: Any, inputs: list[Any]) -> tuple[Graph, dict[str, np.ndarr
     except gc.onnx.UnsupportedOnnxError as e:
         if "must be a constant" not in str(e):
             raise
-        frozen = {n: a for n, a in arrays.items() if a.dtype.kind in "iub"}
+        frozen = {n: a for n, a in arrays.items() if a.dtype.kind in "iub" or a.ndim == 0}
         graph = gc.onnx.load(case.model, input_shapes={n: s for n, s in shapes.items()
                                                        if n not in frozen},
                              constant_inputs=frozen)
-    by_id = {}
-    for n, a in arrays.items():
-        by_id[n] = a
-    feeds = {}
-    taken = [v.name for v in graph.inputs]
-    # importer keeps identifier names; node-test names are identifiers already
-    for name in taken:
-        feeds[name] = by_id[name]
-    return graph, feeds
+    # The importer keeps names that are identifiers, as every node-test input name is.
+    return graph, {v.name: arrays[v.name] for v in graph.inputs}
 
 
 def merge(graphs: list[Graph]) -> tuple[Graph, list[list[Value]]]:
