@@ -80,7 +80,10 @@ def _pair(v: list[int], fill: int) -> tuple[int, int]:
 def _add_channel_bias(ctx: NodeContext, y: Value, bias: Value | None) -> Value:
     if bias is None:
         return y
-    return ctx.b.add(y, ctx.b.reshape(bias, (bias.shape[0],) + (1,) * (y.type.rank - 2)))
+    shape = (bias.shape[0],) + (1,) * (y.type.rank - 2)
+    if bias.kind == "const":
+        return ctx.b.add(y, ctx.b.const(bias.data.reshape(shape), bias.dtype))
+    return ctx.b.add(y, ctx.b.reshape(bias, shape))
 
 
 @converter("Conv")
