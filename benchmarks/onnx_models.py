@@ -1,0 +1,95 @@
+"""Inference time of the ONNX test models (tests/onnx/models: ResNet-18-, MobileNetV2-style
+CNNs, a small transformer encoder, a two-layer LSTM) in graphc (llvm) vs ONNX Runtime and
+PyTorch eager, measured side by side in interleaved rounds.
+
+    python benchmarks/onnx_models.py [--runs 10] [--batch N]
+
+--batch re-exports the models at batch N (needs torch); by default the shipped files run
+at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 steps).
+Every contender uses two threads. Medians in milliseconds per call.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+import graphc as gc
+from harness import median_times, optional, table
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MODELS = ROOT / "tests" / "onnx" / "models"
+NAMES = ["resnet18", "mobilenetv2", "transformer", "lstm"]
+THREADS = 2
+
+
+def load_models(batch: int | None, torch):
+    """{name: (onnx bytes, input array, torch module or None)}."""
+    out = {}
+    torch_models = {}
+    if torch is not None:
+        sys.path.insert(0, str(ROOT))
+        from tests.onnx import make_models
+        torch_models = make_models.models()
+    for name in NAMES:
+        x = np.load(MODELS / f"{name}.npz")["input"]
+        model_bytes = (MODELS / f"{name}.onnx").read_bytes()
+        module = torch_models.get(name, (None,))[0]
+        if batch is not None:
+            if module is None:
+                raise SystemExit("--batch needs torch to re-export the models")
+            reps = -(-batch // x.shape[0])
+            x = np.concatenate([x] * reps)[:batch]
+            buf = io.BytesIO()
+            torch.onnx.export(module, (torch.from_numpy(x),), buf, input_names=["input"],
+                              output_names=["output"], opset_version=17, dynamo=False)
+            model_bytes = buf.getvalue()
+        out[name] = (model_bytes, x, module)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("GRAPHC_NUM_THREADS", str(THREADS))
+    ort = optional("onnxruntime")
+    torch = optional("torch")
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+    rows = []
+    for name, (model_bytes, x, module) in load_models(args.batch, torch).items():
+        t0 = time.perf_counter()
+        exe = gc.compile(gc.onnx.load(model_bytes), backend="llvm")
+        compile_s = time.perf_counter() - t0
+        contenders = {"graphc": lambda exe=exe, x=x: exe(input=x)}
+        if ort is not None:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = THREADS
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+            contenders["onnxruntime"] = lambda sess=sess, x=x: sess.run(None, {"input": x})
+        if module is not None:
+            xt = torch.from_numpy(x)
+
+            def run_torch(module=module, xt=xt):
+                with torch.inference_mode():
+                    return module(xt)
+            contenders["torch"] = run_torch
+        ms = {k: v * 1e3 for k, v in median_times(contenders, runs=args.runs).items()}
+        row = [name, tuple(x.shape), f"{compile_s:.1f}", f"{ms['graphc']:.3f}"]
+        for other in ("onnxruntime", "torch"):
+            row += [f"{ms[other]:.3f}", f"{ms[other] / ms['graphc']:.2f}x"] if other in ms else ["-", "-"]
+        rows.append(row)
+    print(table(rows, ["model", "input", "compile s", "graphc ms", "ORT ms", "ORT/graphc",
+                       "torch ms", "torch/graphc"]))
+
+
+if __name__ == "__main__":
+    main()
