@@ -2,11 +2,12 @@
 CNNs, a small transformer encoder, a two-layer LSTM) in graphc (llvm) vs ONNX Runtime and
 PyTorch eager, measured side by side in interleaved rounds.
 
-    python benchmarks/onnx_models.py [--runs 10] [--batch N]
+    python benchmarks/onnx_models.py [--runs 10] [--batch N] [--threads 2]
 
 --batch re-exports the models at batch N (needs torch); by default the shipped files run
 at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 steps).
-Every contender uses two threads. Medians in milliseconds per call.
+Every contender uses the same number of threads (--threads, default 2). Medians in
+milliseconds per call.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from harness import median_times, optional, table
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = ROOT / "tests" / "onnx" / "models"
 NAMES = ["resnet18", "mobilenetv2", "transformer", "lstm"]
-THREADS = 2
 
 
 def load_models(batch: int | None, torch):
@@ -57,12 +57,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    os.environ.setdefault("GRAPHC_NUM_THREADS", str(THREADS))
+    threads = args.threads
+    os.environ["GRAPHC_NUM_THREADS"] = str(threads)  # read when the first program compiles
     ort = optional("onnxruntime")
     torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(threads)
     rows = []
     for name, (model_bytes, x, module) in load_models(args.batch, torch).items():
         t0 = time.perf_counter()
@@ -71,7 +73,7 @@ def main() -> None:
         contenders = {"graphc": lambda exe=exe, x=x: exe(input=x)}
         if ort is not None:
             so = ort.SessionOptions()
-            so.intra_op_num_threads = THREADS
+            so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
             sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
             contenders["onnxruntime"] = lambda sess=sess, x=x: sess.run(None, {"input": x})

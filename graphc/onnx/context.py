@@ -7,7 +7,7 @@ import with `ctx.unsupported(reason)`, which the importer collects over the whol
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -127,7 +127,7 @@ class NodeContext:
     def wants_output(self, i: int) -> bool:
         return i < len(self.node.output) and bool(self.node.output[i])
 
-    def unsupported(self, why: str) -> None:
+    def unsupported(self, why: str) -> NoReturn:
         raise Unsupported(why)
 
     # -- helpers --------------------------------------------------------------------

@@ -113,10 +113,10 @@ def _identifier(name: str, taken: set[str]) -> str:
 
 
 def _value_info_type(vi: Any, shapes: Mapping[str, Sequence[int]], what: str) -> TensorType:
-    tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type"):
         raise Unsupported(f"{what} {vi.name!r} is not a tensor (sequences and maps are not "
                           "supported)")
+    tt = vi.type.tensor_type
     dt = graphc_dtype(tt.elem_type, f"{what} {vi.name!r}")
     if vi.name in shapes:
         return TensorType(tuple(int(d) for d in shapes[vi.name]), dt)
@@ -177,8 +177,8 @@ class _Importer:
 
     def _raise_unsupported(self) -> None:
         rows = sorted(self.problems)
-        lines = [f"  node {i} {op}" + (f" {name!r}" if name else "") + f": {why}"
-                 for i, op, name, why in rows]
+        lines = [(f"  node {i} {op}" if i >= 0 else f"  {op}") + (f" {name!r}" if name else "")
+                 + f": {why}" for i, op, name, why in rows]
         nodes = sum(1 for r in rows if r[0] >= 0)
         head = (f"{self.source}: {nodes} node(s) cannot be imported" if nodes else
                 f"{self.source} cannot be imported")

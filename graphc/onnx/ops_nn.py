@@ -22,7 +22,6 @@ def _as_2d(ctx: NodeContext, x: Value, what: str) -> tuple[Value, bool]:
     if x.type.rank == 3:
         return ctx.b.reshape(x, x.shape[:2] + (1,) + x.shape[2:]), True
     ctx.unsupported(f"{what} on a rank-{x.type.rank} input (graphc has 1-D and 2-D windows)")
-    raise AssertionError
 
 
 def _from_2d(ctx: NodeContext, y: Value, was_1d: bool) -> Value:

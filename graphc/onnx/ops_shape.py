@@ -122,9 +122,12 @@ def _transpose(ctx: NodeContext):
 @converter("Concat")
 def _concat(ctx: NodeContext):
     xs = [v for v in ctx.inputs if v is not None]
-    xs_nonempty = [v for v in xs if v.type.size > 0] or xs[:1]
     axis = ctx.axis(ctx.attr("axis"), xs[0].type.rank)
-    return [xs_nonempty[0] if len(xs_nonempty) == 1 else ctx.b.concat(*xs_nonempty, axis=axis)]
+    parts = [v for v in xs if v.shape[axis] > 0]  # empty pieces add nothing
+    if not parts:
+        shape = xs[0].shape[:axis] + (0,) + xs[0].shape[axis + 1:]
+        return [ctx.b.const(np.zeros(shape, xs[0].dtype.np_dtype), xs[0].dtype)]
+    return [parts[0] if len(parts) == 1 else ctx.b.concat(*parts, axis=axis)]
 
 
 def _slice_axis(ctx: NodeContext, x: Value, axis: int, start: int, stop: int) -> Value:

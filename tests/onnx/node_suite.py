@@ -168,29 +168,18 @@ def run_suite(cases: list[Any] | None = None, backend: str = "llvm") -> list[Out
 
 
 def _run_batch(batch: list[tuple[Outcome, Any]], backend: str) -> None:
-    graphs = [run[0] for _, run in batch]
-    try:
-        merged, parts = merge(graphs)
-        exe = gc.compile(merged, backend=backend)
-    except gc.GraphcError:
-        if len(batch) == 1:
-            oc, run = batch[0]
-            try:
-                exe = gc.compile(run[0], backend=backend)
-            except gc.GraphcError as e:
-                oc.status, oc.detail = "compile", str(e).splitlines()[0]
-                return
-            _check_one(oc, run, _run_compiled(exe, run[1]))
-            return
-        for item in batch:
-            _run_batch([item], backend)
+    """Compile and run the batch as one merged graph; on an error, case by case."""
+    if len(batch) == 1:
+        _run_single(*batch[0], backend)
         return
-    feeds = {f"g{i}_{k}": v for i, (_, run) in enumerate(batch) for k, v in run[1].items()}
     try:
+        merged, parts = merge([run[0] for _, run in batch])
+        exe = gc.compile(merged, backend=backend)
+        feeds = {f"g{i}_{k}": v for i, (_, run) in enumerate(batch) for k, v in run[1].items()}
         flat = _run_compiled(exe, feeds)
     except gc.GraphcError:
         for item in batch:
-            _run_batch_single(item, backend)
+            _run_single(*item, backend)
         return
     at = 0
     for (oc, run), outs in zip(batch, parts):
@@ -198,8 +187,7 @@ def _run_batch(batch: list[tuple[Outcome, Any]], backend: str) -> None:
         at += len(outs)
 
 
-def _run_batch_single(item: tuple[Outcome, Any], backend: str) -> None:
-    oc, run = item
+def _run_single(oc: Outcome, run: Any, backend: str) -> None:
     try:
         got = _run_compiled(gc.compile(run[0], backend=backend), run[1])
     except gc.GraphcError as e:
