@@ -26,8 +26,9 @@ Add, Constant, Reshape, ...):
     Transpose 31/31, Unsqueeze 26/26, Where 27/27
 
 The 21 failures kept, all clean refusals at import (an UnsupportedOnnxError naming the node
-and why), none a wrong answer; KNOWN_FAILURES below lists them and the test fails if the
-set changes either way.
+and why), none a wrong answer; KNOWN_FAILURES below lists them and, with the onnx release
+they were recorded with (1.23), the test fails if the set changes either way. With another
+release the suite itself differs, so only the pass rate and "no wrong answers" are held.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from tests.onnx import node_suite  # noqa: E402
 
 pytestmark = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
 
+RECORDED_WITH = "1.23."
 _3D = "3-D window (rank-5 input): graphc's window ops are 1-D and 2-D"
 _TRAIN = "training mode: graphc imports models for inference"
 _INDICES = "MaxPool's Indices output is not imported"
@@ -81,13 +83,15 @@ def test_at_least_95_percent_of_claimed_cases_pass(outcomes):
 
 
 def test_the_failures_are_the_documented_ones(outcomes):
+    import onnx
     failed = {oc.case: f"{oc.status}: {oc.detail}" for oc in outcomes if oc.status != "pass"}
-    new = {k: v for k, v in failed.items() if k not in KNOWN_FAILURES}
-    fixed = sorted(set(KNOWN_FAILURES) - set(failed))
-    assert not new, f"new failures: {new}"
-    assert not fixed, f"now passing, drop from KNOWN_FAILURES: {fixed}"
-    # None of the kept failures is a wrong answer: each is a refusal at import.
+    # None of the failures is a wrong answer or a compile error: each is a refusal at import.
     assert all(v.startswith("import") for v in failed.values()), failed
+    if onnx.__version__.startswith(RECORDED_WITH):
+        new = {k: v for k, v in failed.items() if k not in KNOWN_FAILURES}
+        fixed = sorted(set(KNOWN_FAILURES) - set(failed))
+        assert not new, f"new failures: {new}"
+        assert not fixed, f"now passing, drop from KNOWN_FAILURES: {fixed}"
 
 
 def test_every_required_op_is_claimed_and_run(outcomes):
