@@ -8,6 +8,19 @@ PyTorch eager, measured side by side in interleaved rounds.
 at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 steps).
 Every contender uses the same number of threads (--threads, default 2). Medians in
 milliseconds per call.
+
+Measured on the 2-core EPYC while other jobs shared it (load 1-4), --threads 1 (the
+2-thread figures swing with the load: a descheduled worker stalls every fork/join):
+
+    model        graphc ms  ORT ms  ORT/graphc  torch ms
+    resnet18         0.83    0.37       0.45x      8.9
+    mobilenetv2      0.66    0.33       0.50x      8.8
+    transformer      0.165   0.213      1.30x      0.87
+    lstm             0.097   0.082      0.84x      0.43
+
+graphc is about 2x slower than ONNX Runtime on the CNNs at these sizes: convolution is
+im2col + GEMM, and the GEMMs are small (8-64 output channels, 4-1024 positions per image),
+where packing overhead dominates; ONNX Runtime uses direct NCHWc convolution kernels.
 """
 from __future__ import annotations
 
