@@ -32,6 +32,7 @@ from .tensor import Tensor  # noqa: E402
 from .ops import *  # noqa: E402,F401,F403
 from .ops import grad  # noqa: E402
 from . import init, nn, optim, ops  # noqa: E402
+from . import onnx  # noqa: E402  (the importer; the onnx package loads only when used)
 from .compile import compile  # noqa: E402,A004
 from .backends.executable import Executable  # noqa: E402
 from .jit import jit  # noqa: E402

@@ -34,10 +34,14 @@ def _load_module(path: str) -> Any:
 
 
 def load_target(target: str) -> Graph:
-    """`file.py:function` (called with no arguments) or a text IR file (.gcir)."""
+    """`file.py:function` (called with no arguments), a text IR file (.gcir) or an ONNX
+    model (.onnx)."""
     from .compile import prepare
     from .ir.text import parse
 
+    if target.endswith(".onnx"):  # an ONNX model file (the onnx extra)
+        from .onnx import load as load_onnx
+        return load_onnx(target)
     path, _, fn_name = target.rpartition(":") if ":" in target else (target, "", "")
     if not fn_name:
         if not os.path.isfile(target):
@@ -167,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the graph that FILE.py:FUNCTION returns (called with no "
                        "arguments), or a text IR file. A graph with outputs set is pruned and "
                        "verified first, as gc.compile would.")
-    d.add_argument("target", help="FILE.py:FUNCTION or FILE.gcir")
+    d.add_argument("target", help="FILE.py:FUNCTION, FILE.gcir or MODEL.onnx")
     d.add_argument("--format", choices=("text", "dot", "json", "summary"), default="text")
     d.add_argument("-o", "--output", help="write to this file instead of stdout")
     d.add_argument("-O", dest="opt", type=int, choices=(0, 1, 2, 3), default=None,

@@ -96,7 +96,9 @@ Scalar semantics (numpy's, as the reference interpreter computes them)
 GEMM
     `Gemm` statements go through `uses_gemm_library`: graphc's generated BLIS-style GEMM
     (backends.llvm.gemm) for f32/f64 problems with m*n*k >= GEMM_MIN_MNK, otherwise a loop
-    nest in kernel IR (i, j, reduce k with a local accumulator), parallel over the batch or
+    nest in kernel IR (i, j, reduce k with a local accumulator; or, for float rows of
+    n >= 8 with k <= 64 and no epilogue, i, k, then C[i, :] += A[i, k] * B[k, :]
+    vectorised over j, as in depthwise convolutions), parallel over the batch or
     row loop when the statement is at a kernel's top level. The library GEMM is called as
     the external symbol `graphc_gemm_<f32|f64>`: the runtime compiles it once per process
     (disk-cached like programs; ~0.5 s per dtype cold) and registers its address with
@@ -557,9 +559,21 @@ class _GemmLoops:
         result: object = acc
         if g.epilogue is not None:
             result = _GemmEpilogue(g.epilogue, acc, self.vi, self.vj)
-        kloop = K.For(self.vk, g.k, [K.Assign(acc, K.Binary("add", acc, prod, acc_dt))], "reduce")
-        jloop = K.For(self.vj, g.n, [K.Declare(acc, init), kloop, K.Store(g.c, self.ic, result)], "serial")
-        iloop = K.For(self.vi, g.m, [jloop], "serial")
+        if self._row_update(acc_dt, dc):
+            # C[i, :] += A[i, k] * B[k, :] for each k: unit-stride rows, vectorised over j
+            # (a short k would leave the dot-product order below with little to vectorise).
+            row: list = []
+            if not g.accumulate:
+                row.append(K.For(self.vj, g.n, [K.Store(g.c, self.ic, K.Const(0, dc))], "vectorize"))
+            upd = K.Binary("add", K.Load(g.c, self.ic, dc), prod, dc)
+            row.append(K.For(self.vk, g.k, [K.For(self.vj, g.n, [K.Store(g.c, self.ic, upd)],
+                                                  "vectorize")], "serial"))
+            iloop = K.For(self.vi, g.m, row, "serial")
+        else:
+            kloop = K.For(self.vk, g.k, [K.Assign(acc, K.Binary("add", acc, prod, acc_dt))], "reduce")
+            jloop = K.For(self.vj, g.n, [K.Declare(acc, init), kloop, K.Store(g.c, self.ic, result)],
+                          "serial")
+            iloop = K.For(self.vi, g.m, [jloop], "serial")
         if g.batch > 1:
             outer = K.For(self.vb, g.batch, [iloop], "parallel" if self.parallel else "serial")
         else:
@@ -567,6 +581,14 @@ class _GemmLoops:
                 iloop.mark = "parallel"
             outer = iloop
         return [outer]
+
+
+    def _row_update(self, acc_dt: DType, dc: DType) -> bool:
+        """Whether the row-update order fits: B's rows contiguous, rows long enough to
+        vectorise, no epilogue, and C's dtype is the accumulator's (no rounding per step)."""
+        g = self.g
+        return (not g.trans_b and g.epilogue is None and acc_dt == dc and dc.is_float
+                and g.n >= 8 and g.k <= 64)
 
 
 @dataclass(frozen=True)

@@ -95,31 +95,49 @@ def _inside(h, w, height, width):
     return K.Binary("and", within(h, height), within(w, width), dtypes.bool_)
 
 
+def _inside_range(n_out: int, stride: int, offset: int, size: int) -> tuple[int, int]:
+    """The output positions o in [0, n_out) whose input o*stride + offset lies in [0, size)."""
+    lo = min(max(0, -(offset // stride)), n_out)  # ceil(-offset / stride)
+    hi = min(n_out, max(lo, -((offset - size) // stride)))  # ceil((size - offset) / stride)
+    return lo, hi
+
+
 def _lower_im2col(ctx, node):
-    """A loop nest over (n, c, ki, kj, oh, ow): each output element copies one input element
-    or the pad value; the kernel taps are unrolled at lowering time."""
+    """One loop over the (n, c) planes (parallel when big enough: one fork for all taps)
+    holding, per kernel tap (ki, kj), a nest over the output positions whose input lies
+    inside the image: plain copies, no bounds checks, so LLVM vectorises them. When some
+    tap reaches into the padding, one pass first fills the whole output with the pad
+    value. The taps are unrolled at lowering time. Plane p = n*C + c starts at p*H*W in x
+    and at row p*KH*KW in the columns, so one variable indexes both."""
     x, out = node.inputs[0], node.outputs[0]
     a = node.attrs
     n_, c_, hh, ww = x.shape
     kh, kw = a["kernel"]
-    _, rows, cols = out.shape
+    cols = out.shape[2]
     oh_n, ow_n = _out_hw_of(x.shape, a)
+    (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
     xb, ob = ctx.buf(x), ctx.buf(out)
-    fill = K.Const(a["value"], x.dtype)
+    taps = [(ki, kj, _inside_range(oh_n, sh, ki * dh - pt, hh), _inside_range(ow_n, sw, kj * dw - pl, ww))
+            for ki in range(kh) for kj in range(kw)]
     body = []
-    for ki in range(kh):
-        for kj in range(kw):
-            def tap(vs, ki=ki, kj=kj):
-                n, c, oh, ow = vs
-                h, w = _window_coords(a, oh, ow, ki, kj)
-                ok = _inside(h, w, hh, ww)
-                src = L.linear_index([n, c, h, w], [c_ * hh * ww, hh * ww, ww, 1])
-                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
-                dst = L.linear_index([n, row, oh, ow], [rows * cols, cols, ow_n, 1])
-                val = K.Select(ok, K.Load(xb, K.Select(ok, src, L.c64(0), dtypes.i64), x.dtype), fill,
-                               x.dtype)
-                return [K.Store(ob, dst, val)]
-            body += ctx.loops([n_, c_, oh_n, ow_n], tap)
+    if any((rh, rw) != ((0, oh_n), (0, ow_n)) for _, _, rh, rw in taps):
+        fill = K.Const(a["value"], x.dtype)
+        body += ctx.loops([out.type.size], lambda vs: [K.Store(ob, vs[0], fill)])
+    plane = ctx.var()
+    per_tap = []
+    for ki, kj, (h0, h1), (w0, w1) in taps:
+        if h1 <= h0 or w1 <= w0:
+            continue  # this tap reads only padding
+        i, j = ctx.var(), ctx.var()
+        oh, ow = L.add(i, L.c64(h0)), L.add(j, L.c64(w0))
+        h, w = _window_coords(a, oh, ow, ki, kj)
+        src = L.linear_index([plane, h, w], [hh * ww, ww, 1])
+        dst = L.linear_index([plane, oh, ow], [kh * kw * cols, ow_n, 1], (ki * kw + kj) * cols)
+        copy = K.Store(ob, dst, K.Load(xb, src, x.dtype))
+        per_tap.append(K.For(i, h1 - h0, [K.For(j, w1 - w0, [copy], "vectorize")], "serial"))
+    if per_tap:
+        parallel = out.type.size >= L.PARALLEL_MIN_ELEMENTS and n_ * c_ > 1
+        body.append(K.For(plane, n_ * c_, per_tap, "parallel" if parallel else "serial"))
     ctx.kernel(body, [xb], [ob])
 
 

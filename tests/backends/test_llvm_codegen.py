@@ -398,6 +398,8 @@ GEMM_CASES = [
     (20, 30, 40, 1, False, False, 45, 33, 37, False),  # padded leading dimensions
     (9, 11, 13, 3, False, False, 0, 0, 0, False),       # small batched
     (48, 40, 56, 4, False, True, 0, 0, 0, True),        # batched through the library
+    (1, 256, 9, 1, False, False, 12, 300, 260, False),  # row-update loops (depthwise conv shape)
+    (3, 40, 9, 2, True, False, 0, 0, 0, True),          # row-update loops, accumulating
 ]
 
 

@@ -1,0 +1,340 @@
+"""Reading an ONNX model into an ir.Graph.
+
+The importer walks the ONNX nodes in order and hands each to the converter of its op type
+(the ops_* modules), which emits registry ops. Shapes are static: a node whose inputs are
+all constants (initialisers kept as constants, `Shape` of a static value, `Constant`) is
+evaluated at import time with the registry's reference implementations, so `Shape`-driven
+subgraphs (Shape -> Gather -> Concat -> Reshape) fold to constants and never reach the
+compiled graph.
+
+Every node gets `Loc("<file>[<node name>]", <node index>)`, so errors, the text IR and dumps
+point into the model file. Problems that are about graphc's coverage (an op type, attribute
+value or dtype graphc does not import) are collected over the whole model and reported in
+one `UnsupportedOnnxError`; a broken model (missing or truncated file, failing the ONNX
+checker, inconsistent shapes) is an `OnnxError` or the registry's own error at the node.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from ..ir.errors import GraphcError
+from ..ir.graph import Graph, Value
+from ..ir.loc import Loc
+from ..ir.reference import run_node
+from ..ir.types import TensorType
+from .context import CONVERTERS, NodeContext, Unsupported, graphc_dtype
+from .errors import OnnxError, UnsupportedOnnxError
+
+MIN_OPSET = 13
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise OnnxError("ONNX import needs the onnx package: pip install 'graphc[onnx]'") from None
+    return onnx
+
+
+def supported_ops() -> list[str]:
+    """The ONNX op types (default domain) graphc imports."""
+    _load_converters()
+    return sorted(CONVERTERS)
+
+
+def _load_converters() -> None:
+    from . import ops_elementwise, ops_nn, ops_reduce, ops_rnn, ops_shape  # noqa: F401
+
+
+def read_model(model: Any) -> tuple[Any, str]:
+    """A checked ModelProto and a short name for locations, from a path, bytes or a proto."""
+    onnx = _onnx()
+    from google.protobuf.message import DecodeError
+    if isinstance(model, onnx.ModelProto):
+        proto, source = model, model.graph.name or "model"
+    elif isinstance(model, (bytes, bytearray)):
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except (DecodeError, ValueError, RuntimeError) as e:
+            raise OnnxError(f"malformed ONNX model bytes: {e}") from None
+        source = proto.graph.name or "model"
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise OnnxError(f"no such ONNX file: {path}")
+        try:
+            proto = onnx.load(path)
+        except (DecodeError, ValueError, RuntimeError, OSError) as e:
+            raise OnnxError(f"{path} is not a readable ONNX model (malformed or truncated "
+                            f"file): {type(e).__name__}: {e}") from None
+        source = os.path.basename(path)
+    else:
+        raise OnnxError(f"cannot load an ONNX model from a {type(model).__name__}; give a path, "
+                        "bytes or an onnx.ModelProto")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
+        raise OnnxError(f"{source} is not a valid ONNX model: {first}") from None
+    return proto, source
+
+
+def _opset(proto: Any, source: str) -> int:
+    onnx = _onnx()
+    version = next((o.version for o in proto.opset_import if o.domain in _DEFAULT_DOMAINS), None)
+    newest = onnx.defs.onnx_opset_version()
+    if version is None:
+        raise UnsupportedOnnxError(f"{source} imports no default-domain opset")
+    if not MIN_OPSET <= version <= newest:
+        raise UnsupportedOnnxError(
+            f"{source} uses opset {version}; graphc imports opsets {MIN_OPSET} to {newest} "
+            "(convert older models with onnx.version_converter.convert_version)")
+    return version
+
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_.]")
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    """An ir-valid name for an ONNX input or parameter name ('input.1' stays, 'x:0' -> 'x_0')."""
+    out = _NAME_BAD.sub("_", name) or "v"
+    if not (out[0].isalpha() or out[0] == "_"):
+        out = "_" + out
+    base, i = out, 1
+    while out in taken:
+        out, i = f"{base}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def _value_info_type(vi: Any, shapes: Mapping[str, Sequence[int]], what: str) -> TensorType:
+    if not vi.type.HasField("tensor_type"):
+        raise Unsupported(f"{what} {vi.name!r} is not a tensor (sequences and maps are not "
+                          "supported)")
+    tt = vi.type.tensor_type
+    dt = graphc_dtype(tt.elem_type, f"{what} {vi.name!r}")
+    if vi.name in shapes:
+        return TensorType(tuple(int(d) for d in shapes[vi.name]), dt)
+    if not tt.HasField("shape"):
+        raise Unsupported(f"{what} {vi.name!r} has no shape; pass input_shapes={{...}}")
+    dims = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        else:
+            sym = d.dim_param or "?"
+            raise Unsupported(f"{what} {vi.name!r} has a symbolic dimension {sym!r}; graphc "
+                              f"compiles static shapes: pass input_shapes={{{vi.name!r}: (...)}}")
+    return TensorType(tuple(dims), dt)
+
+
+class _Importer:
+    def __init__(self, proto: Any, source: str, initializers: str,
+                 input_shapes: Mapping[str, Sequence[int]],
+                 constant_inputs: Mapping[str, Any]) -> None:
+        self.proto = proto
+        self.source = source
+        self.initializers = initializers
+        self.input_shapes = dict(input_shapes)
+        self.constant_inputs = dict(constant_inputs)
+        name = _NAME_BAD.sub("_", proto.graph.name or "model") or "model"
+        self.graph = Graph(name)
+        self.env: dict[str, Value | None] = {}  # ONNX value name -> graph value (None: failed)
+        self.problems: list[tuple[int, str, str, str]] = []
+        self.names: set[str] = set()
+
+    def problem(self, index: int, op: str, name: str, why: str) -> None:
+        self.problems.append((index, op, name, why))
+
+    def run(self) -> Graph:
+        _load_converters()
+        g = self.proto.graph
+        _opset(self.proto, self.source)
+        self._initializers(g)
+        self._inputs(g)
+        for i, node in enumerate(g.node):
+            if node.domain not in _DEFAULT_DOMAINS or node.op_type not in CONVERTERS:
+                dom = f" (domain {node.domain})" if node.domain not in _DEFAULT_DOMAINS else ""
+                self.problem(i, node.op_type, node.name, f"op type {node.op_type}{dom} is not "
+                             "supported")
+        listed = {p[0] for p in self.problems}
+        for i, node in enumerate(g.node):
+            if i not in listed:
+                self._node(i, node)
+            else:
+                for o in node.output:
+                    self.env[o] = None
+        self._outputs(g)
+        if self.problems:
+            self._raise_unsupported()
+        self._drop_unused_constants()
+        return self.graph
+
+    def _raise_unsupported(self) -> None:
+        rows = sorted(self.problems)
+        lines = [(f"  node {i} {op}" if i >= 0 else f"  {op}") + (f" {name!r}" if name else "")
+                 + f": {why}" for i, op, name, why in rows]
+        nodes = sum(1 for r in rows if r[0] >= 0)
+        head = (f"{self.source}: {nodes} node(s) cannot be imported" if nodes else
+                f"{self.source} cannot be imported")
+        raise UnsupportedOnnxError(head + "\n" + "\n".join(lines), rows)
+
+    # -- graph boundary -------------------------------------------------------------
+    def _initializers(self, g: Any) -> None:
+        from onnx import numpy_helper
+        for t in g.initializer:
+            try:
+                dt = graphc_dtype(t.data_type, f"initializer {t.name!r}")
+            except Unsupported as e:
+                self.problem(-1, "initializer", t.name, str(e))
+                self.env[t.name] = None
+                continue
+            arr = numpy_helper.to_array(t).astype(dt.np_dtype)
+            if self.initializers == "params" and dt.is_float:
+                name = _identifier(t.name, self.names)
+                self.env[t.name] = self.graph.add_param(name, TensorType(arr.shape, dt), value=arr)
+            else:
+                self.env[t.name] = self.graph.add_constant(arr, dt, name=self._const_name(t.name))
+        for t in g.sparse_initializer:
+            self.problem(-1, "initializer", t.values.name, "sparse initializers are not supported")
+            self.env[t.values.name] = None
+
+    def _const_name(self, name: str) -> str | None:
+        if not name or name in self.names:
+            return None
+        self.names.add(name)
+        return name
+
+    def _inputs(self, g: Any) -> None:
+        for vi in g.input:
+            if vi.name in self.env:  # IR < 4 lists initialisers among the inputs too
+                continue
+            shapes = dict(self.input_shapes)
+            if vi.name in self.constant_inputs:
+                shapes[vi.name] = np.shape(self.constant_inputs[vi.name])
+            try:
+                t = _value_info_type(vi, shapes, "input")
+            except Unsupported as e:
+                self.problem(-1, "input", vi.name, str(e))
+                self.env[vi.name] = None
+                continue
+            if vi.name in self.constant_inputs:
+                data = np.asarray(self.constant_inputs[vi.name]).astype(t.dtype.np_dtype)
+                self.env[vi.name] = self.graph.add_constant(data, t.dtype,
+                                                            name=self._const_name(vi.name))
+            else:
+                self.env[vi.name] = self.graph.add_input(_identifier(vi.name, self.names), t)
+        for what, given in (("input_shapes", self.input_shapes),
+                            ("constant_inputs", self.constant_inputs)):
+            unknown = set(given) - {vi.name for vi in g.input}
+            if unknown:
+                raise OnnxError(f"{what} names {sorted(unknown)}, which are not inputs of "
+                                f"{self.source}; its inputs are {[vi.name for vi in g.input]}")
+
+    def _outputs(self, g: Any) -> None:
+        outs = []
+        for vi in g.output:
+            v = self.env.get(vi.name)
+            if v is None:
+                if vi.name not in self.env:
+                    raise OnnxError(f"{self.source}: graph output {vi.name!r} is produced by no node")
+                continue  # its producer failed and is listed already
+            outs.append(v)
+            self._check_declared(vi, v)
+        self.graph.set_outputs(outs)
+
+    def _check_declared(self, vi: Any, v: Value) -> None:
+        """A declared output type that disagrees with the import would be a wrong answer."""
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or tt.elem_type == 0:
+            return
+        try:
+            dt = graphc_dtype(tt.elem_type, f"output {vi.name!r}")
+        except Unsupported as e:
+            self.problem(-1, "output", vi.name, str(e))
+            return
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] \
+            if tt.HasField("shape") else None
+        shape_ok = declared is None or (len(declared) == v.type.rank and all(
+            d is None or d == s for d, s in zip(declared, v.shape)))
+        if dt != v.dtype or not shape_ok:
+            raise OnnxError(f"{self.source}: output {vi.name!r} is declared "
+                            f"{dt}{declared if declared is not None else ''} but computes "
+                            f"{v.type}")
+
+    # -- nodes ----------------------------------------------------------------------
+    def _node(self, index: int, node: Any) -> None:
+        ins = []
+        for name in node.input:
+            if not name:
+                ins.append(None)
+                continue
+            if name not in self.env:
+                raise OnnxError(f"{self.source}: node {index} {node.op_type} {node.name!r} reads "
+                                f"{name!r}, which no earlier node, input or initializer defines")
+            if self.env[name] is None:  # downstream of a node that could not be imported
+                for o in node.output:
+                    self.env[o] = None
+                return
+            ins.append(self.env[name])
+        loc = Loc(f"{self.source}[{node.name}]" if node.name else self.source, index)
+        ctx = NodeContext(self.graph, node, loc, ins)
+        start = len(self.graph.nodes)
+        try:
+            outs = list(CONVERTERS[node.op_type](ctx))
+            if all(v is None or v.kind == "const" for v in ins) and len(self.graph.nodes) > start:
+                outs = self._fold(start, outs)
+        except Unsupported as e:
+            del self.graph.nodes[start:]
+            self.problem(index, node.op_type, node.name, str(e))
+            for o in node.output:
+                self.env[o] = None
+            return
+        except GraphcError as e:
+            raise e.attach(loc=loc)
+        for i, name in enumerate(node.output):
+            if name:
+                if i >= len(outs) or outs[i] is None:
+                    self.problem(index, node.op_type, node.name, f"output {i} is not supported")
+                    self.env[name] = None
+                else:
+                    self.env[name] = outs[i]
+
+    def _fold(self, start: int, outs: list[Value | None]) -> list[Value | None]:
+        """Evaluate the nodes a constant-only ONNX node produced; they become constants."""
+        new = self.graph.nodes[start:]
+        env: dict[Value, np.ndarray] = {}
+        for n in new:
+            args = [env[v] if v.kind == "node" else v.data for v in n.inputs]
+            env.update(zip(n.outputs, run_node(n, args)))
+        del self.graph.nodes[start:]
+        return [v if v is None or v.kind != "node" else self.graph.add_constant(env[v], v.dtype)
+                for v in outs]
+
+    def _drop_unused_constants(self) -> None:
+        used = {v for n in self.graph.nodes for v in n.inputs} | set(self.graph.outputs)
+        self.graph.constants = [c for c in self.graph.constants if c in used]
+
+
+def load(model: Any, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+         initializers: Literal["constants", "params"] = "constants",
+         constant_inputs: Mapping[str, Any] | None = None) -> Graph:
+    """Import an ONNX model (a path, bytes or an onnx.ModelProto) as an ir.Graph.
+
+    initializers="constants" bakes the weights in (they fold and compile as constants);
+    "params" makes float initializers named parameters (their values set, so the graph
+    compiles as is, and `exe.params[name]` can read or replace them); integer ones stay
+    constants, as shapes and indices must be known when compiling.
+    input_shapes={name: shape} fixes symbolic input dimensions (graphc compiles static
+    shapes). Graph inputs keep their ONNX names where those are identifiers; others have
+    the offending characters replaced by '_'.
+    """
+    if initializers not in ("constants", "params"):
+        raise OnnxError(f"initializers must be 'constants' or 'params', not {initializers!r}")
+    proto, source = read_model(model)
+    return _Importer(proto, source, initializers, input_shapes or {}, constant_inputs or {}).run()

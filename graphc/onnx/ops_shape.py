@@ -1,0 +1,319 @@
+"""Shape and data-movement ONNX ops: Reshape, Flatten, Transpose, Concat, Split, Slice,
+Squeeze, Unsqueeze, Gather, Pad, Expand, Tile, Cast, Shape, Size, Constant,
+ConstantOfShape, Identity, Dropout (inference). Shape-valued inputs must be constants at
+import time (they usually are, once `Shape` folds)."""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from ..ir import dtypes
+from ..ir.errors import GraphcError
+from ..ir.graph import Value
+from .context import NodeContext, Unsupported, converter, graphc_dtype
+
+
+@converter("Identity")
+def _identity(ctx: NodeContext):
+    return [ctx.x(0)]
+
+
+@converter("Dropout")
+def _dropout(ctx: NodeContext):
+    if ctx.has_input(2):
+        training = ctx.const(2, "training_mode")
+        if bool(np.asarray(training).reshape(-1)[0]):
+            ctx.unsupported("training_mode=true (graphc imports models for inference)")
+    x = ctx.x(0)
+    mask = ctx.b.const(np.ones(x.shape, bool), dtypes.bool_) if ctx.wants_output(1) else None
+    return [x, mask]
+
+
+@converter("Cast")
+def _cast(ctx: NodeContext):
+    to = graphc_dtype(int(ctx.attr("to")), "the Cast target")
+    x = ctx.x(0)
+    return [x if x.dtype == to else ctx.b.cast(x, to=to)]
+
+
+@converter("CastLike")
+def _cast_like(ctx: NodeContext):
+    x, like = ctx.x(0), ctx.x(1)
+    return [x if x.dtype == like.dtype else ctx.b.cast(x, to=like.dtype)]
+
+
+@converter("Shape")
+def _shape(ctx: NodeContext):
+    shape = ctx.x(0).shape
+    rank = len(shape)
+    start, end = ctx.attr("start", 0), ctx.attr("end", rank)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = min(max(end + rank if end < 0 else end, 0), rank)
+    return [ctx.b.const(np.array(shape[start:end], np.int64), dtypes.i64)]
+
+
+@converter("Size")
+def _size(ctx: NodeContext):
+    return [ctx.b.const(np.array(ctx.x(0).type.size, np.int64), dtypes.i64)]
+
+
+@converter("Constant")
+def _constant(ctx: NodeContext):
+    for attr, kind in (("value", None), ("value_float", dtypes.f32), ("value_floats", dtypes.f32),
+                       ("value_int", dtypes.i64), ("value_ints", dtypes.i64)):
+        if ctx.has_attr(attr):
+            data = np.asarray(ctx.attr(attr))
+            try:
+                dt = kind or dtypes.dtype(data.dtype)
+            except GraphcError:
+                raise Unsupported(f"a constant of dtype {data.dtype}") from None
+            return [ctx.b.const(data, dt)]
+    ctx.unsupported("only value, value_float(s) and value_int(s) constants are supported")
+
+
+@converter("ConstantOfShape")
+def _constant_of_shape(ctx: NodeContext):
+    shape = ctx.const_ints(0, "the shape")
+    fill = np.asarray(ctx.attr("value", np.zeros(1, np.float32))).reshape(-1)
+    dt = graphc_dtype(_onnx_elem(fill.dtype), "the fill value")
+    return [ctx.b.const(np.full(shape, fill[0], dt.np_dtype), dt)]
+
+
+def _onnx_elem(npd: np.dtype) -> int:
+    from onnx import helper
+    return helper.np_dtype_to_tensor_dtype(npd)
+
+
+@converter("Reshape")
+def _reshape(ctx: NodeContext):
+    x = ctx.x(0)
+    shape = ctx.const_ints(1, "the target shape")
+    allowzero = ctx.attr("allowzero", 0)
+    out = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
+    if out.count(-1) > 1:
+        ctx.unsupported(f"shape {shape} has more than one -1")
+    if -1 in out:
+        known = prod(d for d in out if d != -1)
+        if known == 0 or x.type.size % known:
+            ctx.unsupported(f"cannot reshape {x.type} to {shape}")
+        out[out.index(-1)] = x.type.size // known
+    return [ctx.b.reshape(x, tuple(out))]
+
+
+@converter("Flatten")
+def _flatten(ctx: NodeContext):
+    x = ctx.x(0)
+    axis = ctx.attr("axis", 1)
+    axis = axis + x.type.rank if axis < 0 else axis
+    if not 0 <= axis <= x.type.rank:
+        ctx.unsupported(f"axis {axis} for rank {x.type.rank}")
+    return [ctx.b.reshape(x, (prod(x.shape[:axis]), prod(x.shape[axis:])))]
+
+
+@converter("Transpose")
+def _transpose(ctx: NodeContext):
+    x = ctx.x(0)
+    perm = ctx.attr("perm", list(reversed(range(x.type.rank))))
+    perm = tuple(ctx.axis(p, x.type.rank) for p in perm)
+    return [x if perm == tuple(range(x.type.rank)) else ctx.b.transpose(x, perm=perm)]
+
+
+@converter("Concat")
+def _concat(ctx: NodeContext):
+    xs = [v for v in ctx.inputs if v is not None]
+    axis = ctx.axis(ctx.attr("axis"), xs[0].type.rank)
+    parts = [v for v in xs if v.shape[axis] > 0]  # empty pieces add nothing
+    if not parts:
+        shape = xs[0].shape[:axis] + (0,) + xs[0].shape[axis + 1:]
+        return [ctx.b.const(np.zeros(shape, xs[0].dtype.np_dtype), xs[0].dtype)]
+    return [parts[0] if len(parts) == 1 else ctx.b.concat(*parts, axis=axis)]
+
+
+def _slice_axis(ctx: NodeContext, x: Value, axis: int, start: int, stop: int) -> Value:
+    starts = [0] * x.type.rank
+    stops = list(x.shape)
+    starts[axis], stops[axis] = start, stop
+    if (starts[axis], stops[axis]) == (0, x.shape[axis]):
+        return x
+    return ctx.b.slice(x, starts=starts, stops=stops, steps=[1] * x.type.rank)
+
+
+@converter("Split")
+def _split(ctx: NodeContext):
+    x = ctx.x(0)
+    axis = ctx.axis(ctx.attr("axis", 0), x.type.rank)
+    d = x.shape[axis]
+    sizes = ctx.ints_from("split", 1, "split sizes")
+    if sizes is None:
+        n = ctx.attr("num_outputs", ctx.num_outputs)
+        chunk = -(-d // n)
+        sizes = [min(chunk, d - i * chunk) for i in range(n)]
+    if sum(sizes) != d or any(s < 0 for s in sizes):
+        ctx.unsupported(f"split sizes {sizes} do not add up to dimension {d}")
+    outs, at = [], 0
+    for s in sizes:
+        outs.append(_slice_axis(ctx, x, axis, at, at + s))
+        at += s
+    return outs
+
+
+@converter("Slice")
+def _slice(ctx: NodeContext):
+    x = ctx.x(0)
+    rank = x.type.rank
+    starts = ctx.const_ints(1, "starts")
+    ends = ctx.const_ints(2, "ends")
+    axes = ctx.const_ints(3, "axes") if ctx.has_input(3) else list(range(len(starts)))
+    steps = ctx.const_ints(4, "steps") if ctx.has_input(4) else [1] * len(starts)
+    picks = [range(d) for d in x.shape]  # the positions each axis keeps, in order
+    for a, s, e, p in zip(axes, starts, ends, steps):
+        if p == 0:
+            ctx.unsupported("a step of 0")
+        a = ctx.axis(a, rank)
+        picks[a] = range(*slice(s, e, p).indices(x.shape[a]))
+    if all(r.step > 0 for r in picks):
+        if picks == [range(d) for d in x.shape]:
+            return [x]
+        return [ctx.b.slice(x, starts=[r.start for r in picks],
+                            stops=[max(r.stop, r.start) for r in picks],
+                            steps=[r.step for r in picks])]
+    out = x  # negative steps: gather the positions, axis by axis
+    for a, r in enumerate(picks):
+        if r != range(x.shape[a]):
+            idx = ctx.b.const(np.array(r, dtype=np.int64), dtypes.i64)
+            out = ctx.b.gather(out, idx, axis=a)
+    return [out]
+
+
+def _axes(ctx: NodeContext, rank: int, input_index: int) -> list[int] | None:
+    axes = ctx.ints_from("axes", input_index, "axes")
+    return None if axes is None else sorted(ctx.axis(a, rank) for a in axes)
+
+
+@converter("Squeeze")
+def _squeeze(ctx: NodeContext):
+    x = ctx.x(0)
+    axes = _axes(ctx, x.type.rank, 1)
+    if axes is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    return [ctx.b.squeeze(x, axes=tuple(axes)) if axes else x]
+
+
+@converter("Unsqueeze")
+def _unsqueeze(ctx: NodeContext):
+    x = ctx.x(0)
+    raw = ctx.ints_from("axes", 1, "axes") or []
+    out_rank = x.type.rank + len(raw)
+    axes = sorted(ctx.axis(a, out_rank) for a in raw)
+    if len(set(axes)) != len(axes):
+        ctx.unsupported(f"axes {raw} repeat an axis")
+    return [ctx.b.expand_dims(x, axes=tuple(axes)) if axes else x]
+
+
+@converter("Gather")
+def _gather(ctx: NodeContext):
+    x, idx = ctx.x(0), ctx.x(1)
+    axis = ctx.axis(ctx.attr("axis", 0), x.type.rank)
+    n = x.shape[axis]
+    if idx.kind == "const":
+        data = idx.data.astype(np.int64)
+        if data.size and (data.min() < -n or data.max() >= n):
+            ctx.unsupported(f"index out of range for axis {axis} of size {n}")
+        idx = ctx.b.const(np.where(data < 0, data + n, data), dtypes.i64)
+    else:
+        # Negative indices count from the end, as in numpy.
+        neg = ctx.b.less(idx, ctx.scalar(0, idx))
+        idx = ctx.b.where(neg, ctx.b.add(idx, ctx.scalar(n, idx)), idx)
+    return [ctx.b.gather(x, idx, axis=axis)]
+
+
+def _edge_indices(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """Source index of each padded position along one axis for edge/reflect/wrap padding."""
+    pos = np.arange(-lo, n + hi)
+    if mode == "edge":
+        return np.clip(pos, 0, n - 1)
+    if mode == "wrap":
+        return np.mod(pos, n)
+    period = 2 * (n - 1)  # reflect: ... 2 1 | 0 1 2 ... n-1 | n-2 ...
+    m = np.mod(pos, period) if period else np.zeros_like(pos)
+    return np.where(m < n, m, period - m)
+
+
+@converter("Pad")
+def _pad(ctx: NodeContext):
+    x = ctx.x(0)
+    rank = x.type.rank
+    mode = ctx.attr("mode", "constant")
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        ctx.unsupported(f"mode={mode!r}")
+    pads = ctx.ints_from("pads", 1, "pads")
+    if pads is None:
+        ctx.unsupported("pads are missing")
+    axes = [ctx.axis(a, rank) for a in ctx.const_ints(3, "axes")] if ctx.has_input(3) \
+        else list(range(rank))
+    if len(pads) != 2 * len(axes):
+        ctx.unsupported(f"{len(pads)} pads for {len(axes)} axes")
+    low, high = [0] * rank, [0] * rank
+    for k, a in enumerate(axes):
+        low[a], high[a] = pads[k], pads[k + len(axes)]
+    value = 0.0
+    if ctx.has_input(2):
+        value = float(np.asarray(ctx.const(2, "constant_value")).reshape(-1)[0])
+    elif ctx.has_attr("value"):
+        value = float(ctx.attr("value"))
+    out = x
+    # Negative pads crop.
+    if any(v < 0 for v in low + high):
+        out = ctx.b.slice(out, starts=[max(-v, 0) for v in low],
+                          stops=[d - max(-v, 0) for d, v in zip(x.shape, high)],
+                          steps=[1] * rank)
+        low, high = [max(v, 0) for v in low], [max(v, 0) for v in high]
+    if not any(low + high):
+        return [out]
+    if mode == "constant":
+        return [ctx.b.pad(out, low=low, high=high, interior=[0] * rank, value=value)]
+    for a in range(rank):
+        if low[a] or high[a]:
+            n = out.shape[a]
+            if n == 0 or (mode == "reflect" and (low[a] >= n or high[a] >= n)):
+                ctx.unsupported(f"{mode} padding of {low[a]}/{high[a]} on an axis of size {n}")
+            idx = _edge_indices(n, low[a], high[a], mode)
+            out = ctx.b.gather(out, ctx.b.const(idx.astype(np.int64), dtypes.i64), axis=a)
+    return [out]
+
+
+@converter("Expand")
+def _expand(ctx: NodeContext):
+    x = ctx.x(0)
+    shape = ctx.const_ints(1, "the shape")
+    try:
+        out = tuple(np.broadcast_shapes(x.shape, tuple(shape)))
+    except ValueError:
+        raise Unsupported(f"shape {shape} does not broadcast with {x.type}") from None
+    if out != x.shape and len(out) > x.type.rank:
+        x = ctx.b.reshape(x, (1,) * (len(out) - x.type.rank) + x.shape)
+    return [ctx.b.broadcast(x, out)]
+
+
+@converter("Tile")
+def _tile(ctx: NodeContext):
+    x = ctx.x(0)
+    reps = ctx.const_ints(1, "repeats")
+    if len(reps) != x.type.rank or any(r < 0 for r in reps):
+        ctx.unsupported(f"repeats {reps} for {x.type}")
+    if all(r == 1 for r in reps):
+        return [x]
+    # (d0, d1) -> (1, d0, 1, d1) -> (r0, d0, r1, d1) -> (r0*d0, r1*d1)
+    inter = tuple(v for d in x.shape for v in (1, d))
+    big = tuple(v for r, d in zip(reps, x.shape) for v in (r, d))
+    y = ctx.b.broadcast(ctx.b.reshape(x, inter), big)
+    return [ctx.b.reshape(y, tuple(r * d for r, d in zip(reps, x.shape)))]
+
+
+@converter("Range")
+def _range(ctx: NodeContext):
+    vals = [np.asarray(ctx.const(i, name)).reshape(()) for i, name in
+            enumerate(("start", "limit", "delta"))]
+    dt = ctx.x(0).dtype
+    return [ctx.b.const(np.arange(vals[0], vals[1], vals[2]).astype(dt.np_dtype), dt)]
