@@ -1,0 +1,758 @@
+"""Kernel IR `Program` -> CUDA C: one `__global__` function per phase of each kernel.
+
+What the generated code does:
+
+Phases
+    A kernel's top-level statements are split into *phases*: runs of statements tied
+    together by the scalar locals they share (a reduction to a scalar, `let acc; for ...;
+    out = acc`, stays one phase); every other top-level loop nest or GEMM is a phase of
+    its own. Phases run one after the other on the stream, as the statements did. A loop
+    nest whose loops are all independent (analysis.py) and whose body holds several loop
+    nests is split into one phase per inner nest (loop distribution).
+
+Loops -> grid
+    In a phase's perfect loop nest, the independent loops (analysis.Dependence; a loop
+    marked `parallel` below independent ones counts too, as the lowering promises it) are
+    flattened into one index space spread over the grid with a grid-stride loop (256
+    threads a block, the innermost loop fastest so that neighbouring threads touch
+    neighbouring elements); the other loops of the nest run inside each thread in their
+    original order (loop interchange: legal, since an independent loop's iterations never
+    touch the same written byte). Index arithmetic is 32-bit when every buffer and loop
+    fits in 2^30 elements, 64-bit otherwise.
+
+Reductions -> groups of threads
+    When the body left for one thread contains reduction loop nests (`acc = acc + x`,
+    max, min; analysis.as_reduction), a group of G threads (32..1024, a power of two
+    sized to the reduction) shares each output: its lanes take interleaved iterations of
+    the flattened reduction loops (coalesced along the innermost one), fold them in
+    registers, then combine with warp shuffles and, across the warps of a group, shared
+    memory (prelude.gc_group_reduce). Statements outside the reduction run redundantly on
+    every lane and only lane 0 stores. This needs the body never to load what it stores.
+    Softmax, layer norm and cross-entropy lower to such fused row reductions: one pass
+    per reduction, the normalisation fused into the next kernel.
+
+GEMM
+    gemm.py: tiled shared-memory kernels with register blocking; f16 inputs on tensor
+    cores (WMMA) with f32 accumulation; batched over `Gemm.batch` and over the loops
+    around it in `gridDim.z`.
+
+Semantics of scalar operations are numpy's, as in the LLVM backend (prelude.py).
+Compiled with `-fmad=false`: elementwise arithmetic rounds as numpy does.
+
+`render(program)` returns a `CudaModule`: the translation unit and the launches (function,
+grid, block, buffer arguments) the runtime issues in order.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from math import prod
+
+from ...ir import kernel as K
+from ...ir.dtypes import DType, bool_, i64
+from ...ir.errors import GraphcError
+from . import analysis as A
+from .gemm_templates import GEMM_TEMPLATES
+from .prelude import PRELUDE
+
+BLOCK = 256
+MAX_BLOCKS = 1 << 16          # grid-stride loops cover the rest
+NARROW_LIMIT = 1 << 30        # 32-bit index arithmetic below this many elements
+
+
+class CudaCodegenError(GraphcError):
+    """The kernel IR cannot be rendered as CUDA C (malformed program or unsupported construct)."""
+
+
+# -- types -------------------------------------------------------------------------------------
+
+_REG = {"f16": "float", "f32": "float", "f64": "double", "i32": "int", "i64": "gc_i64", "bool": "bool"}
+_MEM = {"f16": "__half", "f32": "float", "f64": "double", "i32": "int", "i64": "gc_i64",
+        "bool": "unsigned char"}
+
+
+def reg_type(dt: DType) -> str:
+    return _REG[dt.name]
+
+
+def mem_type(dt: DType) -> str:
+    return _MEM[dt.name]
+
+
+def compute_dtype(dt: DType) -> DType:
+    from ...ir.dtypes import f32
+    return f32 if dt.name == "f16" else dt
+
+
+def sanitize(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return s if s and not s[0].isdigit() else "_" + s
+
+
+def _promote(a: DType, b: DType) -> DType:
+    order = ["bool", "i32", "i64", "f16", "f32", "f64"]
+    return a if order.index(a.name) >= order.index(b.name) else b
+
+
+# -- output ------------------------------------------------------------------------------------
+
+@dataclass
+class Launch:
+    """One kernel launch: `function<<<grid, block>>>(pointer of each buffer in buffers)`."""
+    function: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    buffers: list[str]
+    kernel: str           # the kernel-IR kernel it belongs to
+    source: str = ""      # the graph node(s), for errors
+
+
+@dataclass
+class CudaModule:
+    source: str
+    launches: list[Launch]
+    storage: dict[str, A.Storage]
+    arena_bytes: int
+    external: list[str]
+    functions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CodegenOptions:
+    """Knobs that change the generated code (they enter the compile cache key)."""
+    block: int = BLOCK
+    max_blocks: int = MAX_BLOCKS
+    group_reduce_min: int = 32       # reductions shorter than this run one per thread
+    tensor_cores: bool = True        # WMMA for f16 GEMMs
+
+    def key(self) -> str:
+        return repr(self)
+
+
+# -- expressions -------------------------------------------------------------------------------
+
+class ExprWriter:
+    """Renders kernel-IR expressions as C expressions of the dtype's register type."""
+
+    def __init__(self, dtypes: dict[str, DType], narrow: bool, where: str) -> None:
+        self.dtypes = dtypes
+        self.narrow = narrow
+        self.idx = "int" if narrow else "gc_i64"
+        self.vars: dict[str, str] = {}          # loop variable -> C name
+        self.ranges: dict[str, int] = {}        # loop variable -> extent
+        self.locals: dict[str, tuple[str, DType]] = {}
+        self.buffers: dict[str, str] = {}       # buffer -> C pointer name
+        self.declared: dict[int, str] = {}      # id(Declare) -> C variable
+        self.where = where
+
+    def error(self, msg: str) -> CudaCodegenError:
+        return CudaCodegenError(f"{self.where}: {msg}")
+
+    # .. conversions ..
+    def conv(self, code: str, src: DType, dst: DType) -> str:
+        if src == dst:
+            return code
+        if dst.is_bool:
+            return f"(({code}) != 0)"
+        if dst.name == "f16":
+            if src.is_float:
+                return f"gc_round_half({code})"
+            return f"gc_round_half((float)({code}))"
+        return f"(({reg_type(dst)})({code}))"
+
+    # .. index expressions (loop variables and constants only) ..
+    def is_index(self, e: K.Expr) -> bool:
+        if isinstance(e, K.Var):
+            return True
+        if isinstance(e, K.Const):
+            return e.dtype.is_int and abs(int(e.value)) < NARROW_LIMIT
+        if isinstance(e, K.Binary):
+            return (e.dtype.is_int and e.op in ("add", "sub", "mul", "div", "mod")
+                    and self.is_index(e.a) and self.is_index(e.b))
+        if isinstance(e, K.Select):
+            return e.dtype.is_int and self.is_index(e.a) and self.is_index(e.b)
+        return False
+
+    def bounds(self, e: K.Expr) -> tuple[int, int] | None:
+        if isinstance(e, K.Var):
+            n = self.ranges.get(e.name)
+            return None if n is None else (0, max(n - 1, 0))
+        if isinstance(e, K.Const):
+            return int(e.value), int(e.value)
+        if isinstance(e, K.Select):
+            a, b = self.bounds(e.a), self.bounds(e.b)
+            return None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+        if isinstance(e, K.Binary):
+            a, b = self.bounds(e.a), self.bounds(e.b)
+            if a is None or b is None:
+                return None
+            if e.op == "add":
+                return a[0] + b[0], a[1] + b[1]
+            if e.op == "sub":
+                return a[0] - b[1], a[1] - b[0]
+            if e.op == "mul":
+                ps = [x * y for x in a for y in b]
+                return min(ps), max(ps)
+            if e.op in ("div", "mod") and b[0] == b[1] and b[0] > 0 and a[0] >= 0:
+                return (a[0] // b[0], a[1] // b[0]) if e.op == "div" else (0, b[0] - 1)
+        return None
+
+    def index(self, e: K.Expr) -> str:
+        """A C expression of an index (an integer of the index type or wider)."""
+        if self.is_index(e):
+            return self._index(e)
+        if e.dtype.is_float:
+            raise self.error(f"floating-point index expression {e}")
+        return self.expr(e)
+
+    def _index(self, e: K.Expr) -> str:
+        if isinstance(e, K.Var):
+            return self.var(e.name)
+        if isinstance(e, K.Const):
+            return str(int(e.value))
+        if isinstance(e, K.Select):
+            return f"({self.cond(e.cond)} ? {self._index(e.a)} : {self._index(e.b)})"
+        a, b = self._index(e.a), self._index(e.b)
+        if e.op in ("add", "sub", "mul"):
+            return f"({a} {'+' if e.op == 'add' else '-' if e.op == 'sub' else '*'} {b})"
+        if e.op in ("div", "mod") and self.bounds(e) is not None:
+            return f"({a} {'/' if e.op == 'div' else '%'} {b})"
+        fn = "gc_idiv" if e.op == "div" else "gc_imod"
+        return f"{fn}<{self.idx}>({a}, {b})"
+
+    def var(self, name: str) -> str:
+        v = self.vars.get(name)
+        if v is None:
+            raise self.error(f"loop variable {name!r} used outside its loop")
+        return v
+
+    def cond(self, e: K.Expr) -> str:
+        return self.conv(self.expr(e), e.dtype, bool_) if not e.dtype.is_bool else self.expr(e)
+
+    # .. general expressions ..
+    def expr(self, e: K.Expr) -> str:
+        if isinstance(e, K.Const):
+            return self.const(e.value, e.dtype)
+        if isinstance(e, K.Var):
+            return self.conv(f"((gc_i64){self.var(e.name)})", i64, e.dtype)
+        if isinstance(e, K.LocalRef):
+            if e.name not in self.locals:
+                raise self.error(f"use of undeclared local ${e.name}")
+            cname, dt = self.locals[e.name]
+            return self.conv(cname, dt, e.dtype)
+        if isinstance(e, K.Load):
+            return self.conv(self.load(e.buffer, e.index), self.buffer_dtype(e.buffer), e.dtype)
+        if isinstance(e, K.Cast):
+            return self.conv(self.expr(e.x), e.x.dtype, e.dtype)
+        if isinstance(e, K.Unary):
+            return self.unary(e.op, self.conv(self.expr(e.x), e.x.dtype, e.dtype), e.dtype)
+        if isinstance(e, K.Binary):
+            if self.is_index(e) and e.dtype == i64:
+                return f"((gc_i64){self._index(e)})"
+            a = self.conv(self.expr(e.a), e.a.dtype, e.dtype)
+            b = self.conv(self.expr(e.b), e.b.dtype, e.dtype)
+            return self.binary(e.op, a, b, e.dtype)
+        if isinstance(e, K.Compare):
+            dt = e.a.dtype if e.b.dtype == e.a.dtype else _promote(e.a.dtype, e.b.dtype)
+            a = self.conv(self.expr(e.a), e.a.dtype, dt)
+            b = self.conv(self.expr(e.b), e.b.dtype, dt)
+            sym = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(e.op)
+            if sym is None:
+                raise self.error(f"unknown compare op {e.op!r}")
+            return f"({a} {sym} {b})"
+        if isinstance(e, K.Select):
+            a = self.conv(self.expr(e.a), e.a.dtype, e.dtype)
+            b = self.conv(self.expr(e.b), e.b.dtype, e.dtype)
+            return f"({self.cond(e.cond)} ? {a} : {b})"
+        raise self.error(f"unknown expression {type(e).__name__}")
+
+    def buffer_dtype(self, name: str) -> DType:
+        if name not in self.buffers:
+            raise self.error(f"unknown buffer {name!r}")
+        return self.dtypes[name]
+
+    def load(self, buffer: str, index: K.Expr) -> str:
+        dt = self.buffer_dtype(buffer)
+        ref = f"{self.buffers[buffer]}[{self.index(index)}]"
+        if dt.name == "f16":
+            return f"__half2float({ref})"
+        if dt.is_bool:
+            return f"({ref} != 0)"
+        return ref
+
+    def store(self, buffer: str, index: K.Expr, value: K.Expr) -> str:
+        dt = self.buffer_dtype(buffer)
+        v = self.conv(self.expr(value), value.dtype, dt)
+        ref = f"{self.buffers[buffer]}[{self.index(index)}]"
+        if dt.name == "f16":
+            v = f"__float2half_rn({v})"
+        elif dt.is_bool:
+            v = f"(unsigned char)({v})"
+        return f"{ref} = {v};"
+
+    def const(self, value, dt: DType) -> str:
+        if dt.is_bool:
+            return "true" if value else "false"
+        if dt.is_float:
+            v = float(value)
+            if dt.name == "f16":
+                import numpy as np
+                v = float(np.float16(v))
+            if v != v:
+                return "(0.0f / 0.0f)" if dt.name != "f64" else "(0.0 / 0.0)"
+            if v in (float("inf"), float("-inf")):
+                sign = "-" if v < 0 else ""
+                return f"({sign}__int_as_float(0x7f800000))" if dt.name != "f64" else \
+                    f"({sign}__longlong_as_double(0x7ff0000000000000LL))"
+            text = repr(v)
+            return text if dt.name == "f64" else f"{text}f"
+        v = int(value)
+        bits = 32 if dt.name == "i32" else 64
+        v = ((v + (1 << (bits - 1))) % (1 << bits)) - (1 << (bits - 1))  # wrap like numpy casts
+        if bits == 32:
+            return f"({v})" if v != -(1 << 31) else "(-2147483647 - 1)"
+        return f"((gc_i64){v}LL)" if v != -(1 << 63) else "((gc_i64)(-9223372036854775807LL - 1))"
+
+    def unary(self, op: str, x: str, dt: DType) -> str:
+        if dt.is_float:
+            d = dt.name == "f64"
+            simple = {"neg": f"(-{x})", "abs": f"{'fabs' if d else 'fabsf'}({x})",
+                      "sign": f"gc_fsign({x})", "sqrt": f"{'sqrt' if d else 'sqrtf'}({x})",
+                      "rsqrt": f"gc_rsqrt({x})", "sigmoid": f"gc_sigmoid({x})",
+                      "not": f"(({x}) == 0)"}
+            if op in simple:
+                return simple[op]
+            if op in ("exp", "log", "tanh", "erf", "sin", "cos"):
+                return f"{op}{'' if d else 'f'}({x})"
+        elif dt.is_bool:
+            if op == "not":
+                return f"(!{x})"
+            if op in ("abs", "neg", "sign"):
+                return x
+        else:
+            t = reg_type(dt)
+            simple = {"neg": f"gc_wsub<{t}>(0, {x})", "abs": f"gc_iabs<{t}>({x})",
+                      "sign": f"gc_isign<{t}>({x})", "not": f"(~{x})"}
+            if op in simple:
+                return simple[op]
+        raise self.error(f"unary {op} is not defined for {dt}")
+
+    def binary(self, op: str, a: str, b: str, dt: DType) -> str:
+        if dt.is_float:
+            d = dt.name == "f64"
+            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+            if op in sym:
+                return f"({a} {sym[op]} {b})"
+            t = reg_type(dt)
+            if op == "pow":
+                return f"{'pow' if d else 'powf'}({a}, {b})"
+            if op == "max":
+                return f"gc_fmax<{t}>({a}, {b})"
+            if op == "min":
+                return f"gc_fmin<{t}>({a}, {b})"
+            if op == "mod":
+                return f"gc_fmod({a}, {b})"
+            if op in ("and", "or"):
+                return f"(({t})(({a}) != 0 {'&&' if op == 'and' else '||'} ({b}) != 0))"
+        elif dt.is_bool:
+            if op in ("add", "or", "max"):
+                return f"({a} || {b})"
+            if op in ("mul", "and", "min"):
+                return f"({a} && {b})"
+            if op == "sub":
+                return f"({a} != {b})"
+        else:
+            t = reg_type(dt)
+            fns = {"add": "gc_wadd", "sub": "gc_wsub", "mul": "gc_wmul", "div": "gc_idiv",
+                   "mod": "gc_imod", "max": "gc_imax", "min": "gc_imin", "pow": "gc_ipow"}
+            if op in fns:
+                return f"{fns[op]}<{t}>({a}, {b})"
+            if op == "and":
+                return f"({a} & {b})"
+            if op == "or":
+                return f"({a} | {b})"
+        raise self.error(f"binary {op} is not defined for {dt}")
+
+
+# -- phases ------------------------------------------------------------------------------------
+
+def split_phases(body: list[K.Stmt]) -> list[list[K.Stmt]]:
+    """Top-level statements grouped into runs connected by the locals they share."""
+    last_use: dict[str, int] = {}
+    for i, s in enumerate(body):
+        names: set[str] = set()
+        for x in A.walk_stmts([s]):
+            if isinstance(x, (K.Declare, K.Assign)):
+                names.add(x.local.name)
+            for e in A.stmt_exprs(x):
+                names |= A.local_names(e)
+        for n in names:
+            last_use[n] = i
+    first_decl: dict[str, int] = {}
+    for i, s in enumerate(body):
+        if isinstance(s, K.Declare):
+            first_decl.setdefault(s.local.name, i)
+    phases: list[list[K.Stmt]] = []
+    end = -1
+    for i, s in enumerate(body):
+        if i > end:
+            phases.append([])
+        phases[-1].append(s)
+        if isinstance(s, K.Declare):
+            end = max(end, last_use.get(s.local.name, i))
+    return phases
+
+
+@dataclass
+class _Plan:
+    """How one phase maps onto the grid."""
+    nest: list[K.For]            # the perfect nest (empty: no loops around the body)
+    body: list[K.Stmt]           # innermost body of the nest
+    parallel: list[K.For]        # nest loops spread over threads (nest order)
+    serial: list[K.For]          # nest loops each thread runs (nest order)
+
+
+class _ModuleWriter:
+    def __init__(self, program: K.Program, options: CodegenOptions, prefix: str) -> None:
+        self.p = program
+        self.opt = options
+        self.prefix = prefix
+        self.dtypes = {n: b.dtype for n, b in program.buffers.items()}
+        self.storage = A.storage_map(program)
+        self.parts: list[str] = []
+        self.launches: list[Launch] = []
+        self.functions: list[str] = []
+        sizes = [b.size for b in program.buffers.values()] + [program.arena_bytes]
+        extents = [s.extent for k in program.kernels for s in A.walk_stmts(k.body) if isinstance(s, K.For)]
+        self.narrow = max(sizes + extents + [0]) < NARROW_LIMIT
+        self._check()
+
+    def _check(self) -> None:
+        p = self.p
+        for k in p.kernels:
+            for a in A.accesses(k.body):
+                if a.buffer not in p.buffers:
+                    raise CudaCodegenError(f"kernel {k.name!r} uses unknown buffer {a.buffer!r}"
+                                           + (f" (computes {k.source})" if k.source else ""))
+        for name, b in p.buffers.items():
+            if b.kind == "temp" and name not in p.aliases:
+                if name not in p.arena:
+                    raise CudaCodegenError(f"temp buffer {name!r} has no arena offset")
+                off = p.arena[name]
+                if off < 0 or off + b.size * b.dtype.itemsize > p.arena_bytes:
+                    raise CudaCodegenError(f"temp buffer {name!r} at byte {off} is outside the "
+                                           f"arena of {p.arena_bytes} bytes")
+        for name, (base, _) in p.aliases.items():
+            if base not in p.buffers:
+                raise CudaCodegenError(f"alias {name!r} of unknown buffer {base!r}")
+
+    # .. driver ..
+    def render(self) -> None:
+        for ki, k in enumerate(self.p.kernels):
+            phases = []
+            for ph in split_phases(k.body):
+                phases.extend(self.distribute(ph))
+            for pi, ph in enumerate(phases):
+                fname = f"{self.prefix}_k{ki}_{sanitize(k.name)}_p{pi}"
+                self.render_phase(k, fname, ph)
+
+    def dependence(self, stmts: list[K.Stmt], accs=()) -> A.Dependence:
+        return A.Dependence(stmts, self.storage, A.loop_extents(stmts), self.p.status, accs)
+
+    def distribute(self, phase: list[K.Stmt]) -> list[list[K.Stmt]]:
+        """Split `for (independent loops) { nest1; nest2; ... }` into one phase per nest."""
+        if len(phase) != 1 or not isinstance(phase[0], K.For):
+            return [phase]
+        nest, body = A.perfect_nest(phase[0])
+        if len(body) < 2 or not all(isinstance(s, (K.For, K.Gemm)) for s in body):
+            return [phase]
+        dep = self.dependence(phase)
+        if not all(dep.independent(l.var.name) for l in nest):
+            return [phase]
+        out = []
+        for s in body:
+            inner: K.Stmt = s
+            for l in reversed(nest):
+                inner = K.For(l.var, l.extent, [inner], l.mark)
+            out.extend(self.distribute([inner]))
+        return out
+
+    def plan(self, phase: list[K.Stmt]) -> _Plan:
+        if len(phase) == 1 and isinstance(phase[0], K.For):
+            nest, body = A.perfect_nest(phase[0])
+        else:
+            return _Plan([], phase, [], [])
+        dep = self.dependence(phase)
+        par, ser = [], []
+        for l in nest:
+            if l.extent <= 1:
+                ser.append(l)
+            elif dep.independent(l.var.name) or (l.mark == "parallel" and not ser):
+                par.append(l)
+            else:
+                ser.append(l)
+        return _Plan(nest, body, par, ser)
+
+    # .. one phase ..
+    def render_phase(self, k: K.Kernel, fname: str, phase: list[K.Stmt]) -> None:
+        plan = self.plan(phase)
+        if any(l.extent <= 0 for l in plan.nest):
+            return  # an empty loop nest does nothing
+        if len(plan.body) == 1 and isinstance(plan.body[0], K.Gemm):
+            from .gemm import render_gemm
+            render_gemm(self, k, fname, plan)
+            return
+        if any(isinstance(s, K.Gemm) for s in A.walk_stmts(phase)):
+            raise CudaCodegenError(f"kernel {k.name!r}: a GEMM must be the only statement of "
+                                   "its loop nest" + (f" (computes {k.source})" if k.source else ""))
+        group = self.group_size(plan)
+        if group:
+            self.render_grouped(k, fname, plan, group)
+        else:
+            self.render_threads(k, fname, plan)
+
+    def buffers_of(self, stmts: list[K.Stmt]) -> tuple[list[str], set[str]]:
+        used: dict[str, None] = {}
+        written: set[str] = set()
+        for a in A.accesses(stmts):
+            used.setdefault(a.buffer)
+            if a.store:
+                written.add(a.buffer)
+        return list(used), written
+
+    def signature(self, used: list[str], written: set[str]) -> str:
+        params = []
+        for n in used:
+            st = self.storage[n]
+            overlaps = any(o != n and self.storage[o].overlaps(st) and (n in written or o in written)
+                           for o in used)
+            const = "" if n in written else "const "
+            restrict = "" if overlaps else " __restrict__"
+            params.append(f"{const}{mem_type(self.dtypes[n])}*{restrict} b_{sanitize(n)}")
+        return ", ".join(params)
+
+    def writer(self, k: K.Kernel, used: list[str], extents: dict[str, int]) -> ExprWriter:
+        w = ExprWriter(self.dtypes, self.narrow, f"kernel {k.name!r}"
+                       + (f" (computes {k.source})" if k.source else ""))
+        w.buffers = {n: f"b_{sanitize(n)}" for n in used}
+        w.ranges = dict(extents)
+        return w
+
+    def emit(self, k: K.Kernel, fname: str, used: list[str], grid: int, block: int, text: str,
+             written: set[str]) -> None:
+        head = f'extern "C" __global__ void __launch_bounds__({block}) {fname}({self.signature(used, written)})'
+        self.parts.append(f"// {k.name}: {k.source}\n{head} {{\n{text}}}\n" if k.source
+                          else f"{head} {{\n{text}}}\n")
+        self.launches.append(Launch(fname, (grid, 1, 1), (block, 1, 1), used, k.name, k.source))
+        self.functions.append(fname)
+
+    def grid_for(self, total: int, per_block: int) -> int:
+        return max(1, min(-(-total // per_block), self.opt.max_blocks))
+
+    # .. one thread per iteration ..
+    def render_threads(self, k: K.Kernel, fname: str, plan: _Plan) -> None:
+        stmts = plan.nest[:1] if plan.nest else plan.body
+        used, written = self.buffers_of(stmts)
+        w = self.writer(k, used, A.loop_extents(stmts))
+        total = prod(l.extent for l in plan.parallel)
+        lines: list[str] = []
+        decls = _declare_locals(w, stmts)
+        if plan.parallel:
+            block = self.opt.block if total > 32 else 32
+            ix = w.idx
+            lines.append(f"  for ({ix} t = ({ix})blockIdx.x * blockDim.x + threadIdx.x; t < {total}; "
+                         f"t += ({ix})gridDim.x * blockDim.x) {{")
+            lines += _decompose(w, "t", plan.parallel, "    ")
+            inner = "    "
+            grid = self.grid_for(total, block)
+        else:
+            block, grid, inner = 1, 1, "  "
+            lines.append("  {")
+        body = self.serial_loops(w, plan, inner, lambda ind: self.stmts(w, plan.body, ind))
+        lines += body
+        lines.append("  }")
+        self.emit(k, fname, used, grid, block, decls + "\n".join(lines) + "\n", written)
+
+    def serial_loops(self, w: ExprWriter, plan: _Plan, ind: str, inner) -> list[str]:
+        """The nest's serial loops around the body, outermost first."""
+        lines: list[str] = []
+        depth = ind
+        for l in plan.serial:
+            c = f"v_{sanitize(l.var.name)}"
+            w.vars[l.var.name] = c
+            lines.append(f"{depth}for ({w.idx} {c} = 0; {c} < {l.extent}; ++{c}) {{")
+            depth += "  "
+        lines += inner(depth)
+        for _ in plan.serial:
+            depth = depth[:-2]
+            lines.append(f"{depth}}}")
+        return lines
+
+    def stmts(self, w: ExprWriter, stmts: list[K.Stmt], ind: str, guard: str = "",
+              lane_guard: str = "") -> list[str]:
+        """Statements for one thread. `guard` wraps stores inside loops, `lane_guard`
+        (lane 0 of a group) stores outside the reductions of a grouped body."""
+        out: list[str] = []
+        for s in stmts:
+            if isinstance(s, K.For):
+                if s.extent <= 0:
+                    continue
+                c = f"v_{sanitize(s.var.name)}"
+                w.vars[s.var.name] = c
+                out.append(f"{ind}for ({w.idx} {c} = 0; {c} < {s.extent}; ++{c}) {{")
+                out += self.stmts(w, s.body, ind + "  ", guard, lane_guard)
+                out.append(f"{ind}}}")
+            elif isinstance(s, K.Store):
+                g = lane_guard or guard
+                text = w.store(s.buffer, s.index, s.value)
+                out.append(f"{ind}if ({g}) {text}" if g else f"{ind}{text}")
+            elif isinstance(s, K.Declare):
+                cname = _local_name(w, s)
+                out.append(f"{ind}{cname} = {w.conv(w.expr(s.init), s.init.dtype, s.local.dtype)};")
+            elif isinstance(s, K.Assign):
+                if s.local.name not in w.locals:
+                    raise w.error(f"assignment to undeclared local ${s.local.name}")
+                cname, dt = w.locals[s.local.name]
+                out.append(f"{ind}{cname} = {w.conv(w.expr(s.value), s.value.dtype, dt)};")
+            else:
+                raise w.error(f"unsupported statement {type(s).__name__} here")
+        return out
+
+    # .. a group of threads per output, for reductions ..
+    def group_size(self, plan: _Plan) -> int:
+        """G > 0 when the thread body reduces in groups of G threads (see the docstring)."""
+        body = plan.body
+        declared = {s.local.name for s in body if isinstance(s, K.Declare)}
+        reductions = []
+        for s in body:
+            r = A.as_reduction(s, declared)
+            if r is not None:
+                reductions.append(r)
+            elif not isinstance(s, (K.Declare, K.Assign, K.Store)):
+                return 0
+        if not reductions:
+            return 0
+        count = max(r.count for r in reductions)
+        rows = prod(l.extent for l in plan.parallel)
+        if count < self.opt.group_reduce_min and rows > 1:
+            return 0
+        stmts = plan.nest[:1] if plan.nest else body
+        acc = [a for a in A.accesses(stmts) if a.buffer != self.p.status]
+        stored = [self.storage[a.buffer] for a in acc if a.store]
+        if any(not a.store and any(self.storage[a.buffer].overlaps(st) for st in stored) for a in acc):
+            return 0
+        for r in reductions:
+            dep = self.dependence([r.loops[0]], r.accumulators)
+            if not all(dep.independent(l.var.name) for l in r.loops if l.extent > 1):
+                return 0
+        g = 32
+        limit = 1024 if rows <= 1 else 256
+        while g < limit and g * 4 < count:
+            g *= 2
+        return g
+
+    def render_grouped(self, k: K.Kernel, fname: str, plan: _Plan, g: int) -> None:
+        stmts = plan.nest[:1] if plan.nest else plan.body
+        used, written = self.buffers_of(stmts)
+        w = self.writer(k, used, A.loop_extents(stmts))
+        block = max(g, self.opt.block) if plan.parallel else g
+        rpb = block // g
+        rows = prod(l.extent for l in plan.parallel)
+        ix = w.idx
+        declared = {s.local.name for s in plan.body if isinstance(s, K.Declare)}
+        lines = [f"  __shared__ double gc_red[{block // 32}];",
+                 f"  const int lane = threadIdx.x % {g};",
+                 f"  const int grp = threadIdx.x / {g};"]
+        decls = _declare_locals(w, stmts)
+        lines.append(f"  for ({ix} base = ({ix})blockIdx.x * {rpb}; base < {rows}; "
+                     f"base += ({ix})gridDim.x * {rpb}) {{")
+        lines.append(f"    {ix} row = base + grp;")
+        lines.append(f"    const bool active = row < {rows};")
+        lines.append(f"    if (!active) row = {rows - 1};  // idle groups redo the last row, storing nothing")
+        lines += _decompose(w, "row", plan.parallel, "    ")
+
+        def body(ind: str) -> list[str]:
+            out: list[str] = []
+            for s in plan.body:
+                r = A.as_reduction(s, declared)
+                if r is None:
+                    out += self.stmts(w, [s], ind, lane_guard="active && lane == 0")
+                    continue
+                out.append(f"{ind}for ({ix} r = lane; r < {r.count}; r += {g}) {{")
+                out += _decompose(w, "r", r.loops, ind + "  ")
+                out += self.stmts(w, r.body, ind + "  ", guard="active")
+                out.append(f"{ind}}}")
+                for name, op in r.accumulators.items():
+                    cname, dt = w.locals[name]
+                    kind = {"add": "Add", "max": "Max", "min": "Min"}[op]
+                    kind = kind + ("F" if dt.is_float and op != "add" else "I" if not dt.is_float else "")
+                    t = reg_type(dt)
+                    out.append(f"{ind}{cname} = gc_group_reduce<Gc{kind}, {g}, {t}>({cname}, ({t}*)gc_red);")
+            return out
+
+        lines += self.serial_loops(w, plan, "    ", body)
+        lines.append("  }")
+        grid = self.grid_for(rows, rpb)
+        self.emit(k, fname, used, grid, block, decls + "\n".join(lines) + "\n", written)
+
+
+def _local_name(w: ExprWriter, decl: K.Declare) -> str:
+    """The C variable of a Declare (declared at the top of the function)."""
+    cname = w.declared.get(id(decl))
+    if cname is None:
+        raise w.error(f"internal: local ${decl.local.name} was not pre-declared")
+    w.locals[decl.local.name] = cname, decl.local.dtype
+    return cname
+
+
+def _declare_locals(w: ExprWriter, stmts: list[K.Stmt]) -> str:
+    """Every Declare becomes a C variable of its own at the top of the function (locals
+    are per thread; a redeclaration in the IR is a new variable)."""
+    lines = []
+    for n, s in enumerate(x for x in A.walk_stmts(stmts) if isinstance(x, K.Declare)):
+        cname = f"l{n}_{sanitize(s.local.name)}"
+        w.declared[id(s)] = cname
+        lines.append(f"  {reg_type(s.local.dtype)} {cname};")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _decompose(w: ExprWriter, flat: str, loops: list[K.For], ind: str) -> list[str]:
+    """Loop variables from a flat index, the innermost loop fastest."""
+    out = []
+    rest = flat
+    for n, l in enumerate(reversed(loops)):
+        c = f"v_{sanitize(l.var.name)}"
+        w.vars[l.var.name] = c
+        if n == len(loops) - 1:
+            out.append(f"{ind}const {w.idx} {c} = {rest};")
+        else:
+            out.append(f"{ind}const {w.idx} {c} = {rest} % {l.extent};")
+            nxt = f"{flat}_{n}"
+            out.append(f"{ind}const {w.idx} {nxt} = {rest} / {l.extent};")
+            rest = nxt
+    return out
+
+
+# -- public API --------------------------------------------------------------------------------
+
+def program_prefix(program: K.Program) -> str:
+    return "gc_" + sanitize(program.name)
+
+
+def render_body(program: K.Program, options: CodegenOptions | None = None,
+                prefix: str | None = None) -> tuple[str, list[Launch], list[str]]:
+    """The program's kernels as CUDA C (without the prelude) and its launches."""
+    mw = _ModuleWriter(program, options or CodegenOptions(), prefix or program_prefix(program))
+    mw.render()
+    return "\n".join(mw.parts), mw.launches, mw.functions
+
+
+def translation_unit(bodies: list[str]) -> str:
+    return PRELUDE + GEMM_TEMPLATES + "\n" + "\n".join(bodies)
+
+
+def render(program: K.Program, options: CodegenOptions | None = None) -> CudaModule:
+    """Render a kernel-IR program as one CUDA translation unit (see the module docstring)."""
+    body, launches, functions = render_body(program, options)
+    return CudaModule(translation_unit([body]), launches, A.storage_map(program), program.arena_bytes,
+                      program.external(), functions)

@@ -1,0 +1,158 @@
+"""CUDA C templates of graphc's generated GEMM (instantiated per `Gemm` by gemm.py).
+
+`gc_gemm_simt<TA, TB, Acc, BM, BN, BK, TM, TN, TRA, TRB>`: shared-memory tiling with
+register blocking for any element type. A block of (BM/TM)*(BN/TN) threads computes a
+BM x BN tile of C; per step of BK it stages the A and B tiles in shared memory (converted
+to the accumulator type, zero-filled past the matrix edges, loaded along the contiguous
+dimension of each operand so that a warp reads consecutive addresses), then each thread
+accumulates a TM x TN block in registers with explicit fused multiply-adds. A thread's
+rows and columns are interleaved (ty + i*BM/TM, tx + j*BN/TN), so the shared-memory reads
+of a warp fall on consecutive banks and its stores of C on consecutive addresses.
+
+`gc_gemm_wmma<BM, BN, BK, TRA, TRB>`: f16 inputs on tensor cores (sm_70+, WMMA 16x16x16,
+f32 accumulation). Tiles are staged through shared memory with row strides padded to
+keep every fragment pointer 32-byte aligned and ldm a multiple of 8 (half) or 4 (float),
+which lets any M, N, K, leading dimension and transposition use the tensor cores; the
+accumulators go back through shared memory so the epilogue sees (row, column, value).
+
+Both call `store(i, j, acc)` for every element of C inside the matrix: the generated
+wrapper adds C for accumulating GEMMs, applies the fused epilogue and converts to C's
+element type. Both must be called by every thread of the block (they synchronise).
+"""
+
+GEMM_TEMPLATES = r"""
+__device__ __forceinline__ float gc_val(__half x) { return __half2float(x); }
+__device__ __forceinline__ float gc_val(float x) { return x; }
+__device__ __forceinline__ double gc_val(double x) { return x; }
+__device__ __forceinline__ int gc_val(int x) { return x; }
+__device__ __forceinline__ gc_i64 gc_val(gc_i64 x) { return x; }
+__device__ __forceinline__ int gc_val(unsigned char x) { return x != 0; }
+
+__device__ __forceinline__ float gc_fma(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double gc_fma(double a, double b, double c) { return fma(a, b, c); }
+__device__ __forceinline__ int gc_fma(int a, int b, int c) { return gc_wadd<int>(gc_wmul<int>(a, b), c); }
+__device__ __forceinline__ gc_i64 gc_fma(gc_i64 a, gc_i64 b, gc_i64 c) { return gc_wadd<gc_i64>(gc_wmul<gc_i64>(a, b), c); }
+
+template <typename TA, typename TB, typename Acc, int BM, int BN, int BK, int TM, int TN,
+          bool TRA, bool TRB, class Store>
+__device__ __forceinline__ void gc_gemm_simt(const TA* __restrict__ A, const TB* __restrict__ B,
+                                             gc_i64 M, gc_i64 N, gc_i64 K, gc_i64 lda, gc_i64 ldb,
+                                             Store& store) {
+  constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
+  __shared__ Acc As[BK][BM + 1];
+  __shared__ Acc Bs[BK][BN + 1];
+  const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
+  const gc_i64 m0 = (gc_i64)blockIdx.y * BM, n0 = (gc_i64)blockIdx.x * BN;
+  Acc acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = (Acc)0;
+  for (gc_i64 k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+    for (int e = tid; e < BM * BK; e += NT) {
+      const int mm = TRA ? e % BM : e / BK, kk = TRA ? e / BM : e % BK;
+      const gc_i64 gm = m0 + mm, gk = k0 + kk;
+      Acc v = (Acc)0;
+      if (gm < M && gk < K) v = (Acc)gc_val(A[TRA ? gk * lda + gm : gm * lda + gk]);
+      As[kk][mm] = v;
+    }
+#pragma unroll
+    for (int e = tid; e < BK * BN; e += NT) {
+      const int nn = TRB ? e / BK : e % BN, kk = TRB ? e % BK : e / BN;
+      const gc_i64 gn = n0 + nn, gk = k0 + kk;
+      Acc v = (Acc)0;
+      if (gn < N && gk < K) v = (Acc)gc_val(B[TRB ? gn * ldb + gk : gk * ldb + gn]);
+      Bs[kk][nn] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      Acc a[TM], b[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * TY];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + j * TX];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = gc_fma(a[i], b[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const gc_i64 gm = m0 + ty + i * TY;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const gc_i64 gn = n0 + tx + j * TX;
+      if (gm < M && gn < N) store(gm, gn, acc[i][j]);
+    }
+  }
+}
+
+template <int BM, int BN, int BK, bool TRA, bool TRB, class Store>
+__device__ __forceinline__ void gc_gemm_wmma(const __half* __restrict__ A, const __half* __restrict__ B,
+                                             gc_i64 M, gc_i64 N, gc_i64 K, gc_i64 lda, gc_i64 ldb,
+                                             Store& store) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  using namespace nvcuda;
+  constexpr int WM = 32, WN = 32, WARPS_N = BN / WN, NT = (BM / WM) * (BN / WN) * 32;
+  constexpr int LDA_S = BK + 8, LDB_S = BN + 8, LDC_S = BN + 4;
+  __shared__ __align__(32) __half As[BM * LDA_S];
+  __shared__ __align__(32) __half Bs[BK * LDB_S];
+  __shared__ __align__(32) float Cs[BM * LDC_S];
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+  const gc_i64 m0 = (gc_i64)blockIdx.y * BM, n0 = (gc_i64)blockIdx.x * BN;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[WM / 16][WN / 16];
+#pragma unroll
+  for (int i = 0; i < WM / 16; ++i)
+#pragma unroll
+    for (int j = 0; j < WN / 16; ++j) wmma::fill_fragment(c[i][j], 0.0f);
+  const __half zero = __float2half(0.0f);
+  for (gc_i64 k0 = 0; k0 < K; k0 += BK) {
+    for (int e = tid; e < BM * BK; e += NT) {
+      const int mm = TRA ? e % BM : e / BK, kk = TRA ? e / BM : e % BK;
+      const gc_i64 gm = m0 + mm, gk = k0 + kk;
+      As[mm * LDA_S + kk] = (gm < M && gk < K) ? A[TRA ? gk * lda + gm : gm * lda + gk] : zero;
+    }
+    for (int e = tid; e < BK * BN; e += NT) {
+      const int nn = TRB ? e / BK : e % BN, kk = TRB ? e % BK : e / BN;
+      const gc_i64 gn = n0 + nn, gk = k0 + kk;
+      Bs[kk * LDB_S + nn] = (gn < N && gk < K) ? B[TRB ? gn * ldb + gk : gk * ldb + gn] : zero;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[WM / 16];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b[WN / 16];
+#pragma unroll
+      for (int i = 0; i < WM / 16; ++i)
+        wmma::load_matrix_sync(a[i], As + (wm * WM + i * 16) * LDA_S + kk, LDA_S);
+#pragma unroll
+      for (int j = 0; j < WN / 16; ++j)
+        wmma::load_matrix_sync(b[j], Bs + kk * LDB_S + wn * WN + j * 16, LDB_S);
+#pragma unroll
+      for (int i = 0; i < WM / 16; ++i)
+#pragma unroll
+        for (int j = 0; j < WN / 16; ++j) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < WM / 16; ++i)
+#pragma unroll
+    for (int j = 0; j < WN / 16; ++j)
+      wmma::store_matrix_sync(Cs + (wm * WM + i * 16) * LDC_S + wn * WN + j * 16, c[i][j], LDC_S,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < BM * BN; e += NT) {
+    const int mm = e / BN, nn = e % BN;
+    const gc_i64 gm = m0 + mm, gn = n0 + nn;
+    if (gm < M && gn < N) store(gm, gn, Cs[mm * LDC_S + nn]);
+  }
+  __syncthreads();
+#endif
+}
+"""
