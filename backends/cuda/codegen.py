@@ -456,8 +456,11 @@ class _ModuleWriter:
                 fname = f"{self.prefix}_k{ki}_{sanitize(k.name)}_p{pi}"
                 self.render_phase(k, fname, ph)
 
-    def dependence(self, stmts: list[K.Stmt], accs=()) -> A.Dependence:
-        return A.Dependence(stmts, self.storage, A.loop_extents(stmts), self.p.status, accs)
+    def dependence(self, stmts: list[K.Stmt], accs=(), fixed=()) -> A.Dependence:
+        """Dependences among the iterations of `stmts`' loops; variables of loops around
+        them (`fixed`) are constants there."""
+        extents = {**{v: 1 for v in fixed}, **A.loop_extents(stmts)}
+        return A.Dependence(stmts, self.storage, extents, self.p.status, accs)
 
     def distribute(self, phase: list[K.Stmt]) -> list[list[K.Stmt]]:
         """Split `for (independent loops) { nest1; nest2; ... }` into one phase per nest."""
@@ -641,8 +644,9 @@ class _ModuleWriter:
         stored = [self.storage[a.buffer] for a in acc if a.store]
         if any(not a.store and any(self.storage[a.buffer].overlaps(st) for st in stored) for a in acc):
             return 0
+        outer = [l.var.name for l in plan.nest]
         for r in reductions:
-            dep = self.dependence([r.loops[0]], r.accumulators)
+            dep = self.dependence([r.loops[0]], r.accumulators, fixed=outer)
             if not all(dep.independent(l.var.name) for l in r.loops if l.extent > 1):
                 return 0
         g = 32

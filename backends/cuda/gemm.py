@@ -66,6 +66,29 @@ def _check_disjoint(mw: "_ModuleWriter", k: K.Kernel, g: K.Gemm, loops: list[K.F
         span = c * (e - 1) + span
 
 
+def _epilogue_store(w, g: K.Gemm, c_ptr: str, ldc: int, acc_dt, dc) -> list[str]:
+    """A lambda storing epilogue(acc (+ C)) at (i, j): the epilogue's `acc` is the
+    accumulated value, its variables `i` and `j` the row and column."""
+    acc_t = reg_type(acc_dt)
+    lam = [f"    auto store = [&](gc_i64 gi, gc_i64 gj, {acc_t} value) {{",
+           f"      {mem_type(dc)}* dst = {c_ptr} + oc + gi * {ldc} + gj;"]
+    if g.accumulate:
+        lam.append(f"      value = value + ({acc_t})gc_val(*dst);")
+    saved = dict(w.vars)
+    w.vars["i"], w.vars["j"] = "gi", "gj"
+    w.ranges.update({"i": g.m, "j": g.n})
+    w.locals["acc"] = ("value", acc_dt)
+    result = w.expr(g.epilogue)
+    w.vars = saved
+    w.locals.pop("acc", None)
+    value = w.conv(result, g.epilogue.dtype, dc)
+    if dc.name == "f16":
+        value = f"__float2half_rn({value})"
+    elif dc.is_bool:
+        value = f"(unsigned char)({value})"
+    return lam + [f"      *dst = {value};", "    };"]
+
+
 def render_gemm(mw: "_ModuleWriter", k: K.Kernel, fname: str, plan: "_Plan") -> None:
     g: K.Gemm = plan.body[0]
     loops = plan.nest
@@ -106,27 +129,11 @@ def render_gemm(mw: "_ModuleWriter", k: K.Kernel, fname: str, plan: "_Plan") -> 
     lines.append(f"    const gc_i64 ob = {offset(g.offset_b, g.stride_b)};")
     lines.append(f"    const gc_i64 oc = {offset(g.offset_c, g.stride_c)};")
     acc_t = reg_type(acc_dt)
-    lam = [f"    auto store = [&](gc_i64 gi, gc_i64 gj, {acc_t} value) {{",
-           f"      {mem_type(dc)}* dst = {c_ptr} + oc + gi * {ldc} + gj;"]
-    if g.accumulate:
-        lam.append(f"      value = value + ({acc_t})gc_val(*dst);")
-    result = "value"
-    rdt = acc_dt
-    if g.epilogue is not None:
-        saved = dict(w.vars)
-        w.vars["i"], w.vars["j"] = "gi", "gj"
-        w.ranges.update({"i": g.m, "j": g.n})
-        w.locals["acc"] = ("value", acc_dt)
-        result, rdt = w.expr(g.epilogue), g.epilogue.dtype
-        w.vars = saved
-        w.locals.pop("acc", None)
-    value = w.conv(result, rdt, dc)
-    if dc.name == "f16":
-        value = f"__float2half_rn({value})"
-    elif dc.is_bool:
-        value = f"(unsigned char)({value})"
-    lam += [f"      *dst = {value};", "    };"]
-    lines += lam
+    if g.epilogue is None:
+        accum = "true" if g.accumulate else "false"
+        lines.append(f"    GcStore<{mem_type(dc)}, {acc_t}, {accum}> store{{{c_ptr} + oc, {ldc}}};")
+    else:
+        lines += _epilogue_store(w, g, c_ptr, ldc, acc_dt, dc)
     ta, tb = "true" if g.trans_a else "false", "true" if g.trans_b else "false"
     if kind == "wmma":
         call = (f"gc_gemm_wmma<{tile[0]}, {tile[1]}, {tile[2]}, {ta}, {tb}>"

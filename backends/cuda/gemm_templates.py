@@ -28,10 +28,36 @@ __device__ __forceinline__ int gc_val(int x) { return x; }
 __device__ __forceinline__ gc_i64 gc_val(gc_i64 x) { return x; }
 __device__ __forceinline__ int gc_val(unsigned char x) { return x != 0; }
 
+template <typename TC> __device__ __forceinline__ TC gc_from(float v) { return (TC)v; }
+template <typename TC> __device__ __forceinline__ TC gc_from(double v) { return (TC)v; }
+template <typename TC> __device__ __forceinline__ TC gc_from(int v) { return (TC)v; }
+template <typename TC> __device__ __forceinline__ TC gc_from(gc_i64 v) { return (TC)v; }
+template <> __device__ __forceinline__ __half gc_from<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __half gc_from<__half>(double v) { return __double2half(v); }
+template <> __device__ __forceinline__ __half gc_from<__half>(int v) { return __float2half_rn((float)v); }
+template <> __device__ __forceinline__ __half gc_from<__half>(gc_i64 v) { return __float2half_rn((float)v); }
+template <> __device__ __forceinline__ unsigned char gc_from<unsigned char>(int v) { return v != 0; }
+template <> __device__ __forceinline__ unsigned char gc_from<unsigned char>(gc_i64 v) { return v != 0; }
+template <> __device__ __forceinline__ unsigned char gc_from<unsigned char>(float v) { return v != 0; }
+template <> __device__ __forceinline__ unsigned char gc_from<unsigned char>(double v) { return v != 0; }
+
 __device__ __forceinline__ float gc_fma(float a, float b, float c) { return fmaf(a, b, c); }
 __device__ __forceinline__ double gc_fma(double a, double b, double c) { return fma(a, b, c); }
 __device__ __forceinline__ int gc_fma(int a, int b, int c) { return gc_wadd<int>(gc_wmul<int>(a, b), c); }
 __device__ __forceinline__ gc_i64 gc_fma(gc_i64 a, gc_i64 b, gc_i64 c) { return gc_wadd<gc_i64>(gc_wmul<gc_i64>(a, b), c); }
+
+// The plain store (no epilogue): one type for every GEMM of the same element types, so
+// kernels without an epilogue share their template instantiations.
+template <typename TC, typename Acc, bool ACCUMULATE>
+struct GcStore {
+  TC* c;
+  gc_i64 ldc;
+  __device__ __forceinline__ void operator()(gc_i64 i, gc_i64 j, Acc v) const {
+    TC* dst = c + i * ldc + j;
+    if (ACCUMULATE) v = v + (Acc)gc_val(*dst);
+    *dst = gc_from<TC>(v);
+  }
+};
 
 template <typename TA, typename TB, typename Acc, int BM, int BN, int BK, int TM, int TN,
           bool TRA, bool TRB, class Store>

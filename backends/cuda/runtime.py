@@ -1,0 +1,470 @@
+"""CUDA runtime (pycuda): compile a program through the cache, keep its state on the GPU,
+run a call as a sequence of asynchronous launches on one stream.
+
+Device memory, allocated once per executable (in the device's primary context, shared
+with PyTorch, CuPy and other libraries that use it):
+    * one arena of `Program.arena_bytes` for every temp (the memory pass's plan, views
+      included; codegen.CudaModule.storage gives each buffer's root and byte offset);
+    * one allocation per parameter, resident across calls: a training step writes the new
+      value into its update buffer, and the two allocations then swap roles (no copy);
+    * constants, uploaded once; one staging allocation per input; one per result buffer.
+A call: inputs that are host arrays are checked and converted (Executable's rules),
+copied into pinned staging memory and sent asynchronously; inputs that already live on
+the device (pycuda `GPUArray`, anything with `__cuda_array_interface__` or `__dlpack__`
+on a CUDA device: PyTorch, CuPy, JAX, Numba) are used in place after a shape, dtype and
+contiguity check (they are never converted: a wrong dtype is an InputError). Then the
+status flag is zeroed, every kernel is launched in order on the executable's stream, the
+results and the status flag come back into pinned memory, and one stream synchronisation
+ends the call. Host<->device copies happen only at this boundary. `device_outputs=True`
+returns the results as pycuda GPUArrays instead (fresh allocations, nothing copied).
+
+Calls are serialised by the executable's lock (one arena, one stream). Errors: a kernel
+that flags bad data (an index out of range) raises KernelError with the registered message
+after the call; a CUDA error (launch failure, illegal address) raises CudaRuntimeError
+naming the program (the CUDA context may be unusable afterwards, as CUDA defines).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from ...ir import kernel as K
+from ...ir.errors import GraphcError, InputError
+from ...ir.types import format_shape
+from ..executable import Executable, convert_argument
+from . import codegen, nvcc
+
+
+class CudaUnavailable(GraphcError):
+    """pycuda, a CUDA device or nvcc is missing."""
+
+
+class CudaRuntimeError(GraphcError):
+    """The CUDA driver reported an error while running a compiled program."""
+
+
+class KernelError(GraphcError):
+    """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""
+
+
+# -- the device ----------------------------------------------------------------------------
+
+_device_lock = threading.Lock()
+_device: dict[str, Any] = {}  # explicit cache: the driver module, context, arch of the device
+
+
+def _driver():
+    try:
+        import pycuda.driver as drv
+    except ImportError as e:
+        raise CudaUnavailable(f"the CUDA backend needs pycuda (pip install 'graphc[cuda]'): {e}") from None
+    return drv
+
+
+def device() -> dict[str, Any]:
+    """The primary context of device $GRAPHC_CUDA_DEVICE (default 0), retained once per
+    process: {'drv', 'context', 'arch', 'name', 'sms'}."""
+    with _device_lock:
+        if not _device:
+            drv = _driver()
+            try:
+                drv.init()
+                count = drv.Device.count()
+            except Exception as e:
+                raise CudaUnavailable(f"CUDA driver initialisation failed: {e}") from None
+            index = int(os.environ.get("GRAPHC_CUDA_DEVICE", "0") or 0)
+            if not 0 <= index < count:
+                raise CudaUnavailable(f"no CUDA device {index} ({count} found)")
+            dev = drv.Device(index)
+            major, minor = dev.compute_capability()
+            _device.update(drv=drv, context=dev.retain_primary_context(), arch=f"sm_{major}{minor}",
+                           name=dev.name(),
+                           sms=dev.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
+        return _device
+
+
+class _Active:
+    """`with _Active(ctx):` makes the context current on this thread for the block."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    def __enter__(self):
+        self.ctx.push()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _device["drv"].Context.pop()
+
+
+def cuda_available() -> tuple[bool, str]:
+    """(usable, why not): pycuda imports, a device answers and nvcc is found."""
+    try:
+        device()
+    except CudaUnavailable as e:
+        return False, str(e)
+    if nvcc.find_nvcc() is None:
+        return False, "nvcc not found (set GRAPHC_NVCC or CUDA_HOME)"
+    return True, ""
+
+
+# -- compiling -------------------------------------------------------------------------------
+
+_GENERATOR_FILES = ("codegen.py", "gemm.py", "gemm_templates.py", "prelude.py", "analysis.py", "nvcc.py")
+_generator_hash: list[str] = []
+
+
+def generator_hash() -> str:
+    if not _generator_hash:
+        h = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for name in _GENERATOR_FILES:
+            h.update(name.encode())
+            h.update((here / name).read_bytes())
+        _generator_hash.append(h.hexdigest())
+    return _generator_hash[0]
+
+
+def compile_module(module: codegen.CudaModule, arch: str, cache=None) -> tuple[bytes, str]:
+    """(cubin, where): nvcc through the compile cache (memory + disk, like the LLVM
+    backend's; key: source, arch, nvcc version, generator source, graphc version)."""
+    from ..llvm.cache import default_cache, graphc_version
+
+    def build() -> bytes:
+        return nvcc.compile_cuda(module.source, arch, output="cubin")
+
+    if cache is False:
+        return build(), "built"
+    h = hashlib.sha256()
+    for part in ("graphc cuda", module.source, arch, nvcc.nvcc_version(), generator_hash(), graphc_version()):
+        h.update(part.encode())
+        h.update(b"\0")
+    c = default_cache() if cache is None or cache is True else cache
+    return c.get_or_build(h.hexdigest(), build)
+
+
+# -- device arrays from other libraries ---------------------------------------------------------
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+_DL_CUDA = 2
+_DL_CODES = {0: "i", 1: "u", 2: "f", 6: "b"}  # kDLInt, kDLUInt, kDLFloat, kDLBool
+
+
+def _dlpack_view(obj: Any, stream_handle: int) -> tuple[int, tuple, np.dtype, bool, Any]:
+    """(pointer, shape, dtype, contiguous, keepalive) of a DLPack CUDA tensor."""
+    try:
+        capsule = obj.__dlpack__(stream=stream_handle)
+    except TypeError:
+        capsule = obj.__dlpack__()
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    t = _DLTensor.from_address(get(capsule, b"dltensor"))  # DLManagedTensor starts with it
+    shape = tuple(t.shape[i] for i in range(t.ndim))
+    kind = _DL_CODES.get(t.dtype.code)
+    if kind is None or t.dtype.lanes != 1:
+        raise InputError(f"DLPack tensor of unsupported element type (code {t.dtype.code}, "
+                         f"{t.dtype.bits} bits x {t.dtype.lanes})")
+    dt = np.dtype(bool) if kind == "b" else np.dtype(f"{kind}{t.dtype.bits // 8}")
+    contiguous = True
+    if t.strides:
+        expect = 1
+        for i in reversed(range(t.ndim)):
+            if shape[i] != 1 and t.strides[i] != expect:
+                contiguous = False
+            expect *= shape[i]
+    return (t.data or 0) + t.byte_offset, shape, dt, contiguous, capsule
+
+
+def device_view(what: str, value: Any, want, stream_handle: int) -> tuple[int, Any] | None:
+    """(device pointer, keepalive) when `value` lives on a CUDA device, else None. Checks
+    shape, dtype (exact: nothing is converted on the device) and C contiguity."""
+    iface = getattr(value, "__cuda_array_interface__", None)
+    if iface is not None:
+        shape = tuple(iface["shape"])
+        dt = np.dtype(iface["typestr"])
+        ptr = int(iface["data"][0] or 0)
+        strides = iface.get("strides")
+        contiguous = strides is None or strides == tuple(
+            int(np.prod(shape[i + 1:], dtype=np.int64)) * dt.itemsize for i in range(len(shape)))
+        if iface.get("stream") not in (None, 0):
+            _device["drv"].Context.synchronize()  # producer's stream: wait for its work
+        keep = value
+    elif hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__") \
+            and value.__dlpack_device__()[0] == _DL_CUDA:
+        ptr, shape, dt, contiguous, keep = _dlpack_view(value, stream_handle)
+    else:
+        return None
+    if shape != tuple(want.shape):
+        raise InputError(f"{what}: expected shape {format_shape(want.shape)} ({want}), got device "
+                         f"array of shape {format_shape(shape)}")
+    if dt != want.dtype.np_dtype:
+        raise InputError(f"{what}: expected dtype {want.dtype} ({want}), got a device array of "
+                         f"{dt}; convert it on the device first")
+    if not contiguous:
+        raise InputError(f"{what}: device arrays must be C-contiguous")
+    return ptr, keep
+
+
+# -- parameters on the device ----------------------------------------------------------------
+
+class _DeviceParams(MutableMapping):
+    """Stands in for Executable._params: values live on the GPU; reading one copies it to
+    the host (cached until a call changes it), assigning one uploads it. The base class's
+    ParamStore checks assigned values before they get here."""
+
+    def __init__(self, exe: "CudaExecutable") -> None:
+        self._exe = exe
+        self._host: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        exe = self._exe
+        if name not in exe._param_dev:
+            raise KeyError(name)
+        arr = self._host.get(name)
+        if arr is None:
+            t = exe._param_types[name]
+            arr = np.empty(t.shape, t.dtype.np_dtype)
+            with _Active(exe._ctx):
+                _download(exe._drv, arr, exe._param_dev[name])
+            self._host[name] = arr
+        return arr
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        exe = self._exe
+        arr = np.ascontiguousarray(value)
+        with _Active(exe._ctx):
+            _upload(exe._drv, exe._param_dev[name], arr)
+        self._host[name] = arr.copy()
+
+    def __delitem__(self, name: str) -> None:
+        raise InputError("parameters of a compiled graph cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._exe._param_dev)
+
+    def __len__(self) -> int:
+        return len(self._exe._param_dev)
+
+    def invalidate(self, names) -> None:
+        for n in names:
+            self._host.pop(n, None)
+
+
+def _alloc(drv, nbytes: int):
+    return drv.mem_alloc(max(int(nbytes), 1))  # CUDA refuses empty allocations
+
+
+def _upload(drv, dst, arr: np.ndarray) -> None:
+    if arr.size:
+        drv.memcpy_htod(dst, np.ascontiguousarray(arr))
+
+
+def _download(drv, arr: np.ndarray, src) -> None:
+    if arr.size:
+        drv.memcpy_dtoh(arr, src)
+
+
+# -- the executable ----------------------------------------------------------------------------
+
+class CudaExecutable(Executable):
+    backend_name = "cuda"
+
+    def __init__(self, graph, program: K.Program, params: Mapping[str, Any] | None = None,
+                 single_output: bool = False, *, cache=None,
+                 options: codegen.CodegenOptions | None = None, device_outputs: bool = False) -> None:
+        super().__init__(graph, params=params, single_output=single_output)
+        dev = device()
+        self._drv = drv = dev["drv"]
+        self._ctx = dev["context"]
+        self.program = p = program
+        self.module = codegen.render(program, options)
+        self.device_outputs = device_outputs
+        nbytes = {n: b.size * b.dtype.itemsize for n, b in p.buffers.items()}
+        with _Active(self._ctx):
+            self.cubin, self.cubin_source = compile_module(self.module, dev["arch"], cache)
+            try:
+                self._mod = drv.module_from_buffer(self.cubin)
+            except drv.Error as e:
+                raise CudaRuntimeError(f"loading the compiled program {p.name!r} failed: {e}") from None
+            self._launches = []
+            for launch in self.module.launches:
+                fn = self._mod.get_function(launch.function)
+                fn.prepare("P" * len(launch.buffers))
+                where = [(self.module.storage[b].root, self.module.storage[b].offset) for b in launch.buffers]
+                self._launches.append((fn, launch.grid, launch.block, where))
+            self._stream = drv.Stream()
+            self._arena = _alloc(drv, p.arena_bytes)
+            # parameters: resident; an update buffer and its parameter swap after each call
+            self._param_dev = {}
+            for name, b in p.params.items():
+                self._param_dev[name] = _alloc(drv, nbytes[b])
+                _upload(drv, self._param_dev[name], self._params[name])
+            self._const_dev = {}
+            for name, data in p.constants.items():
+                b = p.buffers[name]
+                arr = np.ascontiguousarray(np.asarray(data), dtype=b.dtype.np_dtype).reshape(-1)
+                if arr.size != b.size:
+                    raise GraphcError(f"internal: constant {name!r} has {arr.size} elements, buffer "
+                                      f"says {b.size}")
+                self._const_dev[name] = _alloc(drv, arr.nbytes)
+                _upload(drv, self._const_dev[name], arr)
+            self._in_bufs = dict(zip([v.name for v in graph.inputs], p.inputs))
+            self._in_dev = {n: _alloc(drv, nbytes[b]) for n, b in self._in_bufs.items()}
+            self._in_pinned = {n: drv.pagelocked_empty(max(p.buffers[b].size, 1), p.buffers[b].dtype.np_dtype)
+                               for n, b in self._in_bufs.items()}
+            self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
+            shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
+            self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
+            self._res_pinned = {b: drv.pagelocked_empty(max(p.buffers[b].size, 1), dt)
+                                for b, _, dt in self._results}
+            self._status_zero = drv.pagelocked_zeros(2, np.int32)
+            self._status_host = drv.pagelocked_zeros(2, np.int32)
+        self._params = _DeviceParams(self)  # the base class's ParamStore reads through it
+
+    def _report_lines(self) -> list[str]:
+        p = self.program
+        return [f"cuda: {len(p.kernels)} kernels as {len(self._launches)} launches, arena "
+                f"{p.arena_bytes:,} bytes on {_device.get('name', '?')} ({_device.get('arch', '?')}), "
+                f"cubin from {self.cubin_source}"]
+
+    # .. calling ..
+    def _bind_inputs(self, args: tuple, kwargs: dict) -> tuple[dict[str, int], list, list[str]]:
+        """(device pointer of each input, objects to keep alive, inputs to stage): device
+        arrays are used as they are; host arrays are checked, converted and copied into
+        their pinned staging buffer."""
+        spec = self.graph.inputs
+        if len(args) > len(spec):
+            raise InputError(f"graph {self.graph.name!r} takes {len(spec)} inputs "
+                             f"({', '.join(self.input_names)}), got {len(args)} positional arguments")
+        bound = {v.name: a for v, a in zip(spec, args)}
+        for k, a in kwargs.items():
+            if k not in self._in_bufs:
+                raise InputError(self._unknown("input", k, self.input_names))
+            if k in bound:
+                raise InputError(f"input {k!r} given twice (positionally and by name)")
+            bound[k] = a
+        missing = [v.name for v in spec if v.name not in bound]
+        if missing:
+            raise InputError(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                             f"for graph {self.graph.name!r}; expected "
+                             + ", ".join(f"{v.name}: {v.type}" for v in spec))
+        ptrs: dict[str, int] = {}
+        keep: list = []
+        staged: list[str] = []
+        for v in spec:
+            what = f"input {v.name!r}"
+            dv = device_view(what, bound[v.name], v.type, self._stream.handle)
+            if dv is not None:
+                ptrs[v.name], alive = dv
+                keep.append(alive)
+                continue
+            arr = convert_argument(what, bound[v.name], v.type)
+            if arr.size:
+                np.copyto(self._in_pinned[v.name][:arr.size], arr.reshape(-1))
+            staged.append(v.name)
+            ptrs[v.name] = int(self._in_dev[v.name])
+        return ptrs, keep, staged
+
+    def _root_pointers(self, inputs: dict[str, int], out_dev: dict) -> dict[str, int]:
+        p = self.program
+        ptr: dict[str, int] = {"<arena>": int(self._arena)}
+        for n, b in self._in_bufs.items():
+            ptr[b] = inputs[n]
+        for n, b in p.params.items():
+            ptr[b] = int(self._param_dev[n])
+        for b, alloc in self._const_dev.items():
+            ptr[b] = int(alloc)
+        for b, alloc in out_dev.items():
+            ptr[b] = int(alloc)
+        return ptr
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        drv = self._drv
+        p = self.program
+        with self._lock, _Active(self._ctx):
+            inputs, keep, staged = self._bind_inputs(args, kwargs)
+            stream = self._stream
+            out_dev = dict(self._out_dev)
+            if self.device_outputs:  # the caller keeps these: fresh allocations every call
+                for b, _, dt in self._results:
+                    out_dev[b] = _alloc(drv, p.buffers[b].size * np.dtype(dt).itemsize)
+            ptr = self._root_pointers(inputs, out_dev)
+            try:
+                for name in staged:
+                    drv.memcpy_htod_async(int(self._in_dev[name]), self._in_pinned[name], stream)
+                if p.status is not None:
+                    drv.memcpy_htod_async(ptr[p.status], self._status_zero, stream)
+                for fn, grid, block, where in self._launches:
+                    fn.prepared_async_call(grid, block, stream, *[ptr[r] + off for r, off in where])
+                if p.status is not None:
+                    drv.memcpy_dtoh_async(self._status_host, ptr[p.status], stream)
+                if not self.device_outputs:
+                    for b, _, _ in self._results:
+                        drv.memcpy_dtoh_async(self._res_pinned[b], int(out_dev[b]), stream)
+                stream.synchronize()
+            except drv.Error as e:
+                raise CudaRuntimeError(f"running program {p.name!r} on the GPU failed: {e}") from None
+            del keep  # device inputs stay referenced until their kernels have finished
+            code = int(self._status_host[0]) if p.status is not None else 0
+            if code:
+                raise KernelError(p.errors[code - 1] if 0 < code <= len(p.errors)
+                                  else f"compiled kernel reported error code {code}")
+            results = []
+            for b, shape, dt in self._results:
+                if self.device_outputs:
+                    import pycuda.gpuarray as gpuarray
+                    results.append(gpuarray.GPUArray(shape, dt, gpudata=out_dev[b]))
+                else:
+                    n = int(np.prod(shape, dtype=np.int64))
+                    results.append(self._res_pinned[b][:n].reshape(shape).copy())
+            self._install_updates()
+        return results[0] if self.single_output else tuple(results)
+
+    def _install_updates(self) -> None:
+        """New parameter values live in their update buffers: swap the allocations."""
+        for pname, b in self.program.updates.items():
+            self._param_dev[pname], self._out_dev[b] = self._out_dev[b], self._param_dev[pname]
+        self._params.invalidate(self.program.updates)
+
+
+def run_module(module: codegen.CudaModule, arrays: Mapping[str, np.ndarray], cache=None) -> None:
+    """Run a rendered module on host arrays keyed by buffer name (tests): every external
+    buffer must be given; outputs are copied back into their arrays."""
+    dev = device()
+    drv = dev["drv"]
+    with _Active(dev["context"]):
+        cubin, _ = compile_module(module, dev["arch"], cache)
+        mod = drv.module_from_buffer(cubin)
+        ptr = {"<arena>": _alloc(drv, module.arena_bytes)}
+        for name in module.external:
+            a = np.ascontiguousarray(arrays[name])
+            ptr[name] = _alloc(drv, a.nbytes)
+            _upload(drv, ptr[name], a)
+        for launch in module.launches:
+            fn = mod.get_function(launch.function)
+            args = [np.uintp(int(ptr[module.storage[b].root]) + module.storage[b].offset)
+                    for b in launch.buffers]
+            fn(*args, grid=launch.grid, block=launch.block)
+        drv.Context.synchronize()
+        for name in module.external:
+            _download(drv, arrays[name], ptr[name])
