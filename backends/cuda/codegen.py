@@ -105,6 +105,7 @@ class Launch:
     buffers: list[str]
     kernel: str           # the kernel-IR kernel it belongs to
     source: str = ""      # the graph node(s), for errors
+    grid_stride: bool = True  # loops over its index space: any grid.x computes the same
 
 
 @dataclass

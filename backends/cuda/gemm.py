@@ -151,5 +151,5 @@ def render_gemm(mw: "_ModuleWriter", k: K.Kernel, fname: str, plan: "_Plan") -> 
     head = (f'extern "C" __global__ void __launch_bounds__({threads}) '
             f'{fname}({mw.signature(used, written)})')
     mw.parts.append(f"// {k.name}: {k.source}\n{head} {{\n" + "\n".join(lines) + "\n}\n")
-    mw.launches.append(Launch(fname, grid, (threads, 1, 1), used, k.name, k.source))
+    mw.launches.append(Launch(fname, grid, (threads, 1, 1), used, k.name, k.source, grid_stride=False))
     mw.functions.append(fname)

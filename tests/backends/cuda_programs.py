@@ -36,7 +36,13 @@ def optimised(g, outputs=None) -> gc.ir.Graph:
 
 
 def program(g, outputs=None) -> K.Program:
-    return lower(optimised(g, outputs), fuse_ops=None)
+    return lowered(g, outputs)[1]
+
+
+def lowered(g, outputs=None) -> tuple[gc.ir.Graph, K.Program]:
+    """(the optimised graph, its kernel-IR program), as the CUDA backend gets them."""
+    work = optimised(g, outputs)
+    return work, lower(work, fuse_ops=None)
 
 
 def op_graphs(seeds=(0, 1), f16: bool = True) -> Iterator[tuple[str, gc.ir.Graph]]:
@@ -62,6 +68,29 @@ def gemm_graphs() -> Iterator[tuple[str, gc.ir.Graph]]:
             b = gc.placeholder("b", sb, dt)
             g.set_outputs([gc.ops.emit("matmul", a, b, **attrs)])
         yield g.name, g
+
+
+def reduction_graphs() -> Iterator[tuple[str, gc.ir.Graph]]:
+    """Rows long enough to need every lane of a group (and several warps), whole-tensor
+    reductions (one group of 1024), column reductions, fused softmax and layer norm, and
+    an elementwise chain longer than the emulator's capped grid."""
+    def graph(name, shape, dt, build):
+        g = gc.Graph(name)
+        with g:
+            x = gc.placeholder("x", shape, dt)
+            g.set_outputs(build(x))
+        return name, g
+    yield graph("rows_f32", (5, 1000), "f32",
+                lambda x: [gc.sum(x, axis=1), gc.max(x, axis=1), gc.min(x, axis=1), gc.mean(x, axis=1)])
+    yield graph("whole_f64", (3000,), "f64", lambda x: [gc.sum(x), gc.max(x)])
+    yield graph("rows_i32", (4, 500), "i32", lambda x: [gc.sum(x, axis=1), gc.max(x, axis=1)])
+    yield graph("columns", (300, 70), "f32", lambda x: [gc.sum(x, axis=0), gc.mean(x, axis=(0,))])
+    yield graph("argmax_rows", (7, 100), "f32", lambda x: [gc.argmax(x, axis=1)])
+    yield graph("softmax_rows", (6, 333), "f32", lambda x: [gc.softmax(x, axis=1), gc.log_softmax(x, axis=1)])
+    yield graph("layer_norm_rows", (4, 256), "f32",
+                lambda x: [gc.layer_norm(x, gc.constant(np.linspace(0.5, 1.5, 256, dtype=np.float32)),
+                                         gc.constant(np.full(256, 0.1, np.float32)), axis=1)])
+    yield graph("chain", (1000, 37), "f32", lambda x: [gc.tanh(x * 1.5 + 0.5) * gc.sigmoid(x) + x * x - 1.0])
 
 
 def model_graphs() -> Iterator[tuple[str, gc.ir.Graph]]:
@@ -92,4 +121,5 @@ def epilogue_reference(arrays: dict[str, np.ndarray]) -> np.ndarray:
 def all_graphs(seeds=(0, 1)) -> Iterator[tuple[str, gc.ir.Graph]]:
     yield from op_graphs(seeds)
     yield from gemm_graphs()
+    yield from reduction_graphs()
     yield from model_graphs()
