@@ -330,13 +330,12 @@ class CudaExecutable(Executable):
                 _upload(drv, self._const_dev[name], arr)
             self._in_bufs = dict(zip([v.name for v in graph.inputs], p.inputs))
             self._in_dev = {n: _alloc(drv, nbytes[b]) for n, b in self._in_bufs.items()}
-            self._in_pinned = {n: drv.pagelocked_empty(max(p.buffers[b].size, 1), p.buffers[b].dtype.np_dtype)
+            self._in_pinned = {n: drv.pagelocked_empty(p.buffers[b].size, p.buffers[b].dtype.np_dtype)
                                for n, b in self._in_bufs.items()}
             self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
             shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
             self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
-            self._res_pinned = {b: drv.pagelocked_empty(max(p.buffers[b].size, 1), dt)
-                                for b, _, dt in self._results}
+            self._res_pinned = {b: drv.pagelocked_empty(p.buffers[b].size, dt) for b, _, dt in self._results}
             self._status_zero = drv.pagelocked_zeros(2, np.int32)
             self._status_host = drv.pagelocked_zeros(2, np.int32)
         self._params = _DeviceParams(self)  # the base class's ParamStore reads through it
@@ -379,9 +378,9 @@ class CudaExecutable(Executable):
                 keep.append(alive)
                 continue
             arr = convert_argument(what, bound[v.name], v.type)
-            if arr.size:
-                np.copyto(self._in_pinned[v.name][:arr.size], arr.reshape(-1))
-            staged.append(v.name)
+            if arr.size:  # (an empty input has nothing to send)
+                np.copyto(self._in_pinned[v.name], arr.reshape(-1))
+                staged.append(v.name)
             ptrs[v.name] = int(self._in_dev[v.name])
         return ptrs, keep, staged
 
@@ -420,7 +419,8 @@ class CudaExecutable(Executable):
                     drv.memcpy_dtoh_async(self._status_host, ptr[p.status], stream)
                 if not self.device_outputs:
                     for b, _, _ in self._results:
-                        drv.memcpy_dtoh_async(self._res_pinned[b], int(out_dev[b]), stream)
+                        if p.buffers[b].size:
+                            drv.memcpy_dtoh_async(self._res_pinned[b], int(out_dev[b]), stream)
                 stream.synchronize()
             except drv.Error as e:
                 raise CudaRuntimeError(f"running program {p.name!r} on the GPU failed: {e}") from None
@@ -435,8 +435,7 @@ class CudaExecutable(Executable):
                     import pycuda.gpuarray as gpuarray
                     results.append(gpuarray.GPUArray(shape, dt, gpudata=out_dev[b]))
                 else:
-                    n = int(np.prod(shape, dtype=np.int64))
-                    results.append(self._res_pinned[b][:n].reshape(shape).copy())
+                    results.append(np.array(self._res_pinned[b]).reshape(shape))
             self._install_updates()
         return results[0] if self.single_output else tuple(results)
 
