@@ -58,6 +58,7 @@ from .prelude import PRELUDE
 BLOCK = 256
 MAX_BLOCKS = 1 << 16          # grid-stride loops cover the rest
 NARROW_LIMIT = 1 << 30        # 32-bit index arithmetic below this many elements
+VEC = 4                       # elements per vector load (16 bytes of f32 or i32)
 
 
 class CudaCodegenError(GraphcError):
@@ -125,6 +126,7 @@ class CodegenOptions:
     max_blocks: int = MAX_BLOCKS
     group_reduce_min: int = 32       # reductions shorter than this run one per thread
     tensor_cores: bool = True        # WMMA for f16 GEMMs
+    vectorize: bool = True           # 16-byte loads and stores in elementwise kernels
 
     def key(self) -> str:
         return repr(self)
@@ -144,6 +146,8 @@ class ExprWriter:
         self.locals: dict[str, tuple[str, DType]] = {}
         self.buffers: dict[str, str] = {}       # buffer -> C pointer name
         self.declared: dict[int, str] = {}      # id(Declare) -> C variable
+        self.vector_loads: dict[tuple[str, str], str] = {}  # (buffer, index text) -> vector
+        self.lane = 0                           # the element of a vector this copy computes
         self.where = where
 
     def error(self, msg: str) -> CudaCodegenError:
@@ -274,6 +278,9 @@ class ExprWriter:
 
     def load(self, buffer: str, index: K.Expr) -> str:
         dt = self.buffer_dtype(buffer)
+        vec = self.vector_loads.get((buffer, str(index)))
+        if vec is not None:
+            return f"{vec}.{'xyzw'[self.lane]}"
         ref = f"{self.buffers[buffer]}[{self.index(index)}]"
         if dt.name == "f16":
             return f"__half2float({ref})"
@@ -561,6 +568,19 @@ class _ModuleWriter:
         total = prod(l.extent for l in plan.parallel)
         lines: list[str] = []
         decls = _declare_locals(w, stmts)
+        vector = self.vectorizable(plan)
+        if vector:
+            block, ix = self.opt.block, w.idx
+            last = plan.parallel[-1]
+            quads = [*plan.parallel[:-1], K.For(K.Var(last.var.name + "_q"), last.extent // VEC, [])]
+            lines.append(f"  for ({ix} t = ({ix})blockIdx.x * blockDim.x + threadIdx.x; t < {total // VEC}; "
+                         f"t += ({ix})gridDim.x * blockDim.x) {{")
+            lines += _decompose(w, "t", quads, "    ")
+            lines += self.vector_body(w, plan.body, last.var.name, vector, "    ")
+            lines.append("  }")
+            grid = self.grid_for(total // VEC, block)
+            self.emit(k, fname, used, grid, block, decls + "\n".join(lines) + "\n", written)
+            return
         if plan.parallel:
             block = self.opt.block if total > 32 else 32
             ix = w.idx
@@ -576,6 +596,95 @@ class _ModuleWriter:
         lines += body
         lines.append("  }")
         self.emit(k, fname, used, grid, block, decls + "\n".join(lines) + "\n", written)
+
+    # .. vectorised elementwise bodies ..
+    def vectorizable(self, plan: _Plan) -> dict[str, str] | None:
+        """{buffer: vector type} when each thread can take VEC consecutive iterations of
+        the innermost parallel loop with 16-byte loads and stores: a straight-line body,
+        4-byte elements, every access either contiguous in that loop (coefficient 1, all
+        other terms and the storage offset multiples of VEC elements, so every vector is
+        16-byte aligned; the runtime guarantees 16-byte aligned buffer bases) or
+        independent of it, and no load of what the body has already stored."""
+        if not plan.parallel or plan.serial or not self.opt.vectorize:
+            return None
+        last = plan.parallel[-1]
+        if last.extent % VEC or prod(l.extent for l in plan.parallel) < 4 * self.opt.block:
+            return None
+        if any(not isinstance(s, (K.Declare, K.Assign, K.Store)) for s in plan.body):
+            return None
+        types: dict[str, str] = {}
+        stored: list[A.Storage] = []
+        v = last.var.name
+        for s in plan.body:
+            for e in A.stmt_exprs(s) if not isinstance(s, K.Store) else [s.value]:
+                for ld in A.loads(e):
+                    st = self.storage[ld.buffer]
+                    if any(st.overlaps(o) for o in stored):
+                        return None
+                    if not self._vector_access(ld.buffer, ld.index, v, types):
+                        return None
+            if isinstance(s, K.Store):
+                if s.buffer == self.p.status or not self._vector_access(s.buffer, s.index, v, types):
+                    return None
+                stored.append(self.storage[s.buffer])
+        return types if any(t for t in types.values()) else None
+
+    def _vector_access(self, buffer: str, index: K.Expr, v: str, types: dict[str, str]) -> bool:
+        f = A.affine(index)
+        if f is None:
+            return False
+        c = f.get(v, 0)
+        if c == 0:
+            return True
+        dt = self.dtypes[buffer]
+        if c != 1 or dt.name not in ("f32", "i32") or self.storage[buffer].offset % (4 * VEC):
+            return False
+        if any(coef % VEC for k, coef in f.items() if k != v):
+            return False
+        types[buffer] = "float4" if dt.name == "f32" else "int4"
+        return True
+
+    def vector_body(self, w: ExprWriter, body: list[K.Stmt], v: str, types: dict[str, str],
+                    ind: str) -> list[str]:
+        """The body VEC times (lane by lane) between vector loads and vector stores."""
+        base = f"v_{sanitize(v)}"
+        quad = w.vars[v + "_q"]
+        out = [f"{ind}const {w.idx} {base} = {quad} * {VEC};"]
+        w.vars[v] = base
+        loads: dict[tuple[str, str], str] = {}
+        for s in body:
+            for e in A.stmt_exprs(s) if not isinstance(s, K.Store) else [s.value]:
+                for ld in A.loads(e):
+                    key = (ld.buffer, str(ld.index))
+                    if ld.buffer in types and A.affine(ld.index).get(v, 0) and key not in loads:
+                        name = f"vec{len(loads)}"
+                        loads[key] = name
+                        t = types[ld.buffer]
+                        out.append(f"{ind}const {t} {name} = *reinterpret_cast<const {t}*>"
+                                   f"(&{w.buffers[ld.buffer]}[{w.index(ld.index)}]);")
+        stores: list[tuple[K.Store, str]] = []
+        for s in body:
+            if isinstance(s, K.Store) and A.affine(s.index).get(v, 0):
+                name = f"out{len(stores)}"
+                stores.append((s, name))
+                out.append(f"{ind}{types[s.buffer]} {name};")
+        w.vector_loads = loads
+        for lane in range(VEC):
+            w.lane = lane
+            w.vars[v] = f"({base} + {lane})"
+            for s in body:
+                vec = next((n for st, n in stores if st is s), None)
+                if vec is None:
+                    out += self.stmts(w, [s], ind)
+                else:
+                    dt = self.dtypes[s.buffer]
+                    value = w.conv(w.expr(s.value), s.value.dtype, dt)
+                    out.append(f"{ind}{vec}.{'xyzw'[lane]} = {value};")
+        w.vector_loads, w.lane, w.vars[v] = {}, 0, base
+        for s, name in stores:
+            t = types[s.buffer]
+            out.append(f"{ind}*reinterpret_cast<{t}*>(&{w.buffers[s.buffer]}[{w.index(s.index)}]) = {name};")
+        return out
 
     def serial_loops(self, w: ExprWriter, plan: _Plan, ind: str, inner) -> list[str]:
         """The nest's serial loops around the body, outermost first."""

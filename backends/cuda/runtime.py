@@ -12,7 +12,9 @@ A call: inputs that are host arrays are checked and converted (Executable's rule
 copied into pinned staging memory and sent asynchronously; inputs that already live on
 the device (pycuda `GPUArray`, anything with `__cuda_array_interface__` or `__dlpack__`
 on a CUDA device: PyTorch, CuPy, JAX, Numba) are used in place after a shape, dtype and
-contiguity check (they are never converted: a wrong dtype is an InputError). Then the
+contiguity check (they are never converted: a wrong dtype is an InputError; one whose
+address is not 16-byte aligned, as a slice can be, is copied on the device into the
+staging buffer, since vectorised kernels assume aligned bases). Then the
 status flag is zeroed, every kernel is launched in order on the executable's stream, the
 results and the status flag come back into pinned memory, and one stream synchronisation
 ends the call. Host<->device copies happen only at this boundary. `device_outputs=True`
@@ -53,6 +55,8 @@ class CudaRuntimeError(GraphcError):
 class KernelError(GraphcError):
     """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""
 
+
+ALIGN = 16  # bytes: vectorised kernels load 16 bytes at a time from every buffer base
 
 # -- the device ----------------------------------------------------------------------------
 
@@ -374,8 +378,13 @@ class CudaExecutable(Executable):
             what = f"input {v.name!r}"
             dv = device_view(what, bound[v.name], v.type, self._stream.handle)
             if dv is not None:
-                ptrs[v.name], alive = dv
+                ptr, alive = dv
                 keep.append(alive)
+                if ptr % ALIGN:  # vectorised kernels need aligned bases: copy on the device
+                    self._drv.memcpy_dtod_async(int(self._in_dev[v.name]), ptr,
+                                                v.type.size * v.dtype.itemsize, self._stream)
+                    ptr = int(self._in_dev[v.name])
+                ptrs[v.name] = ptr
                 continue
             arr = convert_argument(what, bound[v.name], v.type)
             if arr.size:  # (an empty input has nothing to send)

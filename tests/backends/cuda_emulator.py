@@ -64,6 +64,8 @@ template <typename T> inline T __shfl_xor_sync(unsigned, T v, int o) {
   return r;
 }
 
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) int4 { int x, y, z, w; };
 struct __half { _Float16 h; };
 inline __half __float2half_rn(float f) { return __half{(_Float16)f}; }
 inline __half __float2half(float f) { return __half{(_Float16)f}; }

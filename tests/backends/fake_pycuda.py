@@ -88,6 +88,10 @@ def memcpy_dtoh_async(dest, src, stream=None) -> None:
     ctypes.memmove(dest.ctypes.data, int(src), dest.nbytes)
 
 
+def memcpy_dtod_async(dest, src, size, stream=None) -> None:
+    ctypes.memmove(int(dest), int(src), size)
+
+
 class Stream:
     handle = 0x57
 
@@ -213,7 +217,7 @@ def install(monkeypatch, workdir: Path) -> None:
     this = sys.modules[__name__]
     for name in ("Error", "LogicError", "DeviceAllocation", "mem_alloc", "pagelocked_empty",
                  "pagelocked_zeros", "memcpy_htod", "memcpy_dtoh", "memcpy_htod_async",
-                 "memcpy_dtoh_async", "Stream", "Context", "device_attribute", "Device", "init",
+                 "memcpy_dtoh_async", "memcpy_dtod_async", "Stream", "Context", "device_attribute", "Device", "init",
                  "module_from_buffer"):
         setattr(drv, name, getattr(this, name))
     ga.GPUArray, ga.to_gpu = GPUArray, to_gpu
