@@ -127,6 +127,7 @@ class CodegenOptions:
     group_reduce_min: int = 32       # reductions shorter than this run one per thread
     tensor_cores: bool = True        # WMMA for f16 GEMMs
     vectorize: bool = True           # 16-byte loads and stores in elementwise kernels
+    big_gemm_tiles: int = 120        # 128 x 128 GEMM tiles from this many tiles (fills an H100)
 
     def key(self) -> str:
         return repr(self)

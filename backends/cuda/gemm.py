@@ -9,7 +9,8 @@ and a GEMM whose matrices overlap C in memory is rejected too.
 
 Tile shapes: f16 x f16 on tensor cores (64x64x32, 4 warps of 32x32). Otherwise SIMT:
 128x128x8 with 8x8 per thread when the problem has enough such tiles to fill a large GPU
-(>= 120), else 64x64x16 with 4x4 per thread; f64 always uses the smaller tile (registers).
+(CodegenOptions.big_gemm_tiles, 120: an H100 has 132 SMs), else 64x64x16 with 4x4 per
+thread; f64 always uses the smaller tile (registers).
 """
 from __future__ import annotations
 
@@ -32,12 +33,11 @@ def gemm_lds(g: K.Gemm) -> tuple[int, int, int]:
     return (g.lda or (g.m if g.trans_a else g.k), g.ldb or (g.k if g.trans_b else g.n), g.ldc or g.n)
 
 
-def tile_config(g: K.Gemm, a_dt: str, b_dt: str, c_dt: str, z: int, tensor_cores: bool
-                ) -> tuple[str, tuple[int, ...], int]:
+def tile_config(g: K.Gemm, a_dt: str, b_dt: str, c_dt: str, z: int, opt) -> tuple[str, tuple[int, ...], int]:
     """(template, tile parameters, threads per block)."""
-    if tensor_cores and a_dt == "f16" and b_dt == "f16":
+    if opt.tensor_cores and a_dt == "f16" and b_dt == "f16":
         return "wmma", (64, 64, 32), 128
-    big = -(-g.m // 128) * -(-g.n // 128) * z >= 120
+    big = -(-g.m // 128) * -(-g.n // 128) * z >= opt.big_gemm_tiles
     if big and c_dt != "f64":
         return "simt", (128, 128, 8, 8, 8), 256
     return "simt", (64, 64, 16, 4, 4), 256
@@ -109,7 +109,7 @@ def render_gemm(mw: "_ModuleWriter", k: K.Kernel, fname: str, plan: "_Plan") -> 
     if g.batch > 1:
         z_loops = z_loops + [batch_var]
     z_total = prod(l.extent for l in z_loops)
-    kind, tile, threads = tile_config(g, da.name, db.name, dc.name, z_total, mw.opt.tensor_cores)
+    kind, tile, threads = tile_config(g, da.name, db.name, dc.name, z_total, mw.opt)
     bm, bn = tile[0], tile[1]
     lda, ldb, ldc = gemm_lds(g)
     lines = ["  for (gc_i64 z = blockIdx.z; z < %d; z += gridDim.z) {" % z_total]

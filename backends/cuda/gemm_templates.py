@@ -5,9 +5,11 @@ register blocking for any element type. A block of (BM/TM)*(BN/TN) threads compu
 BM x BN tile of C; per step of BK it stages the A and B tiles in shared memory (converted
 to the accumulator type, zero-filled past the matrix edges, loaded along the contiguous
 dimension of each operand so that a warp reads consecutive addresses), then each thread
-accumulates a TM x TN block in registers with explicit fused multiply-adds. A thread's
-rows and columns are interleaved (ty + i*BM/TM, tx + j*BN/TN), so the shared-memory reads
-of a warp fall on consecutive banks and its stores of C on consecutive addresses.
+accumulates a TM x TN block in registers with explicit fused multiply-adds. A thread owns
+groups of four consecutive rows and columns, spread over the tile (the classic layout of
+register-blocked SGEMM), so it reads its operands from shared memory with 16-byte loads;
+rows are padded by four elements, which keeps those loads aligned and the tile stores off
+a single bank.
 
 `gc_gemm_wmma<BM, BN, BK, TRA, TRB>`: f16 inputs on tensor cores (sm_70+, WMMA 16x16x16,
 f32 accumulation). Tiles are staged through shared memory with row strides padded to
@@ -59,14 +61,30 @@ struct GcStore {
   }
 };
 
+// Four consecutive shared-memory elements into registers: one 16-byte load for float
+// (the addresses are 16-byte aligned by construction), four loads otherwise.
+template <typename T> __device__ __forceinline__ void gc_lds4(const T* p, T* out) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) out[q] = p[q];
+}
+template <> __device__ __forceinline__ void gc_lds4<float>(const float* p, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+}
+
 template <typename TA, typename TB, typename Acc, int BM, int BN, int BK, int TM, int TN,
           bool TRA, bool TRB, class Store>
 __device__ __forceinline__ void gc_gemm_simt(const TA* __restrict__ A, const TB* __restrict__ B,
                                              gc_i64 M, gc_i64 N, gc_i64 K, gc_i64 lda, gc_i64 ldb,
                                              Store& store) {
-  constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-  __shared__ Acc As[BK][BM + 1];
-  __shared__ Acc Bs[BK][BN + 1];
+  // Thread (tx, ty) owns rows  (i / 4) * (BM / HM) + ty * 4 + i % 4  (HM = TM / 4 groups)
+  // and columns (j / 4) * (BN / HN) + tx * 4 + j % 4: groups of four consecutive rows and
+  // columns, so each step reads them from shared memory four at a time.
+  static_assert(TM % 4 == 0 && TN % 4 == 0, "register blocks are made of groups of four");
+  constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY, HM = TM / 4, HN = TN / 4;
+  constexpr int PAD = 4;  // keeps rows 16-byte aligned and spreads the tile stores over banks
+  __shared__ __align__(16) Acc As[BK][BM + PAD];
+  __shared__ __align__(16) Acc Bs[BK][BN + PAD];
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const gc_i64 m0 = (gc_i64)blockIdx.y * BM, n0 = (gc_i64)blockIdx.x * BN;
   Acc acc[TM][TN];
@@ -96,9 +114,9 @@ __device__ __forceinline__ void gc_gemm_simt(const TA* __restrict__ A, const TB*
     for (int kk = 0; kk < BK; ++kk) {
       Acc a[TM], b[TN];
 #pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * TY];
+      for (int h = 0; h < HM; ++h) gc_lds4<Acc>(&As[kk][h * (BM / HM) + ty * 4], &a[h * 4]);
 #pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + j * TX];
+      for (int h = 0; h < HN; ++h) gc_lds4<Acc>(&Bs[kk][h * (BN / HN) + tx * 4], &b[h * 4]);
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -108,10 +126,10 @@ __device__ __forceinline__ void gc_gemm_simt(const TA* __restrict__ A, const TB*
   }
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const gc_i64 gm = m0 + ty + i * TY;
+    const gc_i64 gm = m0 + (i / 4) * (BM / HM) + ty * 4 + i % 4;
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-      const gc_i64 gn = n0 + tx + j * TX;
+      const gc_i64 gn = n0 + (j / 4) * (BN / HN) + tx * 4 + j % 4;
       if (gm < M && gn < N) store(gm, gn, acc[i][j]);
     }
   }

@@ -22,9 +22,15 @@ from tests.examples import digits_cnn
 pytestmark = pytest.mark.skipif(not emu.available(), reason="no C++ compiler for the emulator")
 
 
+BIG_TILES = codegen.CodegenOptions(big_gemm_tiles=1)  # the 128 x 128 GEMM kernel on small problems
+
+
 def _cases():
-    cases = list(op_graphs(seeds=(0,), f16=True)) + list(gemm_graphs()) + list(reduction_graphs())
-    cases.append(("digits_cnn_step", digits_cnn().build_train_step(batch=4, eval_batch=2)))
+    cases = [(n, g, None) for n, g in op_graphs(seeds=(0,), f16=True)]
+    cases += [(n, g, None) for n, g in gemm_graphs()]
+    cases += [(n + "_big_tiles", g, BIG_TILES) for n, g in gemm_graphs() if "f64" not in n]
+    cases += [(n, g, None) for n, g in reduction_graphs()]
+    cases.append(("digits_cnn_step", digits_cnn().build_train_step(batch=4, eval_batch=2), None))
     return cases
 
 
@@ -32,10 +38,10 @@ def _cases():
 def emulated(tmp_path_factory):
     """One CPU library for every case: {name: (graph, optimised graph, program, module)}."""
     built, bodies, functions = {}, [], []
-    for name, g in _cases():
+    for name, g, options in _cases():
         work, p = lowered(g)
         prefix = "gc_" + codegen.sanitize(name)
-        body, launches, fns = codegen.render_body(p, prefix=prefix)
+        body, launches, fns = codegen.render_body(p, options, prefix=prefix)
         module = codegen.CudaModule("", launches, codegen.A.storage_map(p), p.arena_bytes, p.external(), fns)
         built[name] = (g, work, p, module)
         bodies.append(body)
@@ -80,7 +86,7 @@ def _run_and_compare(lib, g, work, p, module, seed=0):
                                    rtol=1e-3, atol=1e-5, err_msg=pname)
 
 
-@pytest.mark.parametrize("name", [n for n, _ in _cases()])
+@pytest.mark.parametrize("name", [n for n, _, _ in _cases()])
 def test_generated_cuda_matches_reference(emulated, name):
     lib, built = emulated
     _run_and_compare(lib, *built[name])
