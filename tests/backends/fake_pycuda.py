@@ -99,6 +99,18 @@ class Stream:
         pass
 
 
+class Event:
+    def record(self, stream=None) -> None:
+        import time
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def time_till(self, end: "Event") -> float:
+        return (end.t - self.t) * 1e3
+
+
 class Context:
     _stack: list = []
 
@@ -217,7 +229,7 @@ def install(monkeypatch, workdir: Path) -> None:
     this = sys.modules[__name__]
     for name in ("Error", "LogicError", "DeviceAllocation", "mem_alloc", "pagelocked_empty",
                  "pagelocked_zeros", "memcpy_htod", "memcpy_dtoh", "memcpy_htod_async",
-                 "memcpy_dtoh_async", "memcpy_dtod_async", "Stream", "Context", "device_attribute", "Device", "init",
+                 "memcpy_dtoh_async", "memcpy_dtod_async", "Stream", "Event", "Context", "device_attribute", "Device", "init",
                  "module_from_buffer"):
         setattr(drv, name, getattr(this, name))
     ga.GPUArray, ga.to_gpu = GPUArray, to_gpu

@@ -59,6 +59,8 @@ def test_gather_errors_device_inputs_and_outputs(fake_gpu):
     np.testing.assert_array_equal(exe(dev_table, np.array([1, 1, 3, 0], np.int32)), 2 * tv[[1, 1, 3, 0]])
     with pytest.raises(gc.GraphcError, match="dtype"):
         exe(fake_pycuda.to_gpu(tv.astype(np.float64)), np.zeros(4, np.int32))
+    assert exe.gpu_seconds(tv, np.array([0, 1, 2, 3], np.int32), repeat=2) > 0
+    np.testing.assert_array_equal(exe(tv, np.array([2, 2, 0, 1], np.int32)), 2 * tv[[2, 2, 0, 1]])
     exe.device_outputs = True
     a = exe(tv, np.array([0, 1, 2, 3], np.int32))
     b = exe(tv, np.array([3, 3, 3, 3], np.int32))
