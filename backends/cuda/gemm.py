@@ -10,7 +10,7 @@ and a GEMM whose matrices overlap C in memory is rejected too.
 Tile shapes: f16 x f16 on tensor cores (64x64x32, 4 warps of 32x32). Otherwise SIMT:
 128x128x8 with 8x8 per thread when the problem has enough such tiles to fill a large GPU
 (CodegenOptions.big_gemm_tiles, 120: an H100 has 132 SMs), else 64x64x16 with 4x4 per
-thread; f64 always uses the smaller tile (registers).
+thread; 8-byte accumulators (f64, i64) always use the smaller tile (registers).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def tile_config(g: K.Gemm, a_dt: str, b_dt: str, c_dt: str, z: int, opt) -> tupl
     if opt.tensor_cores and a_dt == "f16" and b_dt == "f16":
         return "wmma", (64, 64, 32), 128
     big = -(-g.m // 128) * -(-g.n // 128) * z >= opt.big_gemm_tiles
-    if big and c_dt != "f64":
+    if big and c_dt in ("f16", "f32", "i32"):  # 4-byte accumulators: 64 of them fit in registers
         return "simt", (128, 128, 8, 8, 8), 256
     return "simt", (64, 64, 16, 4, 4), 256
 

@@ -337,6 +337,10 @@ class CudaExecutable(Executable):
             self._in_pinned = {n: drv.pagelocked_empty(p.buffers[b].size, p.buffers[b].dtype.np_dtype)
                                for n, b in self._in_bufs.items()}
             self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
+            for b in list(p.outputs) + list(p.updates.values()):
+                if p.buffers[b].kind != "output" or b in p.aliases:
+                    raise GraphcError(f"internal: result buffer {b!r} of program {p.name!r} is not "
+                                      "an output buffer of its own")
             shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
             self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
             self._res_pinned = {b: drv.pagelocked_empty(p.buffers[b].size, dt) for b, _, dt in self._results}
@@ -356,21 +360,7 @@ class CudaExecutable(Executable):
         arrays are used as they are; host arrays are checked, converted and copied into
         their pinned staging buffer."""
         spec = self.graph.inputs
-        if len(args) > len(spec):
-            raise InputError(f"graph {self.graph.name!r} takes {len(spec)} inputs "
-                             f"({', '.join(self.input_names)}), got {len(args)} positional arguments")
-        bound = {v.name: a for v, a in zip(spec, args)}
-        for k, a in kwargs.items():
-            if k not in self._in_bufs:
-                raise InputError(self._unknown("input", k, self.input_names))
-            if k in bound:
-                raise InputError(f"input {k!r} given twice (positionally and by name)")
-            bound[k] = a
-        missing = [v.name for v in spec if v.name not in bound]
-        if missing:
-            raise InputError(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                             f"for graph {self.graph.name!r}; expected "
-                             + ", ".join(f"{v.name}: {v.type}" for v in spec))
+        bound = self.match_arguments(args, kwargs)
         ptrs: dict[str, int] = {}
         keep: list = []
         staged: list[str] = []
