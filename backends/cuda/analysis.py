@@ -322,3 +322,86 @@ def as_reduction(s: K.Stmt, outer_locals: set[str]) -> Reduction | None:
             if any(local_names(r) & set(accs) for r in roots):
                 return None
     return Reduction(loops, body, accs)
+
+
+# -- whether two loop nests touch disjoint bytes ----------------------------------------------
+
+def _split_digit(f: Affine, m: int, extents: dict[str, int]) -> tuple[int, int] | None:
+    """Split the byte form f at modulus m: when every term with a coefficient >= m is a
+    multiple of m and the smaller terms plus the constant's remainder stay inside [0, m),
+    f div m = (high terms) / m + q exactly. Returns (q, g) with g the gcd of the high
+    coefficients / m (0 when there are none), or None when f does not split at m."""
+    from math import gcd
+    q, r = divmod(f.get("", 0), m)
+    lo = hi = r
+    g = 0
+    for k, c in f.items():
+        if k == "" or c == 0 or extents.get(k, 1) <= 1:
+            continue
+        if k not in extents:
+            return None
+        if abs(c) >= m:
+            if c % m:
+                return None
+            g = gcd(g, abs(c) // m)
+        else:
+            span = c * (extents[k] - 1)
+            lo, hi = lo + min(0, span), hi + max(0, span)
+    if lo < 0 or hi >= m:
+        return None
+    return q, g
+
+
+def disjoint_forms(fa: Affine, fb: Affine, ea: dict[str, int], eb: dict[str, int]) -> bool:
+    """Whether the byte forms fa (over loop ranges ea) and fb (over eb) can never meet.
+    Sufficient test: some modulus m splits both (see _split_digit) and their high digits
+    differ modulo the gcd of the high coefficients (or exactly, when there are none), e.g.
+    the row offsets kh*KW + kw of two im2col nests. Moduli tried: every coefficient, and
+    the span of the terms below each coefficient plus the smallest one (a row's bytes)."""
+    cands: set[int] = set()
+    for f, e in ((fa, ea), (fb, eb)):
+        terms = sorted((abs(c), e.get(k, 1)) for k, c in f.items() if k and c and e.get(k, 1) > 1)
+        span = 0
+        for c, n in terms:  # a coefficient, or just past the span of the smaller terms (a row)
+            cands.update((c, span + terms[0][0]))
+            span += c * (n - 1)
+    for m in sorted(x for x in cands if x > 0):
+        sa, sb = _split_digit(fa, m, ea), _split_digit(fb, m, eb)
+        if sa is None or sb is None:
+            continue
+        (qa, ga), (qb, gb) = sa, sb
+        from math import gcd
+        g = gcd(ga, gb)
+        if g == 0 and qa != qb:
+            return True
+        if g > 1 and (qa - qb) % g:
+            return True
+    return False
+
+
+def independent_nests(a: list[K.Stmt], b: list[K.Stmt], storage: dict[str, Storage],
+                      status: str | None) -> bool:
+    """True when no byte one of the statement lists writes is touched by the other, so
+    they may run at the same time: different storage, or provably disjoint byte forms."""
+    ea, eb = loop_extents(a), loop_extents(b)
+    acc_a = [x for x in accesses(a) if x.buffer != status]
+    acc_b = [x for x in accesses(b) if x.buffer != status]
+    for writes, others, ew, eo in ((acc_a, acc_b, ea, eb), (acc_b, acc_a, eb, ea)):
+        for w in writes:
+            if not w.store:
+                continue
+            sw = storage[w.buffer]
+            for o in others:
+                so = storage[o.buffer]
+                if not sw.overlaps(so):
+                    continue
+                alts_w, alts_o = alternatives(w.index), alternatives(o.index)
+                if alts_w is None or alts_o is None:
+                    return False
+                for fw in alts_w:
+                    for fo in alts_o:
+                        bw = _scaled(fw, sw.itemsize, sw.offset)
+                        bo = _scaled(fo, so.itemsize, so.offset)
+                        if sw.itemsize != so.itemsize or not disjoint_forms(bw, bo, ew, eo):
+                            return False
+    return True

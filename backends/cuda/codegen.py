@@ -128,6 +128,7 @@ class CodegenOptions:
     tensor_cores: bool = True        # WMMA for f16 GEMMs
     vectorize: bool = True           # 16-byte loads and stores in elementwise kernels
     big_gemm_tiles: int = 120        # 128 x 128 GEMM tiles from this many tiles (fills an H100)
+    merge_phases: bool = True        # independent loop nests of a kernel share one launch
 
     def key(self) -> str:
         return repr(self)
@@ -259,6 +260,9 @@ class ExprWriter:
             b = self.conv(self.expr(e.b), e.b.dtype, e.dtype)
             return self.binary(e.op, a, b, e.dtype)
         if isinstance(e, K.Compare):
+            sym = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(e.op)
+            if sym is not None and self.is_index(e.a) and self.is_index(e.b):  # bounds guards
+                return f"({self._index(e.a)} {sym} {self._index(e.b)})"
             dt = e.a.dtype if e.b.dtype == e.a.dtype else _promote(e.a.dtype, e.b.dtype)
             a = self.conv(self.expr(e.a), e.a.dtype, dt)
             b = self.conv(self.expr(e.b), e.b.dtype, dt)
@@ -461,9 +465,33 @@ class _ModuleWriter:
             phases = []
             for ph in split_phases(k.body):
                 phases.extend(self.distribute(ph))
+            run: list[tuple[str, list[K.Stmt], _Plan]] = []  # independent phases, one launch
             for pi, ph in enumerate(phases):
                 fname = f"{self.prefix}_k{ki}_{sanitize(k.name)}_p{pi}"
+                plan = self.plan(ph)
+                if self.mergeable(plan):
+                    if all(A.independent_nests(other, ph, self.storage, self.p.status) for _, other, _ in run):
+                        run.append((fname, ph, plan))
+                        continue
+                    self.flush(k, run)
+                    run = [(fname, ph, plan)]
+                    continue
+                self.flush(k, run)
+                run = []
                 self.render_phase(k, fname, ph)
+            self.flush(k, run)
+
+    def mergeable(self, plan: _Plan) -> bool:
+        """A phase of one thread per iteration, no vector path: it can share a launch."""
+        return (self.opt.merge_phases and bool(plan.parallel) and all(l.extent > 0 for l in plan.nest)
+                and not any(isinstance(s, K.Gemm) for s in A.walk_stmts(plan.nest[:1]))
+                and not self.group_size(plan) and self.vectorizable(plan) is None)
+
+    def flush(self, k: K.Kernel, run: list[tuple[str, list[K.Stmt], "_Plan"]]) -> None:
+        if len(run) == 1:
+            self.render_phase(k, run[0][0], run[0][1])
+        elif run:
+            self.render_merged(k, run[0][0] + f"_to_{len(run) - 1}", [plan for _, _, plan in run])
 
     def dependence(self, stmts: list[K.Stmt], accs=(), fixed=()) -> A.Dependence:
         """Dependences among the iterations of `stmts`' loops; variables of loops around
@@ -597,6 +625,29 @@ class _ModuleWriter:
         lines += body
         lines.append("  }")
         self.emit(k, fname, used, grid, block, decls + "\n".join(lines) + "\n", written)
+
+    def render_merged(self, k: K.Kernel, fname: str, plans: list[_Plan]) -> None:
+        """Phases that touch disjoint bytes (analysis.independent_nests; e.g. the nine
+        nests of a 3x3 im2col) as one launch: their index spaces laid end to end."""
+        stmts = [p.nest[0] for p in plans]
+        used, written = self.buffers_of(stmts)
+        w = self.writer(k, used, A.loop_extents(stmts))
+        decls = _declare_locals(w, stmts)
+        totals = [prod(l.extent for l in p.parallel) for p in plans]
+        ix = w.idx
+        lines = [f"  for ({ix} t = ({ix})blockIdx.x * blockDim.x + threadIdx.x; t < {sum(totals)}; "
+                 f"t += ({ix})gridDim.x * blockDim.x) {{"]
+        start = 0
+        for n, (p, total) in enumerate(zip(plans, totals)):
+            cond = f"if (t < {start + total})" if n < len(plans) - 1 else ""
+            lines.append(f"    {'} else ' if n else ''}{cond} {{" if cond or n else "    {")
+            lines.append(f"      const {ix} u{n} = t - {start};")
+            lines += _decompose(w, f"u{n}", p.parallel, "      ")
+            lines += self.serial_loops(w, p, "      ", lambda ind, p=p: self.stmts(w, p.body, ind))
+            start += total
+        lines += ["    }", "  }"]
+        grid = self.grid_for(sum(totals), self.opt.block)
+        self.emit(k, fname, used, grid, self.opt.block, decls + "\n".join(lines) + "\n", written)
 
     # .. vectorised elementwise bodies ..
     def vectorizable(self, plan: _Plan) -> dict[str, str] | None:
