@@ -29,7 +29,9 @@ Reductions -> groups of threads
     memory (prelude.gc_group_reduce). Statements outside the reduction run redundantly on
     every lane and only lane 0 stores. This needs the body never to load what it stores.
     Softmax, layer norm and cross-entropy lower to such fused row reductions: one pass
-    per reduction, the normalisation fused into the next kernel.
+    per reduction, the normalisation fused into the next kernel. A reduction the lowering
+    wrote into memory (`out[i] = out[i] + x[r, i]` over serial loops r: column sums, bias
+    gradients) is folded the same way after interchange: lanes split the r iterations.
 
 GEMM
     gemm.py: tiled shared-memory kernels with register blocking; f16 inputs on tensor
@@ -545,11 +547,79 @@ class _ModuleWriter:
         if any(isinstance(s, K.Gemm) for s in A.walk_stmts(phase)):
             raise CudaCodegenError(f"kernel {k.name!r}: a GEMM must be the only statement of "
                                    "its loop nest" + (f" (computes {k.source})" if k.source else ""))
+        folded = self.memory_reduction(plan)
+        if folded is not None:
+            self.render_memory_reduction(k, fname, plan, *folded)
+            return
         group = self.group_size(plan)
         if group:
             self.render_grouped(k, fname, plan, group)
         else:
             self.render_threads(k, fname, plan)
+
+    # .. reductions into memory: out[i] = out[i] op x[r, i] over serial loops r ..
+    def memory_reduction(self, plan: _Plan) -> tuple[K.Store, str, K.Expr, int] | None:
+        """(store, op, x, L) when the body left for each thread folds its serial loops into
+        one memory location, `out[f] = out[f] op x` with f free of those loops and x not
+        reading `out` (a column sum after loop interchange: the bias gradient). Then a
+        block of 32 x L threads takes 32 neighbouring outputs (coalesced loads), its L
+        warps split the serial iterations, fold in registers and combine through shared
+        memory (add reassociates, as in `reduce` loops; max and min are exact)."""
+        if not plan.serial or len(plan.body) != 1 or not isinstance(plan.body[0], K.Store):
+            return None
+        s = plan.body[0]
+        v = s.value
+        if not (isinstance(v, K.Binary) and v.op in A.COMBINE_OPS and isinstance(v.a, K.Load)
+                and v.a.buffer == s.buffer and v.a.index == s.index and v.dtype == self.dtypes[s.buffer]
+                and not v.dtype.is_bool and s.buffer != self.p.status):
+            return None
+        serial = {l.var.name for l in plan.serial}
+        index_vars = {x.name for x in K.walk_exprs(s.index) if isinstance(x, K.Var)}
+        if index_vars & serial:
+            return None
+        out = self.storage[s.buffer]
+        if any(self.storage[ld.buffer].overlaps(out) for ld in A.loads(v.b)):
+            return None
+        count = prod(l.extent for l in plan.serial)
+        if count < self.opt.group_reduce_min:
+            return None
+        lanes = 1
+        while lanes < 32 and lanes * 16 < count:
+            lanes *= 2
+        return s, v.op, v.b, lanes
+
+    def render_memory_reduction(self, k: K.Kernel, fname: str, plan: _Plan, s: K.Store, op: str,
+                                x: K.Expr, lanes: int) -> None:
+        from ...ir.lowering import reduce_init
+        stmts = plan.nest[:1]
+        used, written = self.buffers_of(stmts)
+        w = self.writer(k, used, A.loop_extents(stmts))
+        dt = self.dtypes[s.buffer]
+        t = reg_type(dt)
+        block, ix = 32 * lanes, w.idx
+        rows = prod(l.extent for l in plan.parallel) if plan.parallel else 1
+        count = prod(l.extent for l in plan.serial)
+        kind = {"add": "Add", "max": "Max", "min": "Min"}[op] + ("F" if dt.is_float and op != "add" else
+                                                                 "I" if not dt.is_float else "")
+        lines = [f"  __shared__ double gc_red[{block}];",
+                 "  const int col = threadIdx.x % 32;",
+                 "  const int lane = threadIdx.x / 32;",
+                 f"  for ({ix} base = ({ix})blockIdx.x * 32; base < {rows}; base += ({ix})gridDim.x * 32) {{",
+                 f"    {ix} row = base + col;",
+                 f"    const bool active = row < {rows};",
+                 f"    if (!active) row = {rows - 1};  // idle columns redo the last one, storing nothing"]
+        lines += _decompose(w, "row", plan.parallel, "    ")
+        lines.append(f"    {t} acc = {w.expr(reduce_init(op if op != 'add' else 'sum', dt))};")
+        lines.append(f"    for ({ix} r = lane; r < {count}; r += {lanes}) {{")
+        lines += _decompose(w, "r", plan.serial, "      ")
+        lines.append(f"      acc = {w.binary(op, 'acc', w.conv(w.expr(x), x.dtype, dt), dt)};")
+        lines.append("    }")
+        lines.append(f"    acc = gc_column_reduce<Gc{kind}, {lanes}, {t}>(acc, ({t}*)gc_red);")
+        w.locals["acc"] = ("acc", dt)
+        combined = K.Binary(op, K.Load(s.buffer, s.index, dt), K.LocalRef("acc", dt), dt)
+        lines.append(f"    if (active && lane == 0) {w.store(s.buffer, s.index, combined)}")
+        lines.append("  }")
+        self.emit(k, fname, used, self.grid_for(rows, 32), block, "\n".join(lines) + "\n", written)
 
     def buffers_of(self, stmts: list[K.Stmt]) -> tuple[list[str], set[str]]:
         used: dict[str, None] = {}

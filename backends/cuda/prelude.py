@@ -104,4 +104,19 @@ __device__ __forceinline__ T gc_group_reduce(T v, T* smem) {
   }
   return v;
 }
+
+// blockDim.x = 32 * L: thread (column c = tid % 32, lane l = tid / 32); folds the L lanes
+// of each column through shared memory (32 * L entries); the result is valid in lane 0.
+template <class Op, int L, typename T>
+__device__ __forceinline__ T gc_column_reduce(T v, T* smem) {
+  const int c = threadIdx.x & 31, l = threadIdx.x >> 5;
+  __syncthreads();
+  smem[l * 32 + c] = v;
+  __syncthreads();
+  if (l == 0) {
+#pragma unroll
+    for (int i = 1; i < L; ++i) v = Op::apply(v, smem[i * 32 + c]);
+  }
+  return v;
+}
 """
