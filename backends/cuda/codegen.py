@@ -123,7 +123,7 @@ class CudaModule:
 
 @dataclass(frozen=True)
 class CodegenOptions:
-    """Knobs that change the generated code (they enter the compile cache key)."""
+    """Knobs of the generated code (the compile cache keys on the code itself)."""
     block: int = BLOCK
     max_blocks: int = MAX_BLOCKS
     group_reduce_min: int = 32       # reductions shorter than this run one per thread
@@ -131,9 +131,6 @@ class CodegenOptions:
     vectorize: bool = True           # 16-byte loads and stores in elementwise kernels
     big_gemm_tiles: int = 120        # 128 x 128 GEMM tiles from this many tiles (fills an H100)
     merge_phases: bool = True        # independent loop nests of a kernel share one launch
-
-    def key(self) -> str:
-        return repr(self)
 
 
 # -- expressions -------------------------------------------------------------------------------
@@ -223,6 +220,10 @@ class ExprWriter:
             return f"({self.cond(e.cond)} ? {self._index(e.a)} : {self._index(e.b)})"
         a, b = self._index(e.a), self._index(e.b)
         if e.op in ("add", "sub", "mul"):
+            if self.narrow:  # an intermediate that could leave int's range is computed in 64 bits
+                r = self.bounds(e)
+                if r is None or max(abs(r[0]), abs(r[1])) >= 2**31 - 1:
+                    a, b = f"(gc_i64){a}", f"(gc_i64){b}"
             return f"({a} {'+' if e.op == 'add' else '-' if e.op == 'sub' else '*'} {b})"
         if e.op in ("div", "mod") and self.bounds(e) is not None:
             return f"({a} {'/' if e.op == 'div' else '%'} {b})"
@@ -268,7 +269,6 @@ class ExprWriter:
             dt = e.a.dtype if e.b.dtype == e.a.dtype else _promote(e.a.dtype, e.b.dtype)
             a = self.conv(self.expr(e.a), e.a.dtype, dt)
             b = self.conv(self.expr(e.b), e.b.dtype, dt)
-            sym = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(e.op)
             if sym is None:
                 raise self.error(f"unknown compare op {e.op!r}")
             return f"({a} {sym} {b})"
@@ -309,12 +309,14 @@ class ExprWriter:
         if dt.is_bool:
             return "true" if value else "false"
         if dt.is_float:
+            import numpy as np
             v = float(value)
-            if dt.name == "f16":
-                import numpy as np
-                v = float(np.float16(v))
+            if dt.name != "f64":  # round to the dtype first: out-of-range values become inf
+                with np.errstate(over="ignore"):
+                    v = float(np.float16(v) if dt.name == "f16" else np.float32(v))
             if v != v:
-                return "(0.0f / 0.0f)" if dt.name != "f64" else "(0.0 / 0.0)"
+                return "__int_as_float(0x7fc00000)" if dt.name != "f64" else \
+                    "__longlong_as_double(0x7ff8000000000000LL)"
             if v in (float("inf"), float("-inf")):
                 sign = "-" if v < 0 else ""
                 return f"({sign}__int_as_float(0x7f800000))" if dt.name != "f64" else \

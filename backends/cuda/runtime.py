@@ -30,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -202,8 +203,14 @@ def _dlpack_view(obj: Any, stream_handle: int) -> tuple[int, tuple, np.dtype, bo
 def device_view(what: str, value: Any, want, stream_handle: int) -> tuple[int, Any] | None:
     """(device pointer, keepalive) when `value` lives on a CUDA device, else None. Checks
     shape, dtype (exact: nothing is converted on the device) and C contiguity."""
+    gpuarray = sys.modules.get("pycuda.gpuarray")
     iface = getattr(value, "__cuda_array_interface__", None)
-    if iface is not None:
+    if gpuarray is not None and isinstance(value, gpuarray.GPUArray):
+        shape, dt = tuple(value.shape), np.dtype(value.dtype)
+        ptr = int(value.gpudata) if value.size else 0
+        contiguous = bool(value.flags.c_contiguous)
+        keep = value
+    elif iface is not None:
         shape = tuple(iface["shape"])
         dt = np.dtype(iface["typestr"])
         ptr = int(iface["data"][0] or 0)
@@ -233,8 +240,9 @@ def device_view(what: str, value: Any, want, stream_handle: int) -> tuple[int, A
 
 class _DeviceParams(MutableMapping):
     """Stands in for Executable._params: values live on the GPU; reading one copies it to
-    the host (cached until a call changes it), assigning one uploads it. The base class's
-    ParamStore checks assigned values before they get here."""
+    the host (cached until a call changes it; read-only, since writing into a copy would
+    silently change nothing), assigning one uploads it. The base class's ParamStore checks
+    assigned values and holds the executable's lock when it assigns."""
 
     def __init__(self, exe: "CudaExecutable") -> None:
         self._exe = exe
@@ -244,13 +252,15 @@ class _DeviceParams(MutableMapping):
         exe = self._exe
         if name not in exe._param_dev:
             raise KeyError(name)
-        arr = self._host.get(name)
-        if arr is None:
-            t = exe._param_types[name]
-            arr = np.empty(t.shape, t.dtype.np_dtype)
-            with _Active(exe._ctx):
-                _download(exe._drv, arr, exe._param_dev[name])
-            self._host[name] = arr
+        with exe._lock:  # not while a call swaps parameter buffers
+            arr = self._host.get(name)
+            if arr is None:
+                t = exe._param_types[name]
+                arr = np.empty(t.shape, t.dtype.np_dtype)
+                with _Active(exe._ctx):
+                    _download(exe._drv, arr, exe._param_dev[name])
+                arr.setflags(write=False)  # a copy: writing into it would change nothing
+                self._host[name] = arr
         return arr
 
     def __setitem__(self, name: str, value: np.ndarray) -> None:
@@ -258,7 +268,9 @@ class _DeviceParams(MutableMapping):
         arr = np.ascontiguousarray(value)
         with _Active(exe._ctx):
             _upload(exe._drv, exe._param_dev[name], arr)
-        self._host[name] = arr.copy()
+        host = arr.copy()
+        host.setflags(write=False)
+        self._host[name] = host
 
     def __delitem__(self, name: str) -> None:
         raise InputError("parameters of a compiled graph cannot be deleted")
@@ -474,25 +486,3 @@ class CudaExecutable(Executable):
             self._param_dev[pname], self._out_dev[b] = self._out_dev[b], self._param_dev[pname]
         self._params.invalidate(self.program.updates)
 
-
-def run_module(module: codegen.CudaModule, arrays: Mapping[str, np.ndarray], cache=None) -> None:
-    """Run a rendered module on host arrays keyed by buffer name (tests): every external
-    buffer must be given; outputs are copied back into their arrays."""
-    dev = device()
-    drv = dev["drv"]
-    with _Active(dev["context"]):
-        cubin, _ = compile_module(module, dev["arch"], cache)
-        mod = drv.module_from_buffer(cubin)
-        ptr = {"<arena>": _alloc(drv, module.arena_bytes)}
-        for name in module.external:
-            a = np.ascontiguousarray(arrays[name])
-            ptr[name] = _alloc(drv, a.nbytes)
-            _upload(drv, ptr[name], a)
-        for launch in module.launches:
-            fn = mod.get_function(launch.function)
-            args = [np.uintp(int(ptr[module.storage[b].root]) + module.storage[b].offset)
-                    for b in launch.buffers]
-            fn(*args, grid=launch.grid, block=launch.block)
-        drv.Context.synchronize()
-        for name in module.external:
-            _download(drv, arrays[name], ptr[name])

@@ -200,6 +200,7 @@ class GPUArray:
         self.dtype = np.dtype(dtype)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.gpudata = gpudata if gpudata is not None else DeviceAllocation(max(self.size * self.dtype.itemsize, 1))
+        self.flags = types.SimpleNamespace(c_contiguous=True, f_contiguous=len(self.shape) <= 1)
 
     @property
     def __cuda_array_interface__(self) -> dict:
