@@ -61,8 +61,26 @@ def test_gather_errors_device_inputs_and_outputs(fake_gpu):
         exe(fake_pycuda.to_gpu(tv.astype(np.float64)), np.zeros(4, np.int32))
     assert exe.gpu_seconds(tv, np.array([0, 1, 2, 3], np.int32), repeat=2) > 0
     np.testing.assert_array_equal(exe(tv, np.array([2, 2, 0, 1], np.int32)), 2 * tv[[2, 2, 0, 1]])
+    # DLPack: (with the fake driver, device memory is host memory, so a numpy array's
+    # DLPack capsule presented as a CUDA tensor exercises the parsing)
+    np.testing.assert_array_equal(exe(_AsCudaDLPack(tv), np.array([3, 2, 1, 0], np.int32)), 2 * tv[::-1][1:])
+    with pytest.raises(gc.GraphcError, match="contiguous"):
+        exe(_AsCudaDLPack(np.arange(30, dtype=np.float32).reshape(5, 6)[:, ::2]), np.zeros(4, np.int32))
     exe.device_outputs = True
     a = exe(tv, np.array([0, 1, 2, 3], np.int32))
     b = exe(tv, np.array([3, 3, 3, 3], np.int32))
     np.testing.assert_array_equal(a.get(), 2 * tv[[0, 1, 2, 3]])  # not overwritten by b
     np.testing.assert_array_equal(b.get(), 2 * tv[[3, 3, 3, 3]])
+
+
+class _AsCudaDLPack:
+    """A numpy array that claims to live on CUDA device 0 (DLPack protocol)."""
+
+    def __init__(self, arr: np.ndarray) -> None:
+        self.arr = arr
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        return self.arr.__dlpack__()
