@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from ...ir import kernel as K
 from . import analysis as A
-from .codegen import CudaCodegenError, Launch, _decompose, compute_dtype, mem_type, reg_type
+from .cexpr import CudaCodegenError, compute_dtype, mem_type, reg_type
+from .codegen import Launch, _decompose
 
 if TYPE_CHECKING:
     from .codegen import _ModuleWriter, _Plan

@@ -33,7 +33,6 @@ import os
 import sys
 import threading
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -122,25 +121,11 @@ def cuda_available() -> tuple[bool, str]:
 
 # -- compiling -------------------------------------------------------------------------------
 
-_GENERATOR_FILES = ("codegen.py", "gemm.py", "gemm_templates.py", "prelude.py", "analysis.py", "nvcc.py")
-_generator_hash: list[str] = []
-
-
-def generator_hash() -> str:
-    if not _generator_hash:
-        h = hashlib.sha256()
-        here = Path(__file__).resolve().parent
-        for name in _GENERATOR_FILES:
-            h.update(name.encode())
-            h.update((here / name).read_bytes())
-        _generator_hash.append(h.hexdigest())
-    return _generator_hash[0]
-
-
 def compile_module(module: codegen.CudaModule, arch: str, cache=None) -> tuple[bytes, str]:
     """(cubin, where): nvcc through the compile cache (memory + disk, like the LLVM
-    backend's; key: source, arch, nvcc version, generator source, graphc version)."""
-    from ..llvm.cache import default_cache, graphc_version
+    backend's). The key is what the cubin depends on: the translation unit itself, the
+    target, nvcc's version and flags."""
+    from ..llvm.cache import default_cache
 
     def build() -> bytes:
         return nvcc.compile_cuda(module.source, arch, output="cubin")
@@ -148,7 +133,7 @@ def compile_module(module: codegen.CudaModule, arch: str, cache=None) -> tuple[b
     if cache is False:
         return build(), "built"
     h = hashlib.sha256()
-    for part in ("graphc cuda", module.source, arch, nvcc.nvcc_version(), generator_hash(), graphc_version()):
+    for part in ("graphc cuda", module.source, arch, nvcc.nvcc_version(), " ".join(nvcc.BASE_FLAGS)):
         h.update(part.encode())
         h.update(b"\0")
     c = default_cache() if cache is None or cache is True else cache

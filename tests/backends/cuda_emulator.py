@@ -21,12 +21,8 @@ whole) fails the launch instead of hanging.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
