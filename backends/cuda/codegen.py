@@ -110,10 +110,6 @@ def split_phases(body: list[K.Stmt]) -> list[list[K.Stmt]]:
                 names |= A.local_names(e)
         for n in names:
             last_use[n] = i
-    first_decl: dict[str, int] = {}
-    for i, s in enumerate(body):
-        if isinstance(s, K.Declare):
-            first_decl.setdefault(s.local.name, i)
     phases: list[list[K.Stmt]] = []
     end = -1
     for i, s in enumerate(body):
@@ -194,7 +190,8 @@ class _ModuleWriter:
         """A phase of one thread per iteration, no vector path: it can share a launch."""
         return (self.opt.merge_phases and bool(plan.parallel) and all(l.extent > 0 for l in plan.nest)
                 and not any(isinstance(s, K.Gemm) for s in A.walk_stmts(plan.nest[:1]))
-                and not self.group_size(plan) and self.vectorizable(plan) is None)
+                and self.memory_reduction(plan) is None and not self.group_size(plan)
+                and self.vectorizable(plan) is None)
 
     def flush(self, k: K.Kernel, run: list[tuple[str, list[K.Stmt], "_Plan"]]) -> None:
         if len(run) == 1:

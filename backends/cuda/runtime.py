@@ -275,6 +275,12 @@ def _alloc(drv, nbytes: int):
     return drv.mem_alloc(max(int(nbytes), 1))  # CUDA refuses empty allocations
 
 
+def _pinned(drv, buf: K.Buffer) -> np.ndarray:
+    """Page-locked staging for a buffer: exactly its elements (a view of at least one
+    element's allocation, as empty page-locked allocations are refused)."""
+    return drv.pagelocked_empty(max(buf.size, 1), buf.dtype.np_dtype)[:buf.size]
+
+
 def _upload(drv, dst, arr: np.ndarray) -> None:
     if arr.size:
         drv.memcpy_htod(dst, np.ascontiguousarray(arr))
@@ -331,8 +337,7 @@ class CudaExecutable(Executable):
                 _upload(drv, self._const_dev[name], arr)
             self._in_bufs = dict(zip([v.name for v in graph.inputs], p.inputs))
             self._in_dev = {n: _alloc(drv, nbytes[b]) for n, b in self._in_bufs.items()}
-            self._in_pinned = {n: drv.pagelocked_empty(p.buffers[b].size, p.buffers[b].dtype.np_dtype)
-                               for n, b in self._in_bufs.items()}
+            self._in_pinned = {n: _pinned(drv, p.buffers[b]) for n, b in self._in_bufs.items()}
             self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
             for b in list(p.outputs) + list(p.updates.values()):
                 if p.buffers[b].kind != "output" or b in p.aliases:
@@ -340,7 +345,7 @@ class CudaExecutable(Executable):
                                       "an output buffer of its own")
             shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
             self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
-            self._res_pinned = {b: drv.pagelocked_empty(p.buffers[b].size, dt) for b, _, dt in self._results}
+            self._res_pinned = {b: _pinned(drv, p.buffers[b]) for b, _, _ in self._results}
             self._status_zero = drv.pagelocked_zeros(2, np.int32)
             self._status_host = drv.pagelocked_zeros(2, np.int32)
         self._params = _DeviceParams(self)  # the base class's ParamStore reads through it

@@ -73,6 +73,18 @@ def test_gather_errors_device_inputs_and_outputs(fake_gpu):
     np.testing.assert_array_equal(b.get(), 2 * tv[[3, 3, 3, 3]])
 
 
+def test_empty_tensors(fake_gpu):
+    g = gc.Graph("empty")
+    with g:
+        x = gc.placeholder("x", (0, 3), "f32")
+        g.set_outputs([x * 2.0, gc.sum(x, axis=0), gc.max(x, axis=1)])
+    dev, ref = gc.compile(g, backend="cuda"), gc.compile(g, backend="reference")
+    xv = np.zeros((0, 3), np.float32)
+    for got, want in zip(dev(xv), ref(x=xv)):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
 class _AsCudaDLPack:
     """A numpy array that claims to live on CUDA device 0 (DLPack protocol)."""
 
