@@ -21,7 +21,8 @@ to the written storage:
   (B) the index is a `Select` of affine alternatives or any affine form, every
       alternative of every access has the same coefficient C != 0 for `v`, and the bytes
       the other variables can reach span less than |C| (so iteration `v` stays inside a
-      slab [C*v + lo, C*v + hi] that no other `v` reaches): col2im's guarded scatter.
+      slab [C*v + lo, C*v + hi] that no other `v` reaches); a branch's guard narrows the
+      reach of the sub-expressions it bounds: col2im's scatter into a padded window.
 
 The status buffer (`Program.status`) is ignored: kernels only ever write an error code
 into it, and any of several racing codes is a correct report.
@@ -68,11 +69,72 @@ def affine(e: K.Expr) -> Affine | None:
 
 def alternatives(e: K.Expr) -> list[Affine] | None:
     """The affine forms an index can take (one per `Select` branch), or None."""
+    g = guarded_alternatives(e)
+    return None if g is None else [f for f, _, _ in g]
+
+
+def guarded_alternatives(e: K.Expr, guard: K.Expr | None = None
+                         ) -> list[tuple[Affine, K.Expr, K.Expr | None]] | None:
+    """(affine form, expression, condition under which it is taken or None) per branch."""
     if isinstance(e, K.Select):
-        a, b = alternatives(e.a), alternatives(e.b)
+        both = guard if guard is not None else None
+        a = guarded_alternatives(e.a, e.cond if both is None else K.Binary("and", both, e.cond, e.cond.dtype))
+        b = guarded_alternatives(e.b, guard)
         return None if a is None or b is None else a + b
     f = affine(e)
-    return None if f is None else [f]
+    return None if f is None else [(f, e, guard)]
+
+
+def _constraints(cond: K.Expr | None, out: dict) -> dict:
+    """Intervals that `cond` (a conjunction of comparisons with constants) puts on
+    sub-expressions: {expression: (lo, hi)} (inclusive)."""
+    if isinstance(cond, K.Binary) and cond.op == "and":
+        _constraints(cond.a, out)
+        _constraints(cond.b, out)
+    elif isinstance(cond, K.Compare) and isinstance(cond.b, K.Const) and cond.a.dtype.is_int:
+        c = int(cond.b.value)
+        lo, hi = {"ge": (c, None), "gt": (c + 1, None), "le": (None, c), "lt": (None, c - 1),
+                  "eq": (c, c)}.get(cond.op, (None, None))
+        old_lo, old_hi = out.get(cond.a, (None, None))
+        lo = lo if old_lo is None else (old_lo if lo is None else max(lo, old_lo))
+        hi = hi if old_hi is None else (old_hi if hi is None else min(hi, old_hi))
+        out[cond.a] = (lo, hi)
+    return out
+
+
+def guarded_bounds(e: K.Expr, extents: dict[str, int], fixed: dict[str, int],
+                   cons: dict) -> tuple[int, int] | None:
+    """Interval of an integer expression over the loop ranges (variables in `fixed` held
+    at their value), narrowed where a sub-expression is constrained by the guard."""
+    r: tuple[int, int] | None
+    if isinstance(e, K.Var):
+        if e.name in fixed:
+            r = (fixed[e.name], fixed[e.name])
+        elif e.name in extents:
+            r = (0, max(extents[e.name] - 1, 0))
+        else:
+            return None
+    elif isinstance(e, K.Const) and e.dtype.is_int:
+        r = (int(e.value), int(e.value))
+    elif isinstance(e, K.Cast) and e.dtype.is_int and e.x.dtype.is_int:
+        r = guarded_bounds(e.x, extents, fixed, cons)
+    elif isinstance(e, K.Binary) and e.op in ("add", "sub", "mul") and e.dtype.is_int:
+        a, b = guarded_bounds(e.a, extents, fixed, cons), guarded_bounds(e.b, extents, fixed, cons)
+        if a is None or b is None:
+            return None
+        if e.op == "add":
+            r = (a[0] + b[0], a[1] + b[1])
+        elif e.op == "sub":
+            r = (a[0] - b[1], a[1] - b[0])
+        else:
+            ps = [x * y for x in a for y in b]
+            r = (min(ps), max(ps))
+    else:
+        return None
+    if e in cons:
+        lo, hi = cons[e]
+        r = (r[0] if lo is None else max(r[0], lo), r[1] if hi is None else min(r[1], hi))
+    return r
 
 
 def _scaled(f: Affine, scale: int, offset: int) -> Affine:
@@ -237,27 +299,24 @@ class Dependence:
         return all(c % itemsize == 0 for c, _ in terms)
 
     def _slab(self, group, v: str) -> bool:
-        forms = self._byte_forms(group)
-        if forms is None:
-            return False
+        """Test (B): every branch of every access is C*v + rest with one C, and the bytes
+        `rest` reaches (within the loop ranges, narrowed by the guard of a `Select` branch:
+        the in-bounds test of a padded window) span less than |C|."""
         coef = None
         lo, hi = None, None
-        for (a, st), alts in zip(group, forms):
-            for f in alts:
-                c = f.get(v, 0)
+        for a, st in group:
+            alts = guarded_alternatives(a.index)
+            if alts is None:
+                return False
+            for f, expr, guard in alts:
+                c = f.get(v, 0) * st.itemsize
                 if c == 0 or (coef is not None and c != coef):
                     return False
                 coef = c
-                flo = fhi = f.get("", 0)
-                for k, ck in f.items():
-                    if k in ("", v):
-                        continue
-                    if k not in self.extents:
-                        return False
-                    span = ck * (self.extents[k] - 1)
-                    flo += min(0, span)
-                    fhi += max(0, span)
-                fhi += st.itemsize - 1
+                r = guarded_bounds(expr, self.extents, {v: 0}, _constraints(guard, {}))
+                if r is None:
+                    return False
+                flo, fhi = st.offset + r[0] * st.itemsize, st.offset + r[1] * st.itemsize + st.itemsize - 1
                 lo = flo if lo is None else min(lo, flo)
                 hi = fhi if hi is None else max(hi, fhi)
         return coef is not None and hi - lo < abs(coef)
