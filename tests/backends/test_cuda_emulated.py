@@ -1,6 +1,6 @@
 """Generated CUDA C executed on the CPU (tests/backends/cuda_emulator.py) equals the
-reference interpreter: every registry op, the GEMM variants (tensor-core f16 included) and
-a CNN training step. This checks the code generator's output itself (indexing, thread
+reference interpreter: every registry op, the GEMM variants (tensor-core f16 included),
+long reductions, seeded random graphs and a CNN training step. This checks the code generator's output itself (indexing, thread
 mapping, group reductions, GEMM tiling, dtype semantics) where no GPU is available; the
 GPU conformance suite (`pytest -m cuda`, test_cuda_runtime.py) runs the same graphs on a
 device.
@@ -15,9 +15,10 @@ from graphc.backends.cuda import codegen
 
 from tests.backends import cuda_emulator as emu
 from tests.backends.cuda_programs import (epilogue_program, epilogue_reference, gemm_graphs, lowered,
-                                          op_graphs, reduction_graphs)
+                                          op_graphs, reduction_graphs, with_outputs)
 from tests.backends.test_llvm_conformance import TOL, feeds_for
 from tests.examples import digits_cnn
+from tests.ir.random_graphs import build_random_graph
 
 pytestmark = pytest.mark.skipif(not emu.available(), reason="no C++ compiler for the emulator")
 
@@ -30,6 +31,8 @@ def _cases():
     cases += [(n, g, None) for n, g in gemm_graphs()]
     cases += [(n + "_big_tiles", g, BIG_TILES) for n, g in gemm_graphs() if "f64" not in n]
     cases += [(n, g, None) for n, g in reduction_graphs()]
+    cases += [(f"random_{seed}", with_outputs(build_random_graph(seed, max_nodes=10, special_values=False)), None)
+              for seed in range(20)]
     cases.append(("digits_cnn_step", digits_cnn().build_train_step(batch=4, eval_batch=2), None))
     return cases
 
