@@ -9,7 +9,8 @@ accumulates a TM x TN block in registers with explicit fused multiply-adds. A th
 groups of four consecutive rows and columns, spread over the tile (the classic layout of
 register-blocked SGEMM), so it reads its operands from shared memory with 16-byte loads;
 rows are padded by four elements, which keeps those loads aligned and the tile stores off
-a single bank.
+a single bank. The next tiles' global loads are issued into registers before the current
+tile is multiplied, so their latency overlaps the arithmetic.
 
 `gc_gemm_wmma<BM, BN, BK, TRA, TRB>`: f16 inputs on tensor cores (sm_70+, WMMA 16x16x16,
 f32 accumulation). Tiles are staged through shared memory with row strides padded to
@@ -92,24 +93,39 @@ __device__ __forceinline__ void gc_gemm_simt(const TA* __restrict__ A, const TB*
   for (int i = 0; i < TM; ++i)
 #pragma unroll
     for (int j = 0; j < TN; ++j) acc[i][j] = (Acc)0;
-  for (gc_i64 k0 = 0; k0 < K; k0 += BK) {
+  // The next tiles are loaded into registers while this one is multiplied (prefetch).
+  constexpr int LA = (BM * BK + NT - 1) / NT, LB = (BK * BN + NT - 1) / NT;
+  Acc ra[LA], rb[LB];
+  auto load = [&](gc_i64 k0) {
 #pragma unroll
-    for (int e = tid; e < BM * BK; e += NT) {
+    for (int q = 0; q < LA; ++q) {
+      const int e = tid + q * NT;
       const int mm = TRA ? e % BM : e / BK, kk = TRA ? e / BM : e % BK;
       const gc_i64 gm = m0 + mm, gk = k0 + kk;
-      Acc v = (Acc)0;
-      if (gm < M && gk < K) v = (Acc)gc_val(A[TRA ? gk * lda + gm : gm * lda + gk]);
-      As[kk][mm] = v;
+      ra[q] = (e < BM * BK && gm < M && gk < K) ? (Acc)gc_val(A[TRA ? gk * lda + gm : gm * lda + gk]) : (Acc)0;
     }
 #pragma unroll
-    for (int e = tid; e < BK * BN; e += NT) {
+    for (int q = 0; q < LB; ++q) {
+      const int e = tid + q * NT;
       const int nn = TRB ? e / BK : e % BN, kk = TRB ? e % BK : e / BN;
       const gc_i64 gn = n0 + nn, gk = k0 + kk;
-      Acc v = (Acc)0;
-      if (gn < N && gk < K) v = (Acc)gc_val(B[TRB ? gn * ldb + gk : gk * ldb + gn]);
-      Bs[kk][nn] = v;
+      rb[q] = (e < BK * BN && gn < N && gk < K) ? (Acc)gc_val(B[TRB ? gn * ldb + gk : gk * ldb + gn]) : (Acc)0;
+    }
+  };
+  load(0);
+  for (gc_i64 k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+    for (int q = 0; q < LA; ++q) {
+      const int e = tid + q * NT;
+      if (e < BM * BK) As[TRA ? e / BM : e % BK][TRA ? e % BM : e / BK] = ra[q];
+    }
+#pragma unroll
+    for (int q = 0; q < LB; ++q) {
+      const int e = tid + q * NT;
+      if (e < BK * BN) Bs[TRB ? e % BK : e / BN][TRB ? e / BK : e % BN] = rb[q];
     }
     __syncthreads();
+    if (k0 + BK < K) load(k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       Acc a[TM], b[TN];
