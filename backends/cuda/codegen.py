@@ -18,7 +18,12 @@ Loops -> grid
     neighbouring elements); the other loops of the nest run inside each thread in their
     original order (loop interchange: legal, since an independent loop's iterations never
     touch the same written byte). Index arithmetic is 32-bit when every buffer and loop
-    fits in 2^30 elements, 64-bit otherwise.
+    fits in 2^30 elements, 64-bit otherwise (cexpr.py).
+    Straight-line bodies over 4-byte elements whose accesses are contiguous in the
+    innermost parallel loop and 16-byte aligned take four iterations per thread with
+    `float4`/`int4` loads and stores. Consecutive phases that provably touch disjoint
+    bytes (analysis.independent_nests: the nine nests of a 3x3 im2col) share one launch,
+    their index spaces laid end to end.
 
 Reductions -> groups of threads
     When the body left for one thread contains reduction loop nests (`acc = acc + x`,
@@ -31,7 +36,9 @@ Reductions -> groups of threads
     Softmax, layer norm and cross-entropy lower to such fused row reductions: one pass
     per reduction, the normalisation fused into the next kernel. A reduction the lowering
     wrote into memory (`out[i] = out[i] + x[r, i]` over serial loops r: column sums, bias
-    gradients) is folded the same way after interchange: lanes split the r iterations.
+    gradients) is folded after interchange by blocks of 32 outputs x L warps: the warps
+    split the r iterations, neighbouring threads read neighbouring columns
+    (prelude.gc_column_reduce). Reassociating a float sum is what `reduce` loops allow.
 
 GEMM
     gemm.py: tiled shared-memory kernels with register blocking; f16 inputs on tensor
