@@ -25,9 +25,9 @@ needs_nvcc = pytest.mark.skipif(nvcc.find_nvcc() is None, reason="nvcc not insta
 @pytest.fixture(scope="module")
 def translation_unit() -> tuple[str, list[str]]:
     bodies, functions = [], []
-    programs = [program(g) for _, g in all_graphs()] + [epilogue_program()]
-    for name_and_graph, p in zip(list(all_graphs()) + [("gemm_epilogue", None)], programs):
-        body, _, fns = codegen.render_body(p, prefix="gc_" + codegen.sanitize(name_and_graph[0]))
+    programs = [(name, program(g)) for name, g in all_graphs()] + [("gemm_epilogue", epilogue_program())]
+    for name, p in programs:
+        body, _, fns = codegen.render_body(p, prefix="gc_" + codegen.sanitize(name))
         bodies.append(body)
         functions += fns
     return codegen.translation_unit(bodies), functions
