@@ -249,3 +249,15 @@ def _check_disjoint_run(name, k, run, mw, p) -> int:
     for i, j in itertools.permutations(range(len(sets)), 2):
         assert not sets[i][0] & sets[j][1], (name, k.name, i, j)
     return 1
+
+
+def test_cli_dumps_the_cuda_the_backend_compiles(tmp_path):
+    """`graphc dump FILE:FN --format cuda` runs the cuda backend's pipeline: its output is
+    the translation unit gc.compile(backend="cuda") would compile."""
+    from graphc.cli import main
+    from tests.examples import ROOT, digits_cnn
+    out = tmp_path / "step.cu"
+    assert main(["dump", f"{ROOT / 'examples/digits_cnn.py'}:build_train_step", "--format", "cuda",
+                 "-o", str(out)]) == 0
+    want = codegen.render(program(digits_cnn().build_train_step())).source
+    assert out.read_text().rstrip("\n") == want.rstrip("\n")
