@@ -78,19 +78,22 @@ def device() -> dict[str, Any]:
     with _device_lock:
         if not _device:
             drv = _driver()
+            choice = os.environ.get("GRAPHC_CUDA_DEVICE", "0").strip() or "0"
+            if not choice.isdigit():
+                raise CudaUnavailable(f"GRAPHC_CUDA_DEVICE={choice!r} is not a device number")
+            index = int(choice)
             try:
                 drv.init()
                 count = drv.Device.count()
-            except Exception as e:
-                raise CudaUnavailable(f"CUDA driver initialisation failed: {e}") from None
-            index = int(os.environ.get("GRAPHC_CUDA_DEVICE", "0") or 0)
-            if not 0 <= index < count:
-                raise CudaUnavailable(f"no CUDA device {index} ({count} found)")
-            dev = drv.Device(index)
-            major, minor = dev.compute_capability()
-            _device.update(drv=drv, context=dev.retain_primary_context(), arch=f"sm_{major}{minor}",
-                           name=dev.name(),
-                           sms=dev.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
+                if not 0 <= index < count:
+                    raise CudaUnavailable(f"no CUDA device {index} ({count} found)")
+                dev = drv.Device(index)
+                major, minor = dev.compute_capability()
+                info = dict(drv=drv, context=dev.retain_primary_context(), arch=f"sm_{major}{minor}",
+                            name=dev.name(), sms=dev.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT))
+            except drv.Error as e:
+                raise CudaUnavailable(f"CUDA device {index} cannot be used: {e}") from None
+            _device.update(info)
         return _device
 
 
