@@ -261,3 +261,18 @@ def test_cli_dumps_the_cuda_the_backend_compiles(tmp_path):
                  "-o", str(out)]) == 0
     want = codegen.render(program(digits_cnn().build_train_step())).source
     assert out.read_text().rstrip("\n") == want.rstrip("\n")
+
+
+@needs_nvcc
+def test_compiled_modules_are_cached_in_memory_and_on_disk(tmp_path):
+    from graphc.backends.cuda.runtime import compile_module
+    from graphc.backends.llvm.cache import CompileCache
+    from tests.backends.cuda_programs import reduction_graphs
+    name, g = next(reduction_graphs())
+    module = codegen.render(program(g))
+    cache = CompileCache(tmp_path, enabled=True)
+    cubin, where = compile_module(module, "sm_80", cache)
+    assert where == "built" and cubin[:4] == b"\x7fELF"
+    assert compile_module(module, "sm_80", cache) == (cubin, "memory")
+    assert compile_module(module, "sm_80", CompileCache(tmp_path, enabled=True)) == (cubin, "disk")
+    assert compile_module(module, "sm_90", cache)[1] == "built"  # the target is part of the key
