@@ -312,45 +312,47 @@ class CudaExecutable(Executable):
         nbytes = {n: b.size * b.dtype.itemsize for n, b in p.buffers.items()}
         with _Active(self._ctx):
             self.cubin, self.cubin_source = compile_module(self.module, dev["arch"], cache)
-            try:
+            try:  # loading the code and taking device memory can fail (an old driver, a full GPU)
                 self._mod = drv.module_from_buffer(self.cubin)
+                self._launches = []
+                for launch in self.module.launches:
+                    fn = self._mod.get_function(launch.function)
+                    fn.prepare("P" * len(launch.buffers))
+                    where = [(self.module.storage[b].root, self.module.storage[b].offset) for b in launch.buffers]
+                    self._launches.append((fn, launch.grid, launch.block, where))
+                self._stream = drv.Stream()
+                self._arena = _alloc(drv, p.arena_bytes)
+                # parameters: resident; an update buffer and its parameter swap after each call
+                self._param_dev = {}
+                for name, b in p.params.items():
+                    self._param_dev[name] = _alloc(drv, nbytes[b])
+                    _upload(drv, self._param_dev[name], self._params[name])
+                self._const_dev = {}
+                for name, data in p.constants.items():
+                    b = p.buffers[name]
+                    arr = np.ascontiguousarray(np.asarray(data), dtype=b.dtype.np_dtype).reshape(-1)
+                    if arr.size != b.size:
+                        raise GraphcError(f"internal: constant {name!r} has {arr.size} elements, buffer "
+                                          f"says {b.size}")
+                    self._const_dev[name] = _alloc(drv, arr.nbytes)
+                    _upload(drv, self._const_dev[name], arr)
+                self._in_bufs = dict(zip([v.name for v in graph.inputs], p.inputs))
+                self._in_dev = {n: _alloc(drv, nbytes[b]) for n, b in self._in_bufs.items()}
+                self._in_pinned = {n: _pinned(drv, p.buffers[b]) for n, b in self._in_bufs.items()}
+                self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
+                for b in list(p.outputs) + list(p.updates.values()):
+                    if p.buffers[b].kind != "output" or b in p.aliases:
+                        raise GraphcError(f"internal: result buffer {b!r} of program {p.name!r} is not "
+                                          "an output buffer of its own")
+                shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
+                self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
+                self._res_pinned = {b: _pinned(drv, p.buffers[b]) for b, _, _ in self._results}
+                self._status_zero = drv.pagelocked_zeros(2, np.int32)
+                self._status_host = drv.pagelocked_zeros(2, np.int32)
             except drv.Error as e:
-                raise CudaRuntimeError(f"loading the compiled program {p.name!r} failed: {e}") from None
-            self._launches = []
-            for launch in self.module.launches:
-                fn = self._mod.get_function(launch.function)
-                fn.prepare("P" * len(launch.buffers))
-                where = [(self.module.storage[b].root, self.module.storage[b].offset) for b in launch.buffers]
-                self._launches.append((fn, launch.grid, launch.block, where))
-            self._stream = drv.Stream()
-            self._arena = _alloc(drv, p.arena_bytes)
-            # parameters: resident; an update buffer and its parameter swap after each call
-            self._param_dev = {}
-            for name, b in p.params.items():
-                self._param_dev[name] = _alloc(drv, nbytes[b])
-                _upload(drv, self._param_dev[name], self._params[name])
-            self._const_dev = {}
-            for name, data in p.constants.items():
-                b = p.buffers[name]
-                arr = np.ascontiguousarray(np.asarray(data), dtype=b.dtype.np_dtype).reshape(-1)
-                if arr.size != b.size:
-                    raise GraphcError(f"internal: constant {name!r} has {arr.size} elements, buffer "
-                                      f"says {b.size}")
-                self._const_dev[name] = _alloc(drv, arr.nbytes)
-                _upload(drv, self._const_dev[name], arr)
-            self._in_bufs = dict(zip([v.name for v in graph.inputs], p.inputs))
-            self._in_dev = {n: _alloc(drv, nbytes[b]) for n, b in self._in_bufs.items()}
-            self._in_pinned = {n: _pinned(drv, p.buffers[b]) for n, b in self._in_bufs.items()}
-            self._out_dev = {b: _alloc(drv, nbytes[b]) for b in p.external() if p.buffers[b].kind == "output"}
-            for b in list(p.outputs) + list(p.updates.values()):
-                if p.buffers[b].kind != "output" or b in p.aliases:
-                    raise GraphcError(f"internal: result buffer {b!r} of program {p.name!r} is not "
-                                      "an output buffer of its own")
-            shapes = {b: tuple(v.shape) for v, b in zip(graph.outputs, p.outputs)}
-            self._results = [(b, shapes[b], p.buffers[b].dtype.np_dtype) for b in p.outputs]
-            self._res_pinned = {b: _pinned(drv, p.buffers[b]) for b, _, _ in self._results}
-            self._status_zero = drv.pagelocked_zeros(2, np.int32)
-            self._status_host = drv.pagelocked_zeros(2, np.int32)
+                need = p.arena_bytes + sum(nbytes[b] for b in p.external())
+                raise CudaRuntimeError(f"setting up program {p.name!r} on the GPU failed (it needs "
+                                       f"about {need:,} bytes of device memory): {e}") from None
         self._params = _DeviceParams(self)  # the base class's ParamStore reads through it
 
     def _report_lines(self) -> list[str]:

@@ -30,10 +30,15 @@ class LogicError(Error):
     pass
 
 
+MEMORY_LIMIT: list[int] = []  # set [n] to refuse allocations beyond n bytes (out of memory)
+
+
 class DeviceAllocation:
     def __init__(self, nbytes: int) -> None:
         if nbytes <= 0:
             raise LogicError("cuMemAlloc failed: invalid argument")
+        if MEMORY_LIMIT and nbytes > MEMORY_LIMIT[0]:
+            raise Error("cuMemAlloc failed: out of memory")
         self._mem = np.full(nbytes + 256, 0xAB, np.uint8)  # garbage, as fresh device memory
         self._ptr = self._mem.ctypes.data + (-self._mem.ctypes.data) % 256
         self.nbytes = nbytes

@@ -85,6 +85,16 @@ def test_empty_tensors(fake_gpu):
         np.testing.assert_array_equal(got, want)
 
 
+def test_out_of_device_memory_is_a_clear_error(fake_gpu, monkeypatch):
+    monkeypatch.setattr(fake_pycuda, "MEMORY_LIMIT", [1000])
+    g = gc.Graph("big")
+    with g:
+        x = gc.placeholder("x", (100, 100), "f32")
+        g.set_outputs([gc.exp(x)])
+    with pytest.raises(gc.GraphcError, match="device memory"):
+        gc.compile(g, backend="cuda")
+
+
 class _AsCudaDLPack:
     """A numpy array that claims to live on CUDA device 0 (DLPack protocol)."""
 
