@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.backends.cuda import analysis as A
 from graphc.backends.cuda import codegen
 
 from tests.backends import cuda_emulator as emu
@@ -37,24 +38,26 @@ def _cases():
     return cases
 
 
+def _module(p, options, prefix: str) -> tuple[str, codegen.CudaModule]:
+    """The program's CUDA C (for the shared library) and its launches."""
+    body, launches, fns = codegen.render_body(p, options, prefix=prefix)
+    return body, codegen.CudaModule("", launches, A.storage_map(p), p.arena_bytes, p.external(), fns)
+
+
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
     """One CPU library for every case: {name: (graph, optimised graph, program, module)}."""
-    built, bodies, functions = {}, [], []
+    built, bodies = {}, []
     for name, g, options in _cases():
         work, p = lowered(g)
-        prefix = "gc_" + codegen.sanitize(name)
-        body, launches, fns = codegen.render_body(p, options, prefix=prefix)
-        module = codegen.CudaModule("", launches, codegen.A.storage_map(p), p.arena_bytes, p.external(), fns)
+        body, module = _module(p, options, "gc_" + codegen.sanitize(name))
         built[name] = (g, work, p, module)
         bodies.append(body)
-        functions += fns
     p = epilogue_program()
-    body, launches, fns = codegen.render_body(p, prefix="gc_epilogue")
-    built["gemm_epilogue"] = (None, None, p, codegen.CudaModule("", launches, codegen.A.storage_map(p),
-                                                                 p.arena_bytes, p.external(), fns))
+    body, module = _module(p, None, "gc_epilogue")
+    built["gemm_epilogue"] = (None, None, p, module)
     bodies.append(body)
-    functions += fns
+    functions = [f for *_, m in built.values() for f in m.functions]
     lib = emu.build(codegen.translation_unit(bodies), functions, tmp_path_factory.mktemp("emu"))
     return lib, built
 
