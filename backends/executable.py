@@ -132,6 +132,12 @@ class Executable:
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, np.ndarray]:
         spec = self.graph.inputs
+        bound = self.match_arguments(args, kwargs)
+        return {v.name: convert_argument(f"input {v.name!r}", bound[v.name], v.type) for v in spec}
+
+    def match_arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
+        """The argument given for each input (positionally or by name), unconverted."""
+        spec = self.graph.inputs
         if len(args) > len(spec):
             raise InputError(f"graph {self.graph.name!r} takes {len(spec)} inputs "
                              f"({', '.join(self.input_names)}), got {len(args)} positional arguments")
@@ -149,7 +155,7 @@ class Executable:
             raise InputError(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                              f"for graph {self.graph.name!r}; expected "
                              + ", ".join(f"{v.name}: {v.type}" for v in spec))
-        return {v.name: convert_argument(f"input {v.name!r}", bound[v.name], v.type) for v in spec}
+        return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         inputs = self.bind(args, kwargs)

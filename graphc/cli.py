@@ -91,6 +91,14 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         out = to_dot(g)
     elif args.format == "json":
         out = json.dumps(graph_to_json(g), indent=1)
+    elif args.format == "cuda":  # the CUDA C the cuda backend would compile for this graph
+        from .backends.cuda.codegen import render
+        from .passes.lower import lower
+        if not optimise:
+            from .backends import backend_graph_passes
+            from .passes.manager import Pipeline, standard_passes
+            Pipeline(standard_passes(2, backend_graph_passes("cuda"))).run(g)
+        out = render(lower(g, fuse_ops=None)).source
     else:
         out = summarize(g)
     if args.output:
@@ -172,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "arguments), or a text IR file. A graph with outputs set is pruned and "
                        "verified first, as gc.compile would.")
     d.add_argument("target", help="FILE.py:FUNCTION, FILE.gcir or MODEL.onnx")
-    d.add_argument("--format", choices=("text", "dot", "json", "summary"), default="text")
+    d.add_argument("--format", choices=("text", "dot", "json", "summary", "cuda"), default="text")
     d.add_argument("-o", "--output", help="write to this file instead of stdout")
     d.add_argument("-O", dest="opt", type=int, choices=(0, 1, 2, 3), default=None,
                    help="run the optimisation pipeline of this level first (default 2 when "

@@ -1,0 +1,31 @@
+"""The CUDA backend: kernel IR -> CUDA C -> cubin (nvcc) -> launches through pycuda.
+
+    codegen.render(program) -> CudaModule      the translation unit and its launches
+    analysis                                   which loops may run as independent threads
+    gemm / gemm_templates                      tiled SIMT and tensor-core (WMMA) GEMMs
+    prelude                                    numpy scalar semantics, group reductions
+    nvcc.compile_cuda(source, arch)            cubin or PTX; the CI check compiles with it
+    runtime.CudaExecutable(graph, program)     device arena, resident parameters, one stream
+
+Code generation needs neither pycuda nor a GPU (the CI renders and compiles every op and
+example model with nvcc); running needs the `cuda` extra (pycuda), a device and nvcc.
+`factory` is what `graphc.compile(..., backend="cuda")` calls (registered in
+graphc/backends/__init__.py); it lowers the graph with passes.lower.lower.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
+            **options: Any):
+    """graph -> CudaExecutable. Options: cache (False, or a CompileCache), options (a
+    codegen.CodegenOptions), device_outputs (return pycuda GPUArrays)."""
+    from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
+    from .runtime import CudaExecutable
+    opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
+    program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    return CudaExecutable(graph, program, params=params, single_output=single_output, **options)
+
+
+__all__ = ["factory"]
