@@ -92,13 +92,13 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     elif args.format == "json":
         out = json.dumps(graph_to_json(g), indent=1)
     elif args.format == "cuda":  # the CUDA C the cuda backend would compile for this graph
+        from .backends.cuda import lower_for_cuda
         from .backends.cuda.codegen import render
-        from .passes.lower import lower
         if not optimise:
             from .backends import backend_graph_passes
             from .passes.manager import Pipeline, standard_passes
             Pipeline(standard_passes(2, backend_graph_passes("cuda"))).run(g)
-        out = render(lower(g, fuse_ops=None)).source
+        out = render(lower_for_cuda(g)).source
     else:
         out = summarize(g)
     if args.output:

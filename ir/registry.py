@@ -122,6 +122,10 @@ class OpDef:
     scalar: Callable[..., Any] | None = None
     lower: Callable[..., Any] | None = None
     decompose: Callable[..., Any] | None = None
+    # The `lower` hook calls GEMM inside a loop nest beside other statements (a CPU-style
+    # per-image loop). Code generators that launch every GEMM as a kernel of its own (CUDA)
+    # decompose such an op instead (passes/legalize.py: has_flat_kernel).
+    lower_nests_gemm: bool = False
 
     @property
     def differentiable(self) -> bool:

@@ -26,8 +26,14 @@ def _decompose_all(op: OpDef) -> bool:
 
 
 def has_kernel(op: OpDef) -> bool:
-    """Ops the kernel-IR lowering handles directly (the LLVM and CUDA backends keep these)."""
+    """Ops the kernel-IR lowering handles directly (the LLVM backend keeps these)."""
     return op.scalar is not None or op.lower is not None
+
+
+def has_flat_kernel(op: OpDef) -> bool:
+    """has_kernel, less ops whose kernels call GEMM inside a loop nest (for the CUDA backend,
+    which launches each GEMM alone)."""
+    return has_kernel(op) and not op.lower_nests_gemm
 
 
 def legalize(graph: Graph, keep: Callable[[OpDef], bool] = _decompose_all, *,

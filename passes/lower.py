@@ -24,30 +24,35 @@ class LoweringError(GraphcError):
     """A node that no lowering rule covers."""
 
 
-def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True) -> Program:
+def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
+          nested_gemm: bool = True, donate: bool = True) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
     gc.compile's pass pipeline left them). plan: parameter updates overwrite the parameters
     (passes/donate.py), kernels are reordered to free memory early (passes/schedule.py),
     arena temps share bytes by liveness and outputs overwrite dead inputs in place
-    (passes/memory.py, passes/inplace.py); False gives every temp bytes of its own."""
+    (passes/memory.py, passes/inplace.py); False gives every temp bytes of its own.
+    nested_gemm=False decomposes ops whose kernels call GEMM inside loop nests, donate=False
+    keeps parameter updates in output buffers of their own (both the CUDA backend's choice:
+    its launches are asynchronous, so a failing call cannot stop before an in-place update)."""
     from .fusion import fuse
-    from .legalize import has_kernel, legalize
+    from .legalize import has_flat_kernel, has_kernel, legalize
     g = graph.copy()
-    legalize(g, keep=has_kernel)
+    legalize(g, keep=has_kernel if nested_gemm else has_flat_kernel)
     eliminate_dead_code(g)
     if fuse_ops:
         fuse(g)
     elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
-    return _Lowering(g, plan=plan).run()
+    return _Lowering(g, plan=plan, donate=donate).run()
 
 
 class _Lowering:
-    def __init__(self, g: Graph, plan: bool = True) -> None:
+    def __init__(self, g: Graph, plan: bool = True, donate: bool = True) -> None:
         self.g = g
         self.plan = plan
+        self.donate = donate
         self.p = Program(g.name, {}, [])
         self.buf: dict[Value, str] = {}
         self.counter = 0
@@ -155,6 +160,6 @@ class _Lowering:
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
         if self.plan:
-            plan_program(self.p)
+            plan_program(self.p, donate=self.donate)
         else:
             naive_layout(self.p)

@@ -65,6 +65,11 @@ def _legalize(g: Graph) -> dict[str, int]:
     return {"composite ops decomposed": legalize(g, keep=has_kernel)}
 
 
+def _legalize_flat(g: Graph) -> dict[str, int]:
+    from .legalize import has_flat_kernel, legalize
+    return {"composite ops decomposed": legalize(g, keep=has_flat_kernel)}
+
+
 def _fusion(g: Graph) -> dict[str, int]:
     from .fusion import fuse
     s = fuse(g)
@@ -75,6 +80,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("dce", "remove nodes no output or update needs", _dce),
     Pass("simplify", "constant folding, CSE, algebraic identities, DCE (to a fixpoint)", _simplify),
     Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
+    Pass("legalize_flat", "legalize, also decomposing ops whose kernels nest GEMMs in loops "
+         "(for backends that launch each GEMM alone)", _legalize_flat),
     Pass("fusion", "group elementwise chains and reductions with their producers into kernels",
          _fusion),
 ]}
@@ -87,7 +94,7 @@ def standard_passes(opt_level: int, backend_passes: Sequence[str] = ()) -> list[
         raise GraphcError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     names = ["dce"] if opt_level == 0 else ["simplify"]
     for name in backend_passes:
-        if opt_level > 0 or name == "legalize":
+        if opt_level > 0 or name.startswith("legalize"):
             names.append(name)
     return [PASSES[n] for n in names]
 

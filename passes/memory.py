@@ -270,13 +270,13 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
                       records, order, [k.name for k in p.kernels])
 
 
-def plan_program(p: Program) -> MemoryPlan:
+def plan_program(p: Program, donate: bool = True) -> MemoryPlan:
     """The whole memory pipeline `lower(..., plan=True)` runs: parameter updates in place
     (passes/donate.py), a memory-aware kernel order (passes/schedule.py), then in-place
     kernels and placement (`plan_memory`)."""
     from .donate import donate_state
     from .schedule import live_peak, schedule_kernels
-    donated = donate_state(p)
+    donated = donate_state(p) if donate else []
     graph_order = live_peak(p)
     reordered = schedule_kernels(p)
     plan = plan_memory(p, inplace=True)

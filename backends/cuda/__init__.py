@@ -17,15 +17,23 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
+def lower_for_cuda(graph, plan: bool = True):
+    """The kernel-IR program this backend compiles for an optimised graph: no op whose kernel
+    nests a GEMM in a loop (each GEMM is a launch of its own), and parameter updates in
+    output buffers of their own (launches are asynchronous: a failing call cannot stop
+    before an in-place update)."""
+    from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
+    return lower(graph, fuse_ops=None, plan=plan, nested_gemm=False, donate=False)
+
+
 def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
             **options: Any):
     """graph -> CudaExecutable. Options: cache (False, or a CompileCache), options (a
     codegen.CodegenOptions), device_outputs (return pycuda GPUArrays)."""
-    from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
     from .runtime import CudaExecutable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
-    program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    program = lower_for_cuda(graph, plan=opt_level >= 1)
     return CudaExecutable(graph, program, params=params, single_output=single_output, **options)
 
 
-__all__ = ["factory"]
+__all__ = ["factory", "lower_for_cuda"]

@@ -303,7 +303,7 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_conv_flops(outs[0].shape, ts[1].shape), ts, outs),
     doc="2-D cross-correlation, NCHW input, (K, C/groups, KH, KW) weight; zero padding "
         "(top, bottom, left, right), strides, dilations and channel groups",
-    decompose=_conv2d_decompose, lower=_lower_conv2d))
+    decompose=_conv2d_decompose, lower=_lower_conv2d, lower_nests_gemm=True))
 
 
 def _conv2d_grad_input_infer(ts, a):
@@ -364,7 +364,7 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_conv_flops(ts[0].shape, ts[1].shape), ts, outs),
     doc="gradient of conv2d with respect to its input (a transposed convolution) given the "
         "output gradient g and the weight; input positions no window reads get zero",
-    decompose=_conv2d_grad_input_decompose, lower=_lower_conv2d_grad_input))
+    decompose=_conv2d_grad_input_decompose, lower=_lower_conv2d_grad_input, lower_nests_gemm=True))
 
 
 def _conv2d_grad_weight_infer(ts, a):
@@ -419,7 +419,7 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_conv_flops(ts[1].shape, outs[0].shape), ts, outs),
     doc="gradient of conv2d with respect to its weight, given the input x and the output "
         "gradient g",
-    decompose=_conv2d_grad_weight_decompose, lower=_lower_conv2d_grad_weight))
+    decompose=_conv2d_grad_weight_decompose, lower=_lower_conv2d_grad_weight, lower_nests_gemm=True))
 
 
 # --- pooling ------------------------------------------------------------------------------------

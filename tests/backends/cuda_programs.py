@@ -14,7 +14,7 @@ from graphc.ir import all_ops
 from graphc.ir import kernel as K
 from graphc.ir.dtypes import f32
 from graphc.passes.dce import eliminate_dead_code
-from graphc.passes.lower import lower
+from graphc.backends.cuda import lower_for_cuda
 from graphc.passes.manager import Pipeline, standard_passes
 
 from tests.examples import digits_cnn, mlp_step
@@ -42,7 +42,7 @@ def program(g, outputs=None) -> K.Program:
 def lowered(g, outputs=None) -> tuple[gc.ir.Graph, K.Program]:
     """(the optimised graph, its kernel-IR program), as the CUDA backend gets them."""
     work = optimised(g, outputs)
-    return work, lower(work, fuse_ops=None)
+    return work, lower_for_cuda(work)
 
 
 def op_graphs(seeds=(0, 1), f16: bool = True) -> Iterator[tuple[str, gc.ir.Graph]]:
