@@ -102,39 +102,52 @@ def _inside_range(n_out: int, stride: int, offset: int, size: int) -> tuple[int,
     return lo, hi
 
 
+def _plane_taps(ctx, x_shape, a, xb, src, ob, dst, dtype, out_dtype) -> tuple[list, bool]:
+    """(per kernel tap, a nest copying one (H, W) plane's in-image window positions into its
+    KH*KW rows of columns; whether some tap reaches into the padding). src and dst are the
+    element offsets of the plane in x and of its first row in the columns. Plain copies, no
+    bounds checks, so LLVM vectorises them; positions in the padding are left to a fill."""
+    _, _, hh, ww = x_shape
+    kh, kw = a["kernel"]
+    oh_n, ow_n = _out_hw_of(x_shape, a)
+    cols = oh_n * ow_n
+    (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
+    loops, partial = [], False
+    for ki in range(kh):
+        for kj in range(kw):
+            (h0, h1), (w0, w1) = (_inside_range(oh_n, sh, ki * dh - pt, hh),
+                                  _inside_range(ow_n, sw, kj * dw - pl, ww))
+            partial |= (h0, h1, w0, w1) != (0, oh_n, 0, ow_n)
+            if h1 <= h0 or w1 <= w0:
+                continue  # this tap reads only padding
+            i, j = ctx.var(), ctx.var()
+            oh, ow = L.add(i, L.c64(h0)), L.add(j, L.c64(w0))
+            h, w = _window_coords(a, oh, ow, ki, kj)
+            val = K.Load(xb, L.linear_index([h, w], [ww, 1], src), dtype)
+            to = L.linear_index([oh, ow], [ow_n, 1], L.add(dst, L.c64((ki * kw + kj) * cols)))
+            copy = K.Store(ob, to, val if out_dtype == dtype else K.Cast(val, out_dtype))
+            loops.append(K.For(i, h1 - h0, [K.For(j, w1 - w0, [copy], "vectorize")], "serial"))
+    return loops, partial
+
+
 def _lower_im2col(ctx, node):
     """One loop over the (n, c) planes (parallel when big enough: one fork for all taps)
-    holding, per kernel tap (ki, kj), a nest over the output positions whose input lies
-    inside the image: plain copies, no bounds checks, so LLVM vectorises them. When some
-    tap reaches into the padding, one pass first fills the whole output with the pad
-    value. The taps are unrolled at lowering time. Plane p = n*C + c starts at p*H*W in x
-    and at row p*KH*KW in the columns, so one variable indexes both."""
+    holding the plane's tap copies (`_plane_taps`); when some tap reaches into the padding,
+    one pass first fills the whole output with the pad value. Plane p = n*C + c starts at
+    p*H*W in x and at row p*KH*KW in the columns, so one variable indexes both."""
     x, out = node.inputs[0], node.outputs[0]
     a = node.attrs
     n_, c_, hh, ww = x.shape
     kh, kw = a["kernel"]
     cols = out.shape[2]
-    oh_n, ow_n = _out_hw_of(x.shape, a)
-    (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
     xb, ob = ctx.buf(x), ctx.buf(out)
-    taps = [(ki, kj, _inside_range(oh_n, sh, ki * dh - pt, hh), _inside_range(ow_n, sw, kj * dw - pl, ww))
-            for ki in range(kh) for kj in range(kw)]
+    plane = ctx.var()
+    per_tap, partial = _plane_taps(ctx, x.shape, a, xb, L.mul(plane, L.c64(hh * ww)), ob,
+                                   L.mul(plane, L.c64(kh * kw * cols)), x.dtype, x.dtype)
     body = []
-    if any((rh, rw) != ((0, oh_n), (0, ow_n)) for _, _, rh, rw in taps):
+    if partial:
         fill = K.Const(a["value"], x.dtype)
         body += ctx.loops([out.type.size], lambda vs: [K.Store(ob, vs[0], fill)])
-    plane = ctx.var()
-    per_tap = []
-    for ki, kj, (h0, h1), (w0, w1) in taps:
-        if h1 <= h0 or w1 <= w0:
-            continue  # this tap reads only padding
-        i, j = ctx.var(), ctx.var()
-        oh, ow = L.add(i, L.c64(h0)), L.add(j, L.c64(w0))
-        h, w = _window_coords(a, oh, ow, ki, kj)
-        src = L.linear_index([plane, h, w], [hh * ww, ww, 1])
-        dst = L.linear_index([plane, oh, ow], [kh * kw * cols, ow_n, 1], (ki * kw + kj) * cols)
-        copy = K.Store(ob, dst, K.Load(xb, src, x.dtype))
-        per_tap.append(K.For(i, h1 - h0, [K.For(j, w1 - w0, [copy], "vectorize")], "serial"))
     if per_tap:
         parallel = out.type.size >= L.PARALLEL_MIN_ELEMENTS and n_ * c_ > 1
         body.append(K.For(plane, n_ * c_, per_tap, "parallel" if parallel else "serial"))
@@ -143,30 +156,25 @@ def _lower_im2col(ctx, node):
 
 def im2col_image(ctx, x_shape, dtype, xb, n, a, dst, base, out_dtype=None, parallel=False) -> list:
     """Statements writing image n's columns (rows (c, ki, kj), columns (oh, ow)) into dst at
-    element offset base, converted to out_dtype: the per-image im2col of Caffe-style
-    convolution lowerings that keep one image's columns, not the batch's, in memory. Serial
-    loops unless `parallel` (callers run it inside their own parallel loop)."""
+    element offset base, converted to out_dtype (zero padding): the per-image im2col of
+    Caffe-style convolution lowerings that keep one image's columns, not the batch's, in
+    memory. Serial loops unless `parallel` (callers run it inside their own parallel loop)."""
     _, c_, hh, ww = x_shape
     kh, kw = a["kernel"]
     oh_n, ow_n = _out_hw_of(x_shape, a)
-    cols = oh_n * ow_n
+    size = c_ * kh * kw * oh_n * ow_n
     out_dtype = out_dtype or dtype
-    zero = K.Const(0.0, out_dtype)
+    c = ctx.var("c")
+    src = L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(hh * ww))
+    per_tap, partial = _plane_taps(ctx, x_shape, a, xb, src, dst,
+                                   L.add(base, L.mul(c, L.c64(kh * kw * oh_n * ow_n))), dtype, out_dtype)
     body = []
-    for ki in range(kh):
-        for kj in range(kw):
-            def tap(vs, ki=ki, kj=kj):
-                c, oh, ow = vs
-                h, w = _window_coords(a, oh, ow, ki, kj)
-                ok = _inside(h, w, hh, ww)
-                src = L.linear_index([n, c, h, w], [c_ * hh * ww, hh * ww, ww, 1])
-                row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
-                dst_i = L.linear_index([row, oh, ow], [cols, ow_n, 1], base)
-                val = K.Load(xb, K.Select(ok, src, L.c64(0), dtypes.i64), dtype)
-                if out_dtype != dtype:
-                    val = K.Cast(val, out_dtype)
-                return [K.Store(dst, dst_i, K.Select(ok, val, zero, out_dtype))]
-            body += ctx.loops([c_, oh_n, ow_n], tap, parallel=parallel)
+    if partial:
+        zero = K.Const(0.0, out_dtype)
+        body += ctx.loops([size], lambda vs: [K.Store(dst, L.add(base, vs[0]), zero)], parallel=parallel)
+    if per_tap:
+        par = parallel and size >= L.PARALLEL_MIN_ELEMENTS and c_ > 1
+        body.append(K.For(c, c_, per_tap, "parallel" if par else "serial"))
     return body
 
 
