@@ -17,7 +17,7 @@ from typing import Callable
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
-from .window import col2im_image, im2col_image
+from .window import col2im_image, im2col_image, inside, window_coords
 
 RUNS = 8  # images processed in parallel; each run keeps one image's scratch
 
@@ -37,6 +37,16 @@ def image_runs(ctx, n_img: int, body: Callable[[K.Expr, K.Expr, bool], list]) ->
         stmts.append(K.For(r, rem, body(L.add(r, L.c64(runs * per)), r, False),
                            "parallel" if rem > 1 else "serial"))
     return stmts, runs
+
+
+def _per_group(ctx, groups: int, parallel: bool, gemm: Callable[[K.Expr], K.Gemm]) -> list:
+    """gemm(group) for every channel group: one GEMM, or a loop over the groups (parallel
+    when the caller is not inside a parallel loop already) so that grouped and depthwise
+    convolutions do not unroll into one GEMM statement per group."""
+    if groups == 1:
+        return [gemm(L.c64(0))]
+    g = ctx.var("grp")
+    return [K.For(g, groups, [gemm(g)], "parallel" if parallel else "serial")]
 
 
 def _compute_dtype(dt: dtypes.DType) -> dtypes.DType:
@@ -73,13 +83,52 @@ class _Operand:
             pre += _copy(ctx, src, value.dtype, L.c64(0), self.name, ct, L.c64(0), value.type.size, True)
 
 
+def _depthwise(ctx, node, ct) -> None:
+    """One input channel per group (depthwise, any channel multiplier): a GEMM per group
+    would have one row and a few columns, so each output plane is summed directly over the
+    kernel taps instead, planes in parallel."""
+    x, w = node.inputs
+    y = node.outputs[0]
+    a = node.attrs
+    _, c_, hh, ww = x.shape
+    k_, _, kh, kw = w.shape
+    mult = k_ // c_
+    n_img, _, oh_n, ow_n = y.shape
+    xb, wb, yb = ctx.buf(x), ctx.buf(w), ctx.buf(y)
+    geom = _geometry(a, (kh, kw))
+
+    def body(vs):
+        plane, oh, ow = vs  # plane = n*K + k reads input plane n*C + k // mult
+        src = L.mul(L.add(L.mul(K.Binary("div", plane, L.c64(k_), dtypes.i64), L.c64(c_)),
+                          K.Binary("div", K.Binary("mod", plane, L.c64(k_), dtypes.i64), L.c64(mult),
+                                   dtypes.i64)), L.c64(hh * ww))
+        wrow = L.mul(K.Binary("mod", plane, L.c64(k_), dtypes.i64), L.c64(kh * kw))
+        acc = None
+        for ki in range(kh):
+            for kj in range(kw):
+                h, wc = window_coords(geom, oh, ow, ki, kj)
+                ok = inside(h, wc, hh, ww)
+                at = K.Select(ok, L.linear_index([h, wc], [ww, 1], src), src, dtypes.i64)
+                xv = K.Load(xb, at, x.dtype)
+                wv = K.Load(wb, L.add(wrow, L.c64(ki * kw + kj)), w.dtype)
+                if ct != x.dtype:
+                    xv, wv = K.Cast(xv, ct), K.Cast(wv, ct)
+                term = K.Select(ok, K.Binary("mul", xv, wv, ct), K.Const(0.0, ct), ct)
+                acc = term if acc is None else K.Binary("add", acc, term, ct)
+        out = acc if ct == y.dtype else K.Cast(acc, y.dtype)
+        return [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), out)]
+    ctx.kernel(ctx.loops([n_img * k_, oh_n, ow_n], body), [xb, wb], [yb])
+
+
 def lower_conv2d(ctx, node) -> None:
-    """y[n] = W @ im2col(x[n]) per group, image by image."""
+    """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly."""
     x, w = node.inputs
     y = node.outputs[0]
     a = node.attrs
     n_img, c_ = x.shape[:2]
     k_, cg, kh, kw = w.shape
+    if cg == 1 and a["groups"] == c_ > 1:
+        return _depthwise(ctx, node, _compute_dtype(y.dtype))
     groups, hw = a["groups"], y.shape[2] * y.shape[3]
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw
     ct = _compute_dtype(y.dtype)
@@ -95,10 +144,9 @@ def lower_conv2d(ctx, node) -> None:
         cols_base = L.mul(run, L.c64(rows * hw))
         s = im2col_image(ctx, x.shape, x.dtype, xb, n, geom, cols, cols_base, ct, parallel=par)
         dst, base = (yb, L.mul(n, L.c64(k_ * hw))) if ybuf is None else (ybuf, L.mul(run, L.c64(k_ * hw)))
-        for gi in range(groups):
-            s.append(K.Gemm(wt.name, cols, dst, kg, hw, rg, lda=rg, ldb=hw, ldc=hw,
-                            offset_a=gi * kg * rg, offset_b=L.add(cols_base, L.c64(gi * rg * hw)),
-                            offset_c=L.add(base, L.c64(gi * kg * hw))))
+        s += _per_group(ctx, groups, par, lambda gi: K.Gemm(
+            wt.name, cols, dst, kg, hw, rg, lda=rg, ldb=hw, ldc=hw, offset_a=L.mul(gi, L.c64(kg * rg)),
+            offset_b=L.add(cols_base, L.mul(gi, L.c64(rg * hw))), offset_c=L.add(base, L.mul(gi, L.c64(kg * hw)))))
         if ybuf is not None:
             s += _copy(ctx, ybuf, ct, base, yb, y.dtype, L.mul(n, L.c64(k_ * hw)), k_ * hw, par)
         return s
@@ -134,10 +182,10 @@ def lower_conv2d_grad_input(ctx, node) -> None:
         if gbuf is not None:
             s += _copy(ctx, gb, g.dtype, g_base, gbuf, ct, L.mul(run, L.c64(k_ * hw)), k_ * hw, par)
             g_src, g_base = gbuf, L.mul(run, L.c64(k_ * hw))
-        for gi in range(groups):
-            s.append(K.Gemm(wt.name, g_src, cols, rg, hw, kg, trans_a=True, lda=rg, ldb=hw, ldc=hw,
-                            offset_a=gi * kg * rg, offset_b=L.add(g_base, L.c64(gi * kg * hw)),
-                            offset_c=L.add(cols_base, L.c64(gi * rg * hw))))
+        s += _per_group(ctx, groups, par, lambda gi: K.Gemm(
+            wt.name, g_src, cols, rg, hw, kg, trans_a=True, lda=rg, ldb=hw, ldc=hw,
+            offset_a=L.mul(gi, L.c64(kg * rg)), offset_b=L.add(g_base, L.mul(gi, L.c64(kg * hw))),
+            offset_c=L.add(cols_base, L.mul(gi, L.c64(rg * hw)))))
         dst, base = (ob, L.mul(n, L.c64(img))) if dbuf is None else (dbuf, L.mul(run, L.c64(img)))
         s += _fill(ctx, dst, base, img, ct, par)
         s += col2im_image(ctx, (c_, hh, ww), geom, cols, cols_base, dst, base, ct, parallel=par)
@@ -174,12 +222,11 @@ def lower_conv2d_grad_weight(ctx, node) -> None:
         if gbuf is not None:
             s += _copy(ctx, gb, g.dtype, g_base, gbuf, ct, L.mul(run, L.c64(k_ * hw)), k_ * hw, par)
             g_src, g_base = gbuf, L.mul(run, L.c64(k_ * hw))
-        for gi in range(groups):
-            s.append(K.Gemm(g_src, cols, part, kg, rg, hw, trans_b=True, lda=hw, ldb=hw, ldc=rg,
-                            offset_a=L.add(g_base, L.c64(gi * kg * hw)),
-                            offset_b=L.add(cols_base, L.c64(gi * rg * hw)),
-                            offset_c=L.add(L.mul(run, L.c64(wsize)), L.c64(gi * kg * rg)),
-                            accumulate=True))
+        s += _per_group(ctx, groups, par, lambda gi: K.Gemm(
+            g_src, cols, part, kg, rg, hw, trans_b=True, lda=hw, ldb=hw, ldc=rg,
+            offset_a=L.add(g_base, L.mul(gi, L.c64(kg * hw))),
+            offset_b=L.add(cols_base, L.mul(gi, L.c64(rg * hw))),
+            offset_c=L.add(L.mul(run, L.c64(wsize)), L.mul(gi, L.c64(kg * rg))), accumulate=True))
         return s
     run, runs = image_runs(ctx, n_img, body)
 

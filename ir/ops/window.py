@@ -81,7 +81,7 @@ def _im2col_vjp(b, n, g):
     return [b.col2im(g, input_shape=x.shape, **_geometry(n.attrs))]
 
 
-def _window_coords(a, oh_v, ow_v, ki, kj):
+def window_coords(a, oh_v, ow_v, ki, kj):
     """Input row and column read by output position (oh, ow) at kernel tap (ki, kj)."""
     (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
     h = K.Binary("add", K.Binary("mul", oh_v, L.c64(sh), dtypes.i64), L.c64(ki * dh - pt), dtypes.i64)
@@ -89,7 +89,7 @@ def _window_coords(a, oh_v, ow_v, ki, kj):
     return h, w
 
 
-def _inside(h, w, height, width):
+def inside(h, w, height, width):
     def within(v, n):
         return K.Binary("and", K.Compare("ge", v, L.c64(0)), K.Compare("lt", v, L.c64(n)), dtypes.bool_)
     return K.Binary("and", within(h, height), within(w, width), dtypes.bool_)
@@ -122,7 +122,7 @@ def _plane_taps(ctx, x_shape, a, xb, src, ob, dst, dtype, out_dtype) -> tuple[li
                 continue  # this tap reads only padding
             i, j = ctx.var(), ctx.var()
             oh, ow = L.add(i, L.c64(h0)), L.add(j, L.c64(w0))
-            h, w = _window_coords(a, oh, ow, ki, kj)
+            h, w = window_coords(a, oh, ow, ki, kj)
             val = K.Load(xb, L.linear_index([h, w], [ww, 1], src), dtype)
             to = L.linear_index([oh, ow], [ow_n, 1], L.add(dst, L.c64((ki * kw + kj) * cols)))
             copy = K.Store(ob, to, val if out_dtype == dtype else K.Cast(val, out_dtype))
@@ -192,8 +192,8 @@ def col2im_image(ctx, image_shape, a, cols_buf, cols_base, dst, dst_base, dtype,
         for kj in range(kw):
             def tap(vs, ki=ki, kj=kj):
                 c, oh, ow = vs
-                h, w = _window_coords(a, oh, ow, ki, kj)
-                ok = _inside(h, w, hh, ww)
+                h, w = window_coords(a, oh, ow, ki, kj)
+                ok = inside(h, w, hh, ww)
                 at = K.Select(ok, L.linear_index([c, h, w], [hh * ww, ww, 1], dst_base),
                               L.linear_index([c], [hh * ww], dst_base), dtypes.i64)
                 row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(ki * kw + kj))
@@ -233,8 +233,8 @@ def _lower_col2im(ctx, node):
         for ki in range(kh):
             for kj in range(kw):
                 oh, ow = ctx.var("oh"), ctx.var("ow")
-                h, w = _window_coords(a, oh, ow, ki, kj)
-                ok = _inside(h, w, hh, ww)
+                h, w = window_coords(a, oh, ow, ki, kj)
+                ok = inside(h, w, hh, ww)
                 dst = K.Select(ok, L.linear_index([p, h, w], [hh * ww, ww, 1]),
                                L.linear_index([p], [hh * ww]), dtypes.i64)
                 n = K.Binary("div", p, L.c64(c_), dtypes.i64)

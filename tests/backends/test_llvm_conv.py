@@ -20,7 +20,9 @@ CASES = [  # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
     (RUNS, 4, 6, 6, 6, 3, 2, 1, 1, 2),
     (RUNS + 3, 2, 7, 8, 3, 3, 1, 2, 2, 1),
     (2 * RUNS + 1, 6, 5, 5, 6, 1, 1, 0, 1, 3),
-    (5, 4, 8, 8, 4, 5, (2, 1), (1, 3, 2, 0), 1, 4),
+    (5, 4, 8, 8, 4, 5, (2, 1), (1, 3, 2, 0), 1, 4),   # depthwise, 5x5, uneven padding
+    (2, 4, 7, 6, 8, 3, 1, 1, 2, 4),                   # depthwise, channel multiplier 2, dilated
+    (1, 6, 9, 9, 6, 3, 2, 1, 1, 6),                   # depthwise, strided
 ]
 
 
