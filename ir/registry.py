@@ -122,6 +122,10 @@ class OpDef:
     scalar: Callable[..., Any] | None = None
     lower: Callable[..., Any] | None = None
     decompose: Callable[..., Any] | None = None
+    # For reductions that fold their operand along `axes` with one associative operation:
+    # how ("sum", "mean", "max", "min"). Fusion puts such a reduction in a loop nest with
+    # the elementwise ops around it.
+    combine: str | None = None
 
     @property
     def differentiable(self) -> bool:

@@ -1,28 +1,45 @@
-"""Operator fusion: elementwise chains become one kernel, and a row reduction absorbs the
-elementwise chain that produces its input (softmax's exp(x - max) feeding its sum,
-a squared error feeding a mean).
+"""Operator fusion: elementwise chains become one kernel, and reductions over the rows of a
+tensor fuse with their elementwise producers, their consumers and further reductions over
+the same rows, so softmax, log-softmax with cross-entropy, and the layer and batch
+normalisations (forward and backward) each run as one pass over cached rows.
 
 The pass only assigns `Node.group` numbers, so the grouping shows in the text dump; the
-lowering turns each group into a single loop nest in the kernel IR that every backend reads.
-A group's kernel runs where its last member is scheduled, so a node joins a group only if no
-node outside the group, scheduled between the group's first member and it, reads a value
-the group produces.
+lowering (ir/fused.py) turns each group into a single loop nest in the kernel IR that every
+backend reads. A group is either elementwise (one output shape, its domain) or a row group
+(a domain and reduced axes; see ir/fused.py for its members and how it runs).
+
+A group's kernel runs where its last member is scheduled, so a node joins a group only if
+no node outside the group, scheduled between the group's first member and it, reads a value
+the group produces (which also keeps groups acyclic).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.graph import Graph, Node
-from ..ir.registry import Fusion, get_op
+from ..ir.fused import RowSpace, combine_kind, is_elementwise
+from ..ir.graph import Graph, Node, Value
 
-ROW_REDUCTIONS = {"sum", "mean", "max", "min"}
+__all__ = ["FusionStats", "fuse", "is_elementwise", "is_row_reduction"]
 
 
 @dataclass
 class _Group:
     members: list[Node]
     domain: tuple[int, ...]
-    closed: bool = False  # a reduction ended it: nothing may follow inside the loop nest
+    axes: tuple[int, ...] | None = None  # reduced axes, once a reduction is a member
+
+    @property
+    def space(self) -> RowSpace | None:
+        return RowSpace(self.domain, self.axes) if self.axes is not None else None
+
+    def role(self, shape: tuple[int, ...]) -> str | None:
+        """How a node with this output shape sits in the group: over the domain, one value
+        per row, or not at all."""
+        if shape == self.domain:
+            return "domain"
+        if self.axes is not None and self.space.holds_rows(shape):
+            return "row"
+        return None
 
 
 @dataclass
@@ -33,25 +50,17 @@ class FusionStats:
     sizes: list[int] = field(default_factory=list)
 
 
-def is_elementwise(node: Node) -> bool:
-    """Computable per element of its output from operand elements at broadcast positions."""
-    opdef = get_op(node.op)
-    return len(node.outputs) == 1 and (opdef.scalar is not None or opdef.fusion is Fusion.BROADCAST)
-
-
 def is_row_reduction(node: Node) -> bool:
-    """A reduction whose innermost loop runs over the last axis (a register accumulator)."""
-    if node.op not in ROW_REDUCTIONS:
+    """A reduction a row kernel runs: its innermost loop is over the last axis."""
+    if combine_kind(node) is None:
         return False
-    axes = node.attrs["axes"]
-    rank = node.inputs[0].type.rank
-    return bool(axes) and axes[-1] == rank - 1
+    return RowSpace.fits(node.inputs[0].shape, tuple(node.attrs["axes"]))
 
 
 def fuse(graph: Graph) -> FusionStats:
     """Assign fusion groups in place; returns what was fused."""
     position = {n: i for i, n in enumerate(graph.nodes)}
-    readers: dict = {}
+    readers: dict[Value, list[Node]] = {}
     for n in graph.nodes:
         for v in n.inputs:
             readers.setdefault(v, []).append(n)
@@ -66,33 +75,60 @@ def fuse(graph: Graph) -> FusionStats:
                         return False
         return True
 
+    def producer_group(v: Value) -> _Group | None:
+        return group_of.get(v.producer) if v.producer is not None else None
+
+    def fits(g: _Group, node: Node) -> bool:
+        """node reads g's values the way a member of g can."""
+        role = g.role(node.outputs[0].shape)
+        if role is None:
+            return False
+        for v in node.inputs:
+            if producer_group(v) is not g:
+                continue  # read from memory
+            if role == "row" and g.role(v.shape) != "row":
+                return False
+            if role == "domain" and v.shape != g.domain and \
+                    (g.axes is None or not g.space.broadcasts_rows(v.shape)):
+                return False
+        return True
+
+    def merge(target: _Group, other: _Group) -> None:
+        if other.domain != target.domain or None not in (target.axes, other.axes) \
+                and target.axes != other.axes:
+            return
+        target.members = sorted(target.members + other.members, key=position.__getitem__)
+        target.axes = target.axes if target.axes is not None else other.axes
+        for m in other.members:
+            group_of[m] = target
+
     for node in graph.nodes:
         node.group = None
         if is_elementwise(node):
-            domain = node.outputs[0].shape
             joinable: list[_Group] = []
             for v in node.inputs:
-                g = group_of.get(v.producer) if v.producer is not None else None
-                if g is not None and not g.closed and g.domain == domain and g not in joinable \
-                        and can_join(g, node):
+                g = producer_group(v)
+                if g is not None and g not in joinable and fits(g, node) and can_join(g, node):
                     joinable.append(g)
             if not joinable:
-                group_of[node] = _Group([node], domain)
+                group_of[node] = _Group([node], node.outputs[0].shape)
                 continue
             target = joinable[0]
-            for other in joinable[1:]:  # several producer groups: merge them into one kernel
-                target.members = sorted(target.members + other.members, key=position.__getitem__)
-                for m in other.members:
-                    group_of[m] = target
+            for other in joinable[1:]:  # several producer groups: one kernel where they agree
+                merge(target, other)
             target.members.append(node)
             group_of[node] = target
         elif is_row_reduction(node):
             x = node.inputs[0]
-            g = group_of.get(x.producer) if x.producer is not None else None
-            if g is not None and not g.closed and g.domain == x.shape and can_join(g, node):
+            axes = tuple(node.attrs["axes"])
+            g = producer_group(x)
+            if g is not None and g.role(x.shape) == "domain" and g.axes in (None, axes) \
+                    and can_join(g, node):
+                g.axes = axes
                 g.members.append(node)
-                g.closed = True
                 group_of[node] = g
+            else:  # a reduction of a value from memory starts a row group of its own
+                group_of[node] = _Group([node], x.shape, axes)
 
     stats = FusionStats()
     seen: set[int] = set()

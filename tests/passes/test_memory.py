@@ -465,8 +465,9 @@ def test_train_step_peak_is_below_the_naive_total(which):
     assert plan.naive_bytes == naive
     assert plan.peak_bytes <= PEAK_RATIO[which] * naive, (plan.peak_bytes, naive)
     assert plan.peak_bytes <= 1.05 * plan.lower_bound
-    # relu forwards and backwards (and the fused groups around them) run in place
-    assert len(plan.inplace) >= 5
+    # relu forwards and backwards (and the fused groups around them) run in place (4 in the
+    # CNN since the softmax backward became one row kernel: its in-place temp is gone)
+    assert len(plan.inplace) >= 4
     assert lower(work).arena_bytes == plan.peak_bytes
 
 
