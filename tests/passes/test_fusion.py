@@ -114,3 +114,164 @@ def test_train_step_kernel_counts_and_results(which):
         np.testing.assert_allclose(l2, l0, rtol=1e-5)
     for k in o0.params:
         np.testing.assert_allclose(o2.params[k], o0.params[k], rtol=1e-4, atol=1e-6)
+
+
+# --- row kernels: reductions with their consumers and further reductions over the rows ------
+
+def _composite(which, shape=(37, 29)):
+    """A graph computing `which` over a placeholder x, its gradient included for the
+    training-side composites; returns (graph, outputs)."""
+    rng = np.random.default_rng(3)
+    g = gc.Graph(which)
+    with g:
+        x = gc.placeholder("x", shape)
+        c = shape[-1]
+        if which == "softmax":
+            outs = [gc.softmax(x, axis=-1)]
+        elif which == "log_softmax":
+            outs = [gc.log_softmax(x, axis=-1)]
+        elif which == "cross_entropy":
+            t = gc.placeholder("t", shape[:1], "i32")
+            loss = gc.softmax_cross_entropy(x, t)
+            outs = [loss, gc.grad(loss, [x])[0]]
+        elif which == "layer_norm":
+            gamma = gc.param("gamma", (c,), init=gc.init.normal(1.0, seed=1))
+            beta = gc.param("beta", (c,), init=gc.init.normal(0.5, seed=2))
+            y = gc.layer_norm(x, gamma, beta)
+            w = gc.constant(rng.standard_normal(shape).astype(np.float32))
+            loss = gc.sum(y * w)
+            outs = [y, *gc.grad(loss, [x, gamma, beta])]
+        else:  # batch norm over NCHW: one row per channel
+            gamma = gc.param("gamma", (shape[1],), init=gc.init.normal(1.0, seed=1))
+            beta = gc.param("beta", (shape[1],), init=gc.init.normal(0.5, seed=2))
+            y = gc.batch_norm(x, gamma, beta)[0]
+            w = gc.constant(rng.standard_normal(shape).astype(np.float32))
+            loss = gc.sum(y * w)
+            outs = [y, *gc.grad(loss, [x, gamma, beta])]
+    return g, outs
+
+
+def _feeds(g, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in g.inputs:
+        if v.dtype.is_float:
+            out[v.name] = (3 * rng.standard_normal(v.shape) + 1).astype(v.dtype.np_dtype)
+        else:
+            out[v.name] = rng.integers(0, 29, v.shape).astype(v.dtype.np_dtype)
+    return out
+
+
+COMPOSITES = [("softmax", (37, 29)), ("log_softmax", (37, 29)), ("cross_entropy", (37, 29)),
+              ("layer_norm", (37, 29)), ("batch_norm", (6, 5, 4, 3))]
+
+
+@pytest.mark.parametrize("which,shape", COMPOSITES)
+def test_row_composites_keep_no_intermediate_in_memory(which, shape):
+    """Each composite's passes over its rows run in one kernel: fewer kernels than unfused
+    touch buffers of the input's size, and, but for the norms' backward (whose gamma and
+    beta gradients are column sums, which row kernels do not compute), no fused kernel
+    writes a temp of that size (one_hot's masks are opaque to fusion)."""
+    g, outs = _composite(which, shape)
+    work, _ = prepare(g, outs)
+    size = int(np.prod(shape))
+    unfused, fused = lower(work, fuse_ops=False), lower(work)
+
+    def big(prog):
+        return [k.name for k in prog.kernels
+                if any(prog.buffers[b].size == size for b in (*k.reads, *k.writes) if b in prog.buffers)]
+    big_temps = [b for k in fused.kernels if k.name.endswith("_fused") for b in k.writes
+                 if fused.buffers[b].kind == "temp" and fused.buffers[b].size >= size]
+    assert len(big_temps) <= (2 if which.endswith("_norm") else 0), big_temps
+    assert len(big(fused)) < len(big(unfused))
+    if which in ("softmax", "log_softmax"):
+        assert len(big(fused)) == 1
+
+
+def test_softmax_is_three_phases_over_a_row_with_one_exp():
+    """max | sum(exp(x - m)) | e / s: exp runs once per element; the second phase stores e in
+    the result's buffer and the third loads it back."""
+    g, outs = _composite("softmax")
+    work, _ = prepare(g, outs)
+    prog = lower(work)
+    (k,) = [k for k in prog.kernels if k.name.endswith("_fused")]
+    text = str(k)
+    assert text.count("exp(") == 1 and text.count("[reduce]") == 2 and text.count("[vectorize]") == 1
+    assert k.writes == ["out0"] and prog.arena_bytes == 0
+
+
+@needs_llvm
+@pytest.mark.parametrize("which,shape", COMPOSITES)
+def test_row_composites_fused_equal_unfused_and_reference(which, shape):
+    g, outs = _composite(which, shape)
+    feeds = _feeds(g)
+    want = gc.compile(g, outs, backend="reference")(**feeds)
+    for level in (0, 2):
+        got = gc.compile(g, outs, backend="llvm", opt_level=level)(**feeds)
+        for w, v in zip(want, got):
+            np.testing.assert_allclose(v, w, rtol=2e-4, atol=2e-5)
+
+
+def _random_row_graph(seed):
+    """Random chains of reductions over the last axes, elementwise ops over the domain that
+    read reduced values, and per-row arithmetic: the shapes row kernels are built from."""
+    rng = np.random.default_rng(seed)
+    rank = int(rng.integers(2, 4))
+    shape = tuple(int(d) for d in rng.integers(1, 7, rank))
+    shape = shape[:-1] + (int(rng.integers(2, 9)),)
+    nred = int(rng.integers(1, rank))
+    axes = tuple(range(rank - nred, rank))
+    g = gc.Graph(f"rows{seed}")
+    with g:
+        x = gc.placeholder("x", shape)
+        b = gc.placeholder("b", shape[-1:])
+        dom = [x, x * b]
+        rows = []
+        for _ in range(int(rng.integers(3, 9))):
+            pick = rng.integers(0, 4)
+            if pick == 0 or not rows:
+                red = [gc.sum, gc.mean, gc.max, gc.min][rng.integers(0, 4)]
+                keep = bool(rng.integers(0, 2))
+                r = red(dom[rng.integers(len(dom))], axis=axes, keepdims=keep)
+                rows.append(r if keep else gc.reshape(r, [1 if a in axes else d for a, d in enumerate(shape)]))
+            elif pick == 1:
+                r = rows[rng.integers(len(rows))]
+                dom.append([gc.tanh, gc.exp, gc.neg][rng.integers(0, 3)](dom[rng.integers(len(dom))] - r))
+            elif pick == 2:
+                r1, r2 = rows[rng.integers(len(rows))], rows[rng.integers(len(rows))]
+                rows.append(gc.sqrt(r1 * r1 + 1.0) + r2 * 0.5)
+            else:
+                dom.append(dom[rng.integers(len(dom))] * dom[rng.integers(len(dom))] + b)
+        outs = [dom[-1], rows[-1]] + ([dom[int(rng.integers(len(dom)))]] if rng.integers(0, 2) else [])
+    return g, outs
+
+
+@needs_llvm
+def test_random_row_graphs_fused_equal_unfused_and_reference():
+    fused_groups = 0
+    for seed in range(24):
+        g, outs = _random_row_graph(seed)
+        feeds = _feeds(g, seed)
+        feeds["x"] = feeds["x"] * 0.3
+        work, _ = prepare(g, outs)
+        fused_groups += fuse(work).groups
+        ref = gc.compile(g, outs, backend="reference")
+        feeds = {k: feeds[k] for k in ref.input_names}
+        want = ref(**feeds)
+        for level in (0, 2):
+            got = gc.compile(g, outs, backend="llvm", opt_level=level)(**feeds)
+            for w, v in zip(want, got):
+                np.testing.assert_allclose(v, w, rtol=1e-4, atol=1e-5, err_msg=f"seed {seed}")
+    assert fused_groups >= 24  # the generator does exercise row kernels
+
+
+def test_a_malformed_group_in_text_ir_is_a_clear_error():
+    g = gc.parse("""
+graph @bad(%x: f32[4,6], %w: f32[6,6]) {
+  %0 = max(%x) {axes=[1], keepdims=true} : f32[4,1] group(0)
+  %1 = matmul(%x, %w) : f32[4,6] group(0)
+  %2 = sub(%1, %0) : f32[4,6] group(0)
+  return %2
+}""")
+    with pytest.raises(gc.GraphcError, match="fusion group 0.*matmul"):
+        lower(g, fuse_ops=None)
