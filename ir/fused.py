@@ -172,7 +172,9 @@ def _member_expr(node: Node, ins: list[Expr]) -> Expr:
 
 def lower_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]) -> None:
     """One kernel for a fusion group; `needed` holds the values read outside the group."""
-    if any(combine_kind(m) is not None for m in members):
+    if get_op(members[0].op).lower_epilogue is not None:
+        _lower_gemm_group(ctx, members, needed)
+    elif any(combine_kind(m) is not None for m in members):
         _lower_row_group(ctx, members, needed)
     else:
         _lower_elementwise_group(ctx, members, needed)
@@ -435,3 +437,88 @@ class _RowKernel:
 
 def _lower_row_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]) -> None:
     _RowKernel(ctx, members, needed).emit()
+
+
+# --- contractions with elementwise epilogues ----------------------------------------------------
+
+def epilogue_strides(out_shape: Sequence[int], domain: Sequence[int],
+                     operand: Sequence[int]) -> tuple[int, ...] | None:
+    """Strides over a contraction's result axes (batch..., rows, columns) of an operand
+    that an epilogue over `domain` (the result's elements under another shape, after a
+    view) reads at broadcast positions; None when that is not linear in the result's
+    coordinates (a result axis spans domain axes the operand does not nest over)."""
+    st = broadcast_strides(operand, domain)
+    axes = [a for a in range(len(domain)) if domain[a] != 1]
+    out: list[int] = []
+    for d in out_shape:
+        if d == 1:
+            out.append(0)
+            continue
+        seg, size = [], 1
+        while axes and size < d:
+            seg.append(axes.pop(0))
+            size *= domain[seg[-1]]
+        if size != d or any(st[a] != st[b] * domain[b] for a, b in zip(seg, seg[1:])):
+            return None
+        out.append(st[seg[-1]])
+    return tuple(out) if not axes else None
+
+
+def gemm_epilogue_member(head: Value, node: Node) -> bool:
+    """Whether `node` can extend a contraction's epilogue whose current value is `head`:
+    a view of it (no epilogue yet), or an elementwise op over its shape and dtype whose
+    other operands the epilogue can index."""
+    out = node.outputs[0]
+    if len(node.outputs) != 1 or out.dtype != head.dtype:
+        return False
+    producer = head.producer
+    while get_op(producer.op).view:
+        producer = producer.inputs[0].producer
+    if get_op(node.op).view:
+        return producer is head.producer and out.type.size == head.type.size
+    if not is_elementwise(node) or out.shape != head.shape:
+        return False
+    o = producer.outputs[0].shape
+    return all(epilogue_strides(o, out.shape, v.shape) is not None for v in node.inputs)
+
+
+def _lower_gemm_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]) -> None:
+    """A contraction, optionally a view of its result, then elementwise members: one GEMM
+    whose epilogue computes the last member from each accumulated element. Only the last
+    member's value leaves the group; it is written where the contraction's result would
+    be."""
+    head, *rest = members
+    result = members[-1].outputs[0]
+    for m in members[:-1]:
+        if m.outputs[0] in needed:
+            raise FusionGroupError(f"fusion group {m.group}: {m.op}'s result is read outside the "
+                                   "group, but only the last member of a contraction's epilogue "
+                                   "is stored", node=m)
+    value = head.outputs[0]
+    for m in rest:
+        if not gemm_epilogue_member(value, m):
+            raise FusionGroupError(f"fusion group {m.group}: {m.op} -> {m.outputs[0].type} cannot "
+                                   f"extend the epilogue of {head.op}", node=m)
+        value = m.outputs[0]
+    out_shape = head.outputs[0].shape
+    chain = [m for m in rest if not get_op(m.op).view]
+    internal = {m.outputs[0] for m in members}
+    acc = LocalRef("acc", head.outputs[0].dtype)
+    rows, cols = Var("i"), Var("j")
+
+    def epilogue(batch: list[Expr]) -> Expr:
+        coords = list(batch) + [rows, cols]
+        env: dict[Value, Expr] = {}
+        for m in chain:
+            ins = []
+            for v in m.inputs:
+                if v in internal and v not in env:
+                    ins.append(acc)  # the contraction's result (or a view of it)
+                elif v in env:
+                    ins.append(env[v])
+                else:
+                    st = epilogue_strides(out_shape, m.outputs[0].shape, v.shape)
+                    ins.append(Load(ctx.buf(v), linear_index(coords, st), v.dtype))
+            env[m.outputs[0]] = _member_expr(m, ins)
+        return env[result]
+    get_op(head.op).lower_epilogue(ctx, head, out=result, epilogue=epilogue if chain else None)

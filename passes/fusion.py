@@ -6,7 +6,11 @@ normalisations (forward and backward) each run as one pass over cached rows.
 The pass only assigns `Node.group` numbers, so the grouping shows in the text dump; the
 lowering (ir/fused.py) turns each group into a single loop nest in the kernel IR that every
 backend reads. A group is either elementwise (one output shape, its domain) or a row group
-(a domain and reduced axes; see ir/fused.py for its members and how it runs).
+(a domain and reduced axes; see ir/fused.py for its members and how it runs), or a
+contraction (matmul, and so the convolutions lowered to it) with the chain of elementwise
+consumers (bias, activation, residual add) that its GEMM applies to each finished element.
+An epilogue stores only its last value, so an op joins it only if every value the chain
+has produced so far is read by the chain alone.
 
 A group's kernel runs where its last member is scheduled, so a node joins a group only if
 no node outside the group, scheduled between the group's first member and it, reads a value
@@ -16,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir.fused import RowSpace, combine_kind, is_elementwise
+from ..ir.fused import RowSpace, combine_kind, gemm_epilogue_member, is_elementwise
 from ..ir.graph import Graph, Node, Value
+from ..ir.registry import get_op
 
 __all__ = ["FusionStats", "fuse", "is_elementwise", "is_row_reduction"]
 
@@ -27,6 +32,7 @@ class _Group:
     members: list[Node]
     domain: tuple[int, ...]
     axes: tuple[int, ...] | None = None  # reduced axes, once a reduction is a member
+    gemm: bool = False  # a contraction and its epilogue (elementwise consumers)
 
     @property
     def space(self) -> RowSpace | None:
@@ -76,7 +82,27 @@ def fuse(graph: Graph) -> FusionStats:
         return True
 
     def producer_group(v: Value) -> _Group | None:
-        return group_of.get(v.producer) if v.producer is not None else None
+        g = group_of.get(v.producer) if v.producer is not None else None
+        return g if g is not None and not g.gemm else None
+
+    results = set(graph.outputs) | set(graph.updates.values())
+
+    def epilogue_to_extend(node: Node) -> _Group | None:
+        for v in node.inputs:
+            g = group_of.get(v.producer) if v.producer is not None else None
+            if g is None or not g.gemm or v is not g.members[-1].outputs[0]:
+                continue
+            # Worth it when the other operands are in memory anyway (bias, residual): one
+            # computed by an elementwise op is better fused with that op instead.
+            if any(u is not v and u.producer is not None and is_elementwise(u.producer)
+                   for u in node.inputs):
+                continue
+            inside = set(g.members) | {node}
+            private = all(u not in results and all(r in inside for r in readers.get(u, ()))
+                          for m in g.members for u in m.outputs)
+            if private and gemm_epilogue_member(v, node) and can_join(g, node):
+                return g
+        return None
 
     def fits(g: _Group, node: Node) -> bool:
         """node reads g's values the way a member of g can."""
@@ -104,7 +130,13 @@ def fuse(graph: Graph) -> FusionStats:
 
     for node in graph.nodes:
         node.group = None
-        if is_elementwise(node):
+        gemm = epilogue_to_extend(node)
+        if gemm is not None:
+            gemm.members.append(node)
+            group_of[node] = gemm
+        elif get_op(node.op).lower_epilogue is not None:
+            group_of[node] = _Group([node], node.outputs[0].shape, gemm=True)
+        elif is_elementwise(node):
             joinable: list[_Group] = []
             for v in node.inputs:
                 g = producer_group(v)
@@ -136,6 +168,8 @@ def fuse(graph: Graph) -> FusionStats:
         if id(g) in seen:
             continue
         seen.add(id(g))
+        while g.gemm and get_op(g.members[-1].op).view:
+            g.members.pop()  # a view with no epilogue after it stays a view
         if len(g.members) < 2:
             continue
         for m in g.members:

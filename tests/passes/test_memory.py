@@ -448,7 +448,9 @@ def _model(which):
 # the conv2 weight-gradient GEMM, which in-place does not touch); MLP step naive
 # 15,912,640 B -> planned 8,503,360 B (0.53x, also the lower bound: the 4 MiB and 3 MiB
 # weight gradients are live together until the parameter updates at the end).
-PEAK_RATIO = {"cnn": 0.40, "mlp": 0.56}
+# With GEMM epilogues the MLP's SGD updates are computed in the weight-gradient GEMMs, so
+# the gradients never reach the arena: naive 6,334,080 B -> planned 4,212,800 B (0.67x).
+PEAK_RATIO = {"cnn": 0.40, "mlp": 0.70}
 
 
 @pytest.mark.parametrize("which", ["cnn", "mlp"])
@@ -465,9 +467,9 @@ def test_train_step_peak_is_below_the_naive_total(which):
     assert plan.naive_bytes == naive
     assert plan.peak_bytes <= PEAK_RATIO[which] * naive, (plan.peak_bytes, naive)
     assert plan.peak_bytes <= 1.05 * plan.lower_bound
-    # relu forwards and backwards (and the fused groups around them) run in place (4 in the
-    # CNN since the softmax backward became one row kernel: its in-place temp is gone)
-    assert len(plan.inplace) >= 4
+    # relu forwards and backwards (and the fused groups around them) run in place (fewer in
+    # the CNN since fusion keeps the softmax backward and the conv bias + relu out of memory)
+    assert len(plan.inplace) >= 2
     assert lower(work).arena_bytes == plan.peak_bytes
 
 
