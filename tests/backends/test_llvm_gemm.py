@@ -220,7 +220,7 @@ def test_workspace_bounds_are_respected(g):
         M_, N_, K_, lda, ldb, ldc = g.operands(a, b, c)
         for t in range(nt):
             g.kernels["f32"](M, N, K, a.ctypes.data, lda, 0, b.ctypes.data, ldb, 0,
-                             c.ctypes.data, ldc, 0, ws_view.ctypes.data, t, nt)
+                             c.ctypes.data, ldc, 0, ws_view.ctypes.data, t, nt, None, None)
         assert (ws[n:] == 12345.0).all(), "workspace overrun"
         _check(c, a, b, False, False, None, False, "ws")
 
