@@ -63,8 +63,9 @@ def is_row_reduction(node: Node) -> bool:
     return RowSpace.fits(node.inputs[0].shape, tuple(node.attrs["axes"]))
 
 
-def fuse(graph: Graph) -> FusionStats:
-    """Assign fusion groups in place; returns what was fused."""
+def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
+    """Assign fusion groups in place; returns what was fused. epilogues=False keeps
+    contractions in kernels of their own (for comparisons)."""
     position = {n: i for i, n in enumerate(graph.nodes)}
     readers: dict[Value, list[Node]] = {}
     for n in graph.nodes:
@@ -134,7 +135,7 @@ def fuse(graph: Graph) -> FusionStats:
         if gemm is not None:
             gemm.members.append(node)
             group_of[node] = gemm
-        elif get_op(node.op).lower_epilogue is not None:
+        elif epilogues and get_op(node.op).lower_epilogue is not None:
             group_of[node] = _Group([node], node.outputs[0].shape, gemm=True)
         elif is_elementwise(node):
             joinable: list[_Group] = []

@@ -75,7 +75,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("dce", "remove nodes no output or update needs", _dce),
     Pass("simplify", "constant folding, CSE, algebraic identities, DCE (to a fixpoint)", _simplify),
     Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
-    Pass("fusion", "group elementwise chains and reductions with their producers into kernels",
+    Pass("fusion", "group elementwise chains, row reductions with their producers and consumers, "
+         "and matmul epilogues into kernels",
          _fusion),
 ]}
 
