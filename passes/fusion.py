@@ -1,6 +1,6 @@
 """Operator fusion: elementwise chains become one kernel, and reductions over the rows of a
-tensor fuse with their elementwise producers, their consumers and further reductions over
-the same rows, so softmax, log-softmax with cross-entropy, and the layer and batch
+tensor fuse with their elementwise producers, their consumers, further reductions over
+the same rows and sibling reductions of the same operand (horizontal fusion), so softmax, log-softmax with cross-entropy, and the layer and batch
 normalisations (forward and backward) each run as one pass over cached rows.
 
 The pass only assigns `Node.group` numbers, so the grouping shows in the text dump; the
@@ -129,6 +129,19 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
         for m in other.members:
             group_of[m] = target
 
+    def sibling(node: Node, domain: tuple[int, ...], axes: tuple[int, ...] | None) -> _Group | None:
+        """Horizontal fusion: a group over the same domain (and rows) that reads one of
+        node's operands from memory too, so the kernel reads it once (sum(x) beside
+        sum(x * x), a softmax's forward and backward over the same logits)."""
+        shared = [v for v in node.inputs if v.shape == domain]
+        groups = {id(h): h for h in group_of.values()}
+        for h in groups.values():
+            if h.gemm or h.domain != domain or (axes is not None and h.axes not in (None, axes)):
+                continue
+            if any(v in m.inputs for v in shared for m in h.members) and can_join(h, node):
+                return h
+        return None
+
     for node in graph.nodes:
         node.group = None
         gemm = epilogue_to_extend(node)
@@ -144,7 +157,12 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
                 if g is not None and g not in joinable and fits(g, node) and can_join(g, node):
                     joinable.append(g)
             if not joinable:
-                group_of[node] = _Group([node], node.outputs[0].shape)
+                g = sibling(node, node.outputs[0].shape, None)
+                if g is not None:
+                    g.members.append(node)
+                    group_of[node] = g
+                else:
+                    group_of[node] = _Group([node], node.outputs[0].shape)
                 continue
             target = joinable[0]
             for other in joinable[1:]:  # several producer groups: one kernel where they agree
@@ -155,8 +173,10 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
             x = node.inputs[0]
             axes = tuple(node.attrs["axes"])
             g = producer_group(x)
-            if g is not None and g.role(x.shape) == "domain" and g.axes in (None, axes) \
-                    and can_join(g, node):
+            if g is None or g.role(x.shape) != "domain" or g.axes not in (None, axes) \
+                    or not can_join(g, node):
+                g = sibling(node, x.shape, axes)
+            if g is not None:
                 g.axes = axes
                 g.members.append(node)
                 group_of[node] = g
