@@ -318,6 +318,10 @@ def test_bias_activation_and_residual_fuse_into_the_gemm(residual):
     assert len(prog.kernels) == 1 and gemm.c == "out0" and prog.arena_bytes == 0
     loads = {e.buffer for e in gc.ir.kernel.walk_exprs(gemm.epilogue) if isinstance(e, gc.ir.kernel.Load)}
     assert loads == ({"param_b", "in_r"} if residual else {"param_b"})
+    if "llvm" in available_backends():  # the library GEMM calls the epilogue on its tiles
+        from graphc.backends.llvm import codegen
+        text = codegen.generate(prog).text
+        assert ".epi" in text and "graphc_gemm_f32" in text
 
 
 def test_an_epilogue_value_read_elsewhere_stays_out_of_the_gemm():
