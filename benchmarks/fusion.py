@@ -2,7 +2,10 @@
 Linear + bias + relu layer with the bias and relu in the GEMM's epilogue vs after it; and
 the MLP and CNN training steps with fusion off (-O0), without GEMM epilogues, and on (-O2).
 
-    python benchmarks/fusion.py [--runs 5]
+    python benchmarks/fusion.py [--runs 5] [--threads N]
+
+--threads sets graphc's and PyTorch's thread counts alike (default: all cores); on a
+shared machine one thread each gives steadier ratios.
 """
 from __future__ import annotations
 
@@ -57,10 +60,12 @@ def np_layer_norm(x):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
+    os.environ["GRAPHC_NUM_THREADS"] = str(args.threads)
     torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads)
     rows = []
     for name, build, ref, d in [("softmax", softmax, np_softmax, 1000),
                                 ("layer_norm", layer_norm, np_layer_norm, 1024)]:
