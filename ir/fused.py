@@ -3,20 +3,29 @@
 An elementwise group is one loop nest over its common output shape; every member's value
 is a local of the loop body, and members whose values leave the group are stored too.
 
-A group with reductions is a row kernel. A *row space* is a domain shape D and reduced axes A, the last axis of D among them: each
-kept coordinate is a row, each row has extent prod(D[A]) elements. A row group holds
-reductions of D-shaped values over A, elementwise nodes over D (which may read the
-reductions' per-row results, broadcast along A) and elementwise nodes over the rows
-(shape D with A set to 1, or with A dropped) that combine per-row results.
+A group with reductions is a row kernel. A *row space* is a domain shape D and reduced
+axes A, the last axis of D among them: each kept coordinate is a row, each row has
+prod(D[A]) elements. A row group holds reductions of D-shaped values over A, elementwise
+nodes over D (which may read the reductions' per-row results, broadcast along A) and
+elementwise nodes over the rows (shape D with A set to 1, or with A dropped) that combine
+per-row results.
 
 It lowers to a parallel loop over rows; each row runs *phases*. Phase p loops over the
 row computing the D-shaped members it needs and the reductions that can run once the
 results of phase p-1 are known; between phases the per-row members are computed as
-scalars. Softmax is max | sum(exp(x - m)) | exp(x - m) / s: three passes over a row that
-sits in the cache instead of three passes over memory, and no intermediate is stored.
-A D-shaped member needed in several phases is recomputed in each (cheap next to a trip
-to memory, and it keeps the kernel free of scratch buffers); members whose values leave
-the group are stored in the first phase that computes them.
+scalars. Softmax is max | sum(exp(x - m)) | e * (1/s): three passes over a row that sits
+in the cache instead of three passes over memory. A D-shaped member needed in several
+phases is recomputed in each (cheaper than a trip to memory) unless it is costly
+(`CACHE_MIN_FLOPS`, a transcendental function): then the first phase stores it in the
+buffer of a group result that is written only later at the same index, and the later
+phases load it back from the cache, so no scratch memory is needed. Members whose values
+leave the group are stored in the first phase that computes them. Kept and reduced axes
+merge into as few loops as the addressing allows, so index arithmetic stays linear in
+the loop variables (which the in-place analysis of passes/inplace.py relies on).
+
+A contraction group (a matmul, a view of its result, elementwise consumers) lowers through
+the contraction's registry `lower_epilogue` hook: one Gemm statement whose epilogue
+expression computes the last member from each accumulated element.
 """
 from __future__ import annotations
 
@@ -108,7 +117,6 @@ class RowSpace:
 @dataclass
 class _Plan:
     space: RowSpace
-    members: list[Node]
     reductions: list[Node]
     level: dict[Value, int]     # the first phase a member value is known in
     phase: dict[Node, int]      # the phase each reduction runs in
@@ -127,7 +135,7 @@ def _plan(members: Sequence[Node]) -> _Plan:
         raise bad(first, f"a row kernel cannot reduce {first.inputs[0].type} over axes "
                          f"{list(space.axes)} (the last axis must be reduced, rows must hold "
                          "more than one element)")
-    produced = {m.outputs[0]: m for m in members}
+    produced = {m.outputs[0] for m in members}
     level: dict[Value, int] = {}
     phase: dict[Node, int] = {}
     for m in members:
@@ -160,7 +168,7 @@ def _plan(members: Sequence[Node]) -> _Plan:
                          f"nor one value per row")
     last_reduction = max(phase.values())
     phases = max([last_reduction + 1] + [level[v] + 1 for v in level if v.shape == space.domain])
-    return _Plan(space, list(members), reductions, level, phase, phases)
+    return _Plan(space, reductions, level, phase, phases)
 
 
 def _member_expr(node: Node, ins: list[Expr]) -> Expr:
@@ -242,6 +250,10 @@ class _RowKernel:
                       | {m.outputs[0] for m in self.domain_members
                          if plan.level[m.outputs[0]] == p and m.outputs[0] in needed}
                       for p in range(plan.phases)}
+        # the phase that first computes each D-shaped value (values computed nowhere: none)
+        uncached = [self.computed_in(p, {}) for p in range(plan.phases)]
+        self.first_use = {m.outputs[0]: next((p for p, w in enumerate(uncached) if m.outputs[0] in w), None)
+                          for m in self.domain_members}
         self.cache = self._choose_cache()
         self.strides = self._strides()
         self.runs = self._runs()
@@ -257,12 +269,9 @@ class _RowKernel:
         want = set(self.roots[p])
         for m in reversed(self.domain_members):
             out = m.outputs[0]
-            if out in want and not (out in cached and self.first_use(out) < p):
+            if out in want and not (out in cached and self.first_use[out] < p):
                 want.update(v for v in m.inputs if v in self.produced and v.shape == self.sp.domain)
         return want
-
-    def first_use(self, v: Value) -> int:
-        return min(p for p in range(self.plan.phases) if v in self.computed_in(p, {}))
 
     def _choose_cache(self) -> dict[Value, Value]:
         """value -> the group result whose buffer holds it between phases. A costly value
@@ -377,17 +386,19 @@ class _RowKernel:
                 loc = self.local("in", v)
                 inner.append(Declare(loc, Load(ctx.buf(v), self.index(("domain", v), loop_vars), v.dtype)))
                 local_of[v] = loc
+        loaded = [m.outputs[0] for m in self.domain_members if m.outputs[0] in want
+                  and m.outputs[0] in self.cache and self.first_use[m.outputs[0]] < p]
+        for out in loaded:  # before any store: a home's own result may be stored below
+            local_of[out] = self.local("v", out)
+            inner.append(Declare(local_of[out], Load(ctx.buf(self.cache[out]), index, out.dtype)))
         for m in self.domain_members:
             out = m.outputs[0]
-            if out not in want:
+            if out not in want or out in loaded:
                 continue
             loc = self.local("v", out)
-            if out in self.cache and self.first_use(out) < p:
-                inner.append(Declare(loc, Load(ctx.buf(self.cache[out]), index, out.dtype)))
-            else:
-                inner.append(Declare(loc, _member_expr(m, [local_of[v] for v in m.inputs])))
-                if out in self.cache:
-                    inner.append(Store(ctx.buf(self.cache[out]), index, loc))
+            inner.append(Declare(loc, _member_expr(m, [local_of[v] for v in m.inputs])))
+            if out in self.cache:
+                inner.append(Store(ctx.buf(self.cache[out]), index, loc))
             local_of[out] = loc
             if out in self.roots[p] and out in self.needed:
                 inner.append(Store(ctx.buf(out), index, loc))

@@ -1,12 +1,14 @@
-"""Operator fusion: elementwise chains become one kernel, and reductions over the rows of a
+"""Operator fusion: elementwise chains become one kernel; reductions over the rows of a
 tensor fuse with their elementwise producers, their consumers, further reductions over
-the same rows and sibling reductions of the same operand (horizontal fusion), so softmax, log-softmax with cross-entropy, and the layer and batch
-normalisations (forward and backward) each run as one pass over cached rows.
+the same rows and sibling ops reading the same operand (horizontal fusion), so softmax,
+log-softmax with cross-entropy and the layer and batch normalisations (forward and
+backward) each run as passes over cached rows in one kernel; and bias, activation and
+residual consumers of a matmul become its GEMM's epilogue.
 
 The pass only assigns `Node.group` numbers, so the grouping shows in the text dump; the
 lowering (ir/fused.py) turns each group into a single loop nest in the kernel IR that every
-backend reads. A group is either elementwise (one output shape, its domain) or a row group
-(a domain and reduced axes; see ir/fused.py for its members and how it runs), or a
+backend reads. A group is elementwise (one output shape, its domain), a row group (a
+domain and reduced axes; see ir/fused.py for its members and how it runs), or a
 contraction (matmul, and so the convolutions lowered to it) with the chain of elementwise
 consumers (bias, activation, residual add) that its GEMM applies to each finished element.
 An epilogue stores only its last value, so an op joins it only if every value the chain

@@ -392,3 +392,27 @@ def test_sibling_reductions_of_one_input_share_a_kernel(squares_first):
         xv = np.random.default_rng(5).standard_normal((33, 70)).astype(np.float32)
         want = gc.compile(g, var)(x=xv)
         np.testing.assert_allclose(gc.compile(g, var, backend="llvm")(x=xv), want, rtol=1e-4, atol=1e-5)
+
+
+@needs_llvm
+def test_a_cached_value_is_read_back_before_its_home_is_overwritten():
+    """exp(x - m) is needed in two phases, so it is kept in the buffer of a result written
+    in the last phase; here that result comes first in the schedule, so the last phase must
+    load the cached value before it stores the result."""
+    g = gc.Graph("home")
+    with g:
+        x = gc.placeholder("x", (9, 31))
+        m = gc.max(x, axis=1, keepdims=True)
+        q = gc.sum(x * m, axis=1, keepdims=True)
+        home = x * q                        # written in the last phase, scheduled first
+        e = gc.exp(x - m)                   # used by the sum and by y: cached, not recomputed
+        y = e * gc.sum(e, axis=1, keepdims=True)
+    work, _ = prepare(g, [home, y])
+    prog = lower(work)
+    (k,) = prog.kernels
+    assert str(k).count("exp(") == 1
+    xv = np.random.default_rng(2).standard_normal((9, 31)).astype(np.float32)
+    want = gc.compile(g, [home, y])(x=xv)
+    got = gc.compile(g, [home, y], backend="llvm")(x=xv)
+    for w, v in zip(want, got):
+        np.testing.assert_allclose(v, w, rtol=1e-4, atol=1e-4)
