@@ -111,8 +111,8 @@ GEMM
     a stack struct of the buffers, enclosing loop variables and locals it reads as `ctx`;
     the loop-nest GEMM applies it as it stores each element. Either way the epilogue is
     evaluated per element with `LocalRef("acc")` bound to the accumulated value and
-    `Var("i")`, `Var("j")` to the row and column. Leading dimensions of 0 mean the dense default (k or m for A, n or k for
-    B, n for C).
+    `Var("i")`, `Var("j")` to the row and column. Leading dimensions of 0 mean the dense
+    default (k or m for A, n or k for B, n for C).
 """
 from __future__ import annotations
 
