@@ -56,6 +56,8 @@ class FusionStats:
     nodes_fused: int = 0
     kernels_saved: int = 0
     sizes: list[int] = field(default_factory=list)
+    row_kernels: int = 0       # groups with reductions over rows
+    gemm_epilogues: int = 0    # contractions with elementwise consumers in their GEMM
 
 
 def is_row_reduction(node: Node) -> bool:
@@ -135,13 +137,16 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
         """Horizontal fusion: a group over the same domain (and rows) that reads one of
         node's operands from memory too, so the kernel reads it once (sum(x) beside
         sum(x * x), a softmax's forward and backward over the same logits)."""
-        shared = [v for v in node.inputs if v.shape == domain]
-        groups = {id(h): h for h in group_of.values()}
-        for h in groups.values():
-            if h.gemm or h.domain != domain or (axes is not None and h.axes not in (None, axes)):
+        for v in node.inputs:
+            if v.shape != domain:
                 continue
-            if any(v in m.inputs for v in shared for m in h.members) and can_join(h, node):
-                return h
+            for r in readers.get(v, ()):
+                h = group_of.get(r)
+                if h is None or h.gemm or h.domain != domain or \
+                        (axes is not None and h.axes not in (None, axes)):
+                    continue
+                if can_join(h, node):
+                    return h
         return None
 
     for node in graph.nodes:
@@ -201,4 +206,6 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
         stats.nodes_fused += len(g.members)
         stats.kernels_saved += len(g.members) - 1
         stats.sizes.append(len(g.members))
+        stats.row_kernels += g.axes is not None and not g.gemm
+        stats.gemm_epilogues += g.gemm
     return stats

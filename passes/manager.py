@@ -68,7 +68,8 @@ def _legalize(g: Graph) -> dict[str, int]:
 def _fusion(g: Graph) -> dict[str, int]:
     from .fusion import fuse
     s = fuse(g)
-    return {"groups": s.groups, "nodes fused": s.nodes_fused, "kernels saved": s.kernels_saved}
+    return {"groups": s.groups, "nodes fused": s.nodes_fused, "kernels saved": s.kernels_saved,
+            "row kernels": s.row_kernels, "GEMM epilogues": s.gemm_epilogues}
 
 
 PASSES: dict[str, Pass] = {p.name: p for p in [

@@ -93,7 +93,7 @@ def _lower_matmul(ctx, node, out=None, epilogue=None):
                        offset_c=L.linear_index(vs, cs),
                        epilogue=epi)]
     body = ctx.loops(batch, gemm, parallel=False, innermost="serial")
-    ctx.kernel(body, [xb, yb, *loads], [ob])
+    ctx.kernel(body, [xb, yb, *loads], [ob], suffix="_fused" if epilogue is not None else "")
 
 
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
