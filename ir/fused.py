@@ -6,9 +6,9 @@ is a local of the loop body, and members whose values leave the group are stored
 A group with reductions is a row kernel. A *row space* is a domain shape D and reduced
 axes A, the last axis of D among them: each kept coordinate is a row, each row has
 prod(D[A]) elements. A row group holds reductions of D-shaped values over A, elementwise
-nodes over D (which may read the reductions' per-row results, broadcast along A) and
-elementwise nodes over the rows (shape D with A set to 1, or with A dropped) that combine
-per-row results.
+nodes over D (which may read the reductions' per-row results, broadcast along A), and
+elementwise nodes and views over the rows (shape D with A set to 1, or with A dropped)
+that combine or reshape per-row results.
 
 It lowers to a parallel loop over rows; each row runs *phases*. Phase p loops over the
 row computing the D-shaped members it needs and the reductions that can run once the
@@ -151,6 +151,10 @@ def _plan(members: Sequence[Node]) -> _Plan:
                 raise bad(m, "a reduction's operand must have the group's domain shape")
             phase[m] = lv
             level[out] = lv + 1
+        elif get_op(m.op).view and space.holds_rows(out.shape) and ins:
+            if not space.holds_rows(m.inputs[0].shape):
+                raise bad(m, "a per-row view of a value that is not per row")
+            level[out] = lv
         elif not is_elementwise(m):
             raise bad(m, f"{m.op} is neither elementwise nor a reduction")
         elif out.shape == space.domain:
@@ -173,7 +177,7 @@ def _plan(members: Sequence[Node]) -> _Plan:
 
 def _member_expr(node: Node, ins: list[Expr]) -> Expr:
     scalar = get_op(node.op).scalar
-    if scalar is None:  # broadcast_to: the operand read at broadcast positions
+    if scalar is None:  # broadcast_to or a view: the operand read at the same position
         return ins[0]
     return scalar(ins, node.attrs, node.outputs[0].dtype)
 

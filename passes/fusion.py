@@ -157,6 +157,14 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
             group_of[node] = gemm
         elif epilogues and get_op(node.op).lower_epilogue is not None:
             group_of[node] = _Group([node], node.outputs[0].shape, gemm=True)
+        elif get_op(node.op).view:
+            # a per-row value under another per-row shape (a norm's statistics reshaped
+            # for its backward) is the same value: it stays in the row kernel
+            g = producer_group(node.inputs[0])
+            if g is not None and g.role(node.inputs[0].shape) == "row" \
+                    and g.role(node.outputs[0].shape) == "row" and can_join(g, node):
+                g.members.append(node)
+                group_of[node] = g
         elif is_elementwise(node):
             joinable: list[_Group] = []
             for v in node.inputs:
