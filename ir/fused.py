@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from math import prod
 from typing import Sequence
 
-from .dtypes import i64
 from .errors import GraphcError
 from .graph import Node, Value
 from .kernel import Assign, Binary, Const, Declare, Expr, For, LocalRef, Load, Stmt, Store, Var
