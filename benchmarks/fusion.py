@@ -1,7 +1,11 @@
-"""What fusion buys: softmax and layer norm vs numpy and PyTorch eager, and the MLP and CNN
-training steps with fusion on (-O2) and off (-O0).
+"""What fusion buys: softmax and layer norm (row kernels) vs numpy and PyTorch eager; a
+Linear + bias + relu layer with the bias and relu in the GEMM's epilogue vs after it; and
+the MLP and CNN training steps with fusion off (-O0), without GEMM epilogues, and on (-O2).
 
-    python benchmarks/fusion.py [--runs 5]
+    python benchmarks/fusion.py [--runs 5] [--threads N]
+
+--threads sets graphc's and PyTorch's thread counts alike (default: all cores); on a
+shared machine one thread each gives steadier ratios.
 """
 from __future__ import annotations
 
@@ -12,9 +16,19 @@ import sys
 import numpy as np
 
 import graphc as gc
+from graphc.passes.fusion import fuse
+from graphc.passes.manager import Pass
 from harness import median_times, optional, table
 
 ROWS = 4096
+
+
+def _fuse_without_epilogues(g: gc.Graph) -> dict[str, int]:
+    return {"groups": fuse(g, epilogues=False).groups}
+
+
+# -O2 with contractions kept out of fusion groups: the "before" of GEMM epilogues
+NO_EPILOGUES = ["simplify", "legalize", Pass("fusion", "fusion without GEMM epilogues", _fuse_without_epilogues)]
 
 
 def compile_both(build, shape):
@@ -46,10 +60,12 @@ def np_layer_norm(x):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
+    os.environ["GRAPHC_NUM_THREADS"] = str(args.threads)
     torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads)
     rows = []
     for name, build, ref, d in [("softmax", softmax, np_softmax, 1000),
                                 ("layer_norm", layer_norm, np_layer_norm, 1024)]:
@@ -69,6 +85,29 @@ def main() -> None:
             rows.append([f"{name} {ROWS}x{d}", k, f"{v * 1e3:.2f}", f"{v / times['graphc -O2']:.2f}"])
     print(table(rows, ["workload", "system", "ms", "this / graphc -O2"]))
 
+    # Linear + bias + relu, inference: the epilogue runs on each GEMM tile while it is in L1
+    rows = []
+    for m, k, n in [(256, 1024, 1024), (4096, 256, 256)]:
+        wv = (np.random.default_rng(1).standard_normal((k, n)) * 0.05).astype(np.float32)
+        bv = np.random.default_rng(2).standard_normal(n).astype(np.float32)
+        xv = np.random.default_rng(0).standard_normal((m, k)).astype(np.float32)
+        g = gc.Graph("linear")
+        with g:
+            y = gc.relu(gc.placeholder("x", (m, k)) @ gc.constant(wv) + gc.constant(bv))
+        fused = gc.compile(g, y, backend="llvm")
+        apart = gc.compile(g, y, backend="llvm", passes=NO_EPILOGUES)
+        np.testing.assert_allclose(fused(xv), apart(xv), rtol=1e-5, atol=1e-5)
+        cont = {"graphc -O2 (epilogue)": lambda: fused(xv), "graphc, bias+relu after": lambda: apart(xv)}
+        if torch is not None:
+            tx, twt, tb = torch.from_numpy(xv), torch.from_numpy(np.ascontiguousarray(wv.T)), torch.from_numpy(bv)
+            cont["torch eager"] = lambda: torch.relu(torch.nn.functional.linear(tx, twt, tb))
+        times = median_times(cont, args.runs)
+        for key, v in times.items():
+            rows.append([f"relu(x @ w + b) {m}x{k}x{n}", key, f"{v * 1e3:.3f}",
+                         f"{v / times['graphc -O2 (epilogue)']:.2f}"])
+    print()
+    print(table(rows, ["workload", "system", "ms", "this / graphc -O2"]))
+
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     import digits_cnn
     import mlp_step
@@ -81,13 +120,16 @@ def main() -> None:
               {"x": images[:digits_cnn.BATCH, None], "t": labels[:digits_cnn.BATCH]})]
     rows = []
     for name, g, feeds in steps:
-        exes = {level: gc.compile(g, backend="llvm", opt_level=level) for level in (0, 2)}
-        times = median_times({f"-O{k}": (lambda e=e: e(**feeds)) for k, e in exes.items()}, args.runs)
+        exes = {"-O0": gc.compile(g, backend="llvm", opt_level=0),
+                "no epi": gc.compile(g, backend="llvm", passes=NO_EPILOGUES),
+                "-O2": gc.compile(g, backend="llvm", opt_level=2)}
+        times = median_times({k: (lambda e=e: e(**feeds)) for k, e in exes.items()}, args.runs)
         kernels = {k: len(e.program.kernels) for k, e in exes.items()}
-        rows.append([name, kernels[0], kernels[2], f"{times['-O0'] * 1e3:.2f}", f"{times['-O2'] * 1e3:.2f}",
-                     f"{times['-O0'] / times['-O2']:.2f}"])
+        rows.append([name] + [kernels[k] for k in exes] + [f"{times[k] * 1e3:.2f}" for k in exes]
+                    + [f"{times['-O0'] / times['-O2']:.2f}"])
     print()
-    print(table(rows, ["train step", "kernels -O0", "kernels -O2", "ms -O0", "ms -O2", "speed-up"]))
+    print(table(rows, ["train step", "kernels -O0", "no epi", "-O2", "ms -O0", "ms no epi", "ms -O2",
+                       "-O0 / -O2"]))
 
 
 if __name__ == "__main__":

@@ -97,8 +97,8 @@ class PythonPoolGemm:
 
     def __call__(self, args):
         nt = self.threads
-        futs = [self.pool.submit(self.kernel, *args, t, nt) for t in range(1, nt)]
-        self.kernel(*args, 0, nt)
+        futs = [self.pool.submit(self.kernel, *args, t, nt, None, None) for t in range(1, nt)]
+        self.kernel(*args, 0, nt, None, None)
         for f in futs:
             f.result()
 
@@ -140,7 +140,7 @@ def bench_single_thread(g: CompiledGemm, sizes, runs: int, rounds: int):
         k1 = g.kernels[dt]
         samples = {"graphc": [], "numpy": []}
         for _ in range(rounds):
-            for name, fn in (("graphc", lambda: k1(*args, 0, 1)), ("numpy", lambda: a @ b)):
+            for name, fn in (("graphc", lambda: k1(*args, 0, 1, None, None)), ("numpy", lambda: a @ b)):
                 _warm_up(fn)
                 for _ in range(runs):
                     t0 = time.thread_time()
@@ -167,7 +167,7 @@ def bench_threading(g: CompiledGemm, threads: int, runs: int, rounds: int,
             k1, par = g.kernels[dt], g.parallel[dt]
             reps = max(runs, int(2e8 // (2 * n ** 3)) if n < 256 else runs)
             med = _median_interleaved({
-                "serial": lambda: k1(*args, 0, 1),
+                "serial": lambda: k1(*args, 0, 1, None, None),
                 "gomp": lambda: par(*args, threads),
                 "pool": lambda: pool(args),
             }, reps, rounds)

@@ -163,7 +163,9 @@ class Gemm:
     """C[b] = epilogue(alpha * op(A[b]) @ op(B[b]) (+ C[b] if accumulate)) over `batch`
     matrices, with per-operand batch strides (0 broadcasts) and leading dimensions in
     elements. The epilogue is an elementwise expression of `LocalRef("acc")` and of loads
-    indexed by the row and column variables `i` and `j` (bias, activation, residual)."""
+    indexed by the row and column variables `i` and `j` and by enclosing loop variables
+    (bias, activation, residual, per batch matrix); a generator applies it to each element
+    of C once that element is final (the LLVM one to each GEMM tile while it is in cache)."""
     a: str
     b: str
     c: str

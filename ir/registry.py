@@ -122,6 +122,18 @@ class OpDef:
     scalar: Callable[..., Any] | None = None
     lower: Callable[..., Any] | None = None
     decompose: Callable[..., Any] | None = None
+    # For reductions that fold their operand along `axes` with one associative operation:
+    # how ("sum", "mean", "max", "min"). Fusion puts such a reduction in a loop nest with
+    # the elementwise ops around it.
+    combine: str | None = None
+    # `lower_epilogue(ctx, node, out, epilogue)` lowers a contraction whose elementwise
+    # consumers fuse into its kernel: `epilogue(batch_coords)` gives the kernel-IR
+    # expression applied to each result element (see ir/kernel.py's Gemm), and the result
+    # is written to `out`'s buffer.
+    lower_epilogue: Callable[..., Any] | None = None
+    # The output is the input's elements in the same order under a new shape (reshape,
+    # squeeze, expand_dims): lowered as a view; fusion looks through it.
+    view: bool = False
     # The `lower` hook calls GEMM inside a loop nest beside other statements (a CPU-style
     # per-image loop). Code generators that launch every GEMM as a kernel of its own (CUDA)
     # decompose such an op instead (passes/legalize.py: has_flat_kernel).

@@ -73,7 +73,8 @@ def _legalize_flat(g: Graph) -> dict[str, int]:
 def _fusion(g: Graph) -> dict[str, int]:
     from .fusion import fuse
     s = fuse(g)
-    return {"groups": s.groups, "nodes fused": s.nodes_fused, "kernels saved": s.kernels_saved}
+    return {"groups": s.groups, "nodes fused": s.nodes_fused, "kernels saved": s.kernels_saved,
+            "row kernels": s.row_kernels, "GEMM epilogues": s.gemm_epilogues}
 
 
 PASSES: dict[str, Pass] = {p.name: p for p in [
@@ -82,7 +83,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
     Pass("legalize_flat", "legalize, also decomposing ops whose kernels nest GEMMs in loops "
          "(for backends that launch each GEMM alone)", _legalize_flat),
-    Pass("fusion", "group elementwise chains and reductions with their producers into kernels",
+    Pass("fusion", "group elementwise chains, row reductions with their producers and consumers, "
+         "and matmul epilogues into kernels",
          _fusion),
 ]}
 

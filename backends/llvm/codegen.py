@@ -107,11 +107,14 @@ GEMM
     on the whole team (each thread its share, `graphc_gemm(..., tid, nthreads)`); a
     top-level batch runs one matrix per iteration of a parallel batch loop; a GEMM nested
     in loops runs on its thread alone. Each thread packs into its own region of the
-    workspace, which the ABI places after the arena plan (`gemm_workspace`). The epilogue
-    then runs as an elementwise pass over C. The epilogue is evaluated per element
-    with `LocalRef("acc")` bound to the accumulated value and `Var("i")`, `Var("j")` to the
-    row and column. Leading dimensions of 0 mean the dense default (k or m for A, n or k for
-    B, n for C).
+    workspace, which the ABI places after the arena plan (`gemm_workspace`). An epilogue
+    becomes an internal function `<kernel>.epiN(ctx, row, col, rows, cols, tile, ldc)` that
+    the library calls on each MR x NR tile of C as soon as it is final (still in L1), with
+    a stack struct of the buffers, enclosing loop variables and locals it reads as `ctx`;
+    the loop-nest GEMM applies it as it stores each element. Either way the epilogue is
+    evaluated per element with `LocalRef("acc")` bound to the accumulated value and
+    `Var("i")`, `Var("j")` to the row and column. Leading dimensions of 0 mean the dense
+    default (k or m for A, n or k for B, n for C).
 """
 from __future__ import annotations
 
@@ -248,9 +251,9 @@ def library_gemm_dtypes(program: K.Program) -> tuple[str, ...]:
 
 def gemm_function_type() -> ir.FunctionType:
     """void graphc_gemm_<T>(M, N, K, A, lda, transA, B, ldb, transB, C, ldc, accumulate,
-    workspace, thread_id, num_threads) (see backends/llvm/gemm.py)."""
+    workspace, thread_id, num_threads, epilogue, epilogue_ctx) (see backends/llvm/gemm.py)."""
     return ir.FunctionType(VOID, [I64, I64, I64, PTR, I64, I32, PTR, I64, I32, PTR, I64, I32,
-                                  PTR, I64, I64])
+                                  PTR, I64, I64, PTR, PTR])
 
 
 # -- loop metadata ---------------------------------------------------------------------------
@@ -285,7 +288,7 @@ def _expr_children(e) -> list:
         return [e.cond, e.a, e.b]
     if isinstance(e, K.Load):
         return [e.index]
-    if isinstance(e, _GemmEpilogue):
+    if isinstance(e, (_GemmEpilogue, _EpilogueUse)):
         return [e.expr]
     return []
 
@@ -310,8 +313,9 @@ def _local_refs(e):
     """LocalRefs an expression reads (a GEMM epilogue's `acc` is its accumulator)."""
     if isinstance(e, K.LocalRef):
         yield e
-    elif isinstance(e, _GemmEpilogue):
-        yield e.acc
+    elif isinstance(e, (_GemmEpilogue, _EpilogueUse)):
+        if isinstance(e, _GemmEpilogue):
+            yield e.acc
         for y in _local_refs(e.expr):
             if y.name != "acc":
                 yield y
@@ -321,8 +325,9 @@ def _local_refs(e):
 
 
 def _stmt_exprs(s) -> list:
-    if isinstance(s, _GemmCall):  # the epilogue runs in separate loops
-        return [o for o in (s.g.offset_a, s.g.offset_b, s.g.offset_c) if not isinstance(o, int)]
+    if isinstance(s, _GemmCall):  # the library calls the epilogue on finished tiles
+        out = [o for o in (s.g.offset_a, s.g.offset_b, s.g.offset_c) if not isinstance(o, int)]
+        return out + ([_EpilogueUse(s.g.epilogue)] if s.g.epilogue is not None else [])
     if isinstance(s, K.Store):
         return [s.index, s.value]
     if isinstance(s, K.Declare):
@@ -589,6 +594,13 @@ class _GemmLoops:
         g = self.g
         return (not g.trans_b and g.epilogue is None and acc_dt == dc and dc.is_float
                 and g.n >= 8 and g.k <= 64)
+
+
+@dataclass(frozen=True)
+class _EpilogueUse:
+    """Internal expression: what a library GEMM's epilogue reads (buffers, locals other
+    than its accumulator), for the analyses of the statement that calls it."""
+    expr: object
 
 
 @dataclass(frozen=True)
@@ -1082,25 +1094,79 @@ class _FuncGen:
             vb = K.Var(f"_gb{tag}")
             loop = K.For(vb, g.batch, [_GemmCall(g, vb)], "parallel" if threaded else "serial")
             self.emit_body([loop], top=top)
-        if g.epilogue is not None:
-            self.emit_body(self.gemm_epilogue_loops(g, tag, parallel), top=top)
 
-    def gemm_epilogue_loops(self, g: K.Gemm, tag: str, parallel: bool) -> list:
-        """C = epilogue(acc = C) over every element, after the library GEMM."""
-        _, _, ldc = gemm_lds(g)
-        vb, vi, vj = K.Var(f"_eb{tag}"), K.Var(f"_ei{tag}"), K.Var(f"_ej{tag}")
-        dc = self.mg.dtypes[g.c]
-        bvar = vb if g.batch > 1 else _c64(0)
-        ic = _add(_add(g.offset_c, _mul(bvar, g.stride_c) if g.stride_c else _c64(0)),
-                  _add(_mul(vi, ldc), vj))
-        acc = K.LocalRef(f"_acc{tag}", _compute_dtype(dc))
-        body = [K.Declare(acc, K.Load(g.c, ic, dc)), K.Store(g.c, ic, _GemmEpilogue(g.epilogue, acc, vi, vj))]
-        jl = K.For(vj, g.n, body, "vectorize")
-        il = K.For(vi, g.m, [jl], "serial")
-        if g.batch > 1:
-            return [K.For(vb, g.batch, [il], "parallel" if parallel else "serial")]
-        il.mark = "parallel" if parallel else "serial"
-        return [il]
+    def gemm_epilogue_callback(self, g: K.Gemm) -> tuple[ir.Value, ir.Value]:
+        """(function, context) arguments of graphc_gemm for g's epilogue (nulls without
+        one): an internal function that applies the epilogue to a finished tile of C, and a
+        stack struct of the buffers, enclosing loop variables and locals it reads."""
+        mg = self.mg
+        null = ir.Constant(PTR, None)
+        if g.epilogue is None:
+            return null, null
+        bufs: list[str] = []
+        loop_vars: list[str] = []
+        locs: list[str] = []
+        for x in _walk_expr(g.epilogue):
+            if isinstance(x, K.Load) and x.buffer not in bufs:
+                bufs.append(x.buffer)
+            elif isinstance(x, K.Var) and x.name not in ("i", "j") and x.name not in loop_vars:
+                loop_vars.append(x.name)
+            elif isinstance(x, K.LocalRef) and x.name != "acc" and x.name not in locs:
+                locs.append(x.name)
+        for n in bufs:
+            if n not in self.bufs:
+                raise self.error(f"gemm epilogue reads unknown buffer {n!r}")
+        for n in loop_vars:
+            if n not in self.vars:
+                raise self.error(f"gemm epilogue uses loop variable {n!r} outside its loop")
+        vals = [self.bufs[n] for n in bufs] + [self.vars[n] for n in loop_vars] + \
+            [self.local_value(n) for n in locs]
+        st_t = ir.LiteralStructType([v.type for v in vals] or [I8])
+        data = _opaque_alloca(self.alloca_builder, st_t, "epi.data")
+        for i, v in enumerate(vals):
+            self.b.store(v, self.b.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)], inbounds=True,
+                                       source_etype=st_t))
+        fn = ir.Function(mg.module, ir.FunctionType(VOID, [PTR, I64, I64, I64, I64, PTR, I64]),
+                         name=mg.fresh(self.fn.name + ".epi"))
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        ctx, row, col, rows, cols, ctile, ldc = fn.args
+        # C never overlaps what the epilogue reads (its operands are live inputs of the
+        # kernel, and GEMM kernels never run in place): no runtime overlap checks
+        ctile.add_attribute("noalias")
+        dc = mg.dtypes[g.c]
+        tile = f"<gemm tile {dc.name}>"  # pseudo-buffer: the tile handed to the epilogue
+        mg.dtypes[tile] = dc
+        sub = _FuncGen(mg, fn, {tile: ctile}, self.kernel)
+        fields = [sub.b.load(sub.b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, i)], inbounds=True,
+                                       source_etype=st_t), typ=v.type) for i, v in enumerate(vals)]
+        sub.bufs.update(zip(bufs, fields))
+        sub.vars.update(zip(loop_vars, fields[len(bufs):]))
+        for n, v in zip(locs, fields[len(bufs) + len(loop_vars):]):
+            sub.captured[n] = v
+            sub.captured_dtypes[n] = self.local_dtype(n)
+        sub.vars.update({"_ep_row": row, "_ep_col": col, "_ep_ldc": ldc})
+        vi, vj = K.Var("_ep_i"), K.Var("_ep_j")
+        idx = K.Binary("add", K.Binary("mul", K.Binary("sub", vi, K.Var("_ep_row"), i64), K.Var("_ep_ldc"), i64),
+                       K.Binary("sub", vj, K.Var("_ep_col"), i64), i64)
+        acc = K.LocalRef("_ep_acc", _compute_dtype(dc))
+        body = [K.Declare(acc, K.Load(tile, idx, dc)), K.Store(tile, idx, _GemmEpilogue(g.epilogue, acc, vi, vj))]
+        row_end = sub.b.add(row, rows)
+
+        def tile(width: ir.Value) -> None:
+            col_end = sub.b.add(col, width)
+            sub.loop(vi.name, row, row_end, "serial",
+                     lambda: sub.loop(vj.name, col, col_end, "vectorize", lambda: sub.emit_body(body),
+                                      nonempty=False), nonempty=False)
+        # Nearly every tile is NR columns wide: a constant trip count vectorises fully.
+        nr = ir.Constant(I64, _gemm_target().blocking(dc.name).nr)
+        with sub.b.if_else(sub.b.icmp_signed("==", cols, nr), likely=True) as (full, edge):
+            with full:
+                tile(nr)
+            with edge:
+                tile(cols)
+        sub.finish()
+        return fn, data
 
     def gemm_args(self, g: K.Gemm, vb, b: ir.IRBuilder | None = None) -> list:
         """Pointer and size arguments of graphc_gemm for one matrix (up to the workspace)."""
@@ -1135,7 +1201,8 @@ class _FuncGen:
         tid = b.sext(b.call(mg.intrinsic("omp_get_thread_num", I32, []), []), I64)
         ws = b.gep(self.bufs[WORKSPACE], [b.mul(tid, ir.Constant(I64, per))], inbounds=True,
                    source_etype=mtype(dt))
-        b.call(fn, self.gemm_args(g, st.vb) + [ws, ir.Constant(I64, 0), ir.Constant(I64, 1)])
+        epi = list(self.gemm_epilogue_callback(g))
+        b.call(fn, self.gemm_args(g, st.vb) + [ws, ir.Constant(I64, 0), ir.Constant(I64, 1)] + epi)
 
     def emit_gemm_team(self, g: K.Gemm) -> None:
         """One large matrix split across the team by the library (each thread its share)."""
@@ -1144,9 +1211,10 @@ class _FuncGen:
         dt = mg.dtypes[g.c]
         fn = mg.gemm_function(dt)
         args = self.gemm_args(g, None) + [self.bufs[WORKSPACE]]
-        self.parallel_region(mg.fresh(self.fn.name + ".gemm"), args,
-                             lambda bb: bb.call(fn, args + [ir.Constant(I64, 0), ir.Constant(I64, 1)]),
-                             lambda ob, vals, tid, nt: ob.call(fn, list(vals) + [tid, nt]))
+        epi = list(self.gemm_epilogue_callback(g))
+        self.parallel_region(mg.fresh(self.fn.name + ".gemm"), args + epi,
+                             lambda bb: bb.call(fn, args + [ir.Constant(I64, 0), ir.Constant(I64, 1)] + epi),
+                             lambda ob, vals, tid, nt: ob.call(fn, list(vals[:-2]) + [tid, nt] + list(vals[-2:])))
 
     # .. expressions ..
     def index(self, e) -> ir.Value:

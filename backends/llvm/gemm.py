@@ -6,7 +6,10 @@
                                T* A, i64 lda, i32 transA,
                                T* B, i64 ldb, i32 transB,
                                T* C, i64 ldc, i32 accumulate,
-                               T* workspace, i64 thread_id, i64 num_threads)
+                               T* workspace, i64 thread_id, i64 num_threads,
+                               void (*epilogue)(i8* ctx, i64 row, i64 col, i64 rows,
+                                                i64 cols, T* c, i64 ldc),
+                               i8* epilogue_ctx)
 
 computing this thread's share of ``C = op(A) @ op(B)`` (``+ C`` when ``accumulate != 0``)
 for row-major matrices. ``op(A)`` is M x K: A is stored M x K (``A[i*lda + p]``), or K x M
@@ -68,8 +71,13 @@ GOMP_SPINCOUNT when it is loaded: its default (spin ~300k iterations before slee
 ~1 us per parallel call on an idle machine; passive waiting costs ~10 us per call but
 degrades far less when other processes compete for the cores.
 
-Alpha and fused epilogues are not part of this function: run the epilogue as an
-elementwise pass over the C tile afterwards (or fold alpha into an operand).
+Fused epilogue. When ``epilogue`` is not null, each MR x NR tile of C is handed to it as
+soon as its last KC block is accumulated, while the tile is still in L1:
+``epilogue(epilogue_ctx, row, col, rows, cols, &C[row*ldc + col], ldc)`` may rewrite those
+``rows x cols`` elements in place (bias, activation, residual add: the caller's generated
+code). Every element of C goes through it exactly once, on the thread that computed it;
+when K == 0 it gets the thread's whole share at once. A null ``epilogue`` leaves C as the
+product (alpha is not part of this function: fold it into an operand or the epilogue).
 """
 from __future__ import annotations
 
@@ -632,10 +640,10 @@ class _Gen:
         pack_a = self.emit_pack_a()
         pack_b = self.emit_pack_b()
         (M, N, K, A, lda, transA, B, ldb, transB, C, ldc, accumulate, ws, tid,
-         nthreads) = fn.args
+         nthreads, epi, epi_ctx) = fn.args
         for a, n in zip(fn.args, ["M", "N", "K", "A", "lda", "transA", "B", "ldb", "transB",
                                   "C", "ldc", "accumulate", "workspace", "thread_id",
-                                  "num_threads"]):
+                                  "num_threads", "epilogue", "epilogue_ctx"]):
             a.name = n
         fn.attributes.add("nounwind")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -672,6 +680,10 @@ class _Gen:
             b.ret_void()
 
         is_acc = b.icmp_signed("!=", accumulate, ir.Constant(I32, 0))
+        has_epi = b.icmp_unsigned("!=", b.ptrtoint(epi, I64), zero)
+
+        def epilogue(row, col, rows, cols, ptr):  # an indirect call through the pointer
+            b.call(epi, [epi_ctx, row, col, rows, cols, ptr, ldc])
 
         # -- K == 0: C = 0 (or unchanged when accumulating) on this thread's share.
         with b.if_then(b.icmp_signed("<=", K, zero), likely=False):
@@ -680,6 +692,8 @@ class _Gen:
                     row = _gep(b, C, b.mul(i, ldc))
                     with _for(b, n0, n1, name="zj") as j:
                         b.store(self.zero, _gep(b, row, j), align=self.esize)
+            with b.if_then(has_epi):
+                epilogue(m0, n0, b.sub(m1, m0), b.sub(n1, n0), _gep(b, C, b.add(b.mul(m0, ldc), n0)))
             b.ret_void()
 
         # -- workspace: this thread's region, aligned to 64 bytes.
@@ -707,6 +721,7 @@ class _Gen:
                 boff = b.select(is_tb, b.add(b.mul(jc, ldb), pc), b.add(b.mul(pc, ldb), jc))
                 b.call(pack_b, [kc, nc, _gep(b, B, boff), ldb, transB, packB])
                 beta = b.zext(b.or_(is_acc, b.icmp_signed(">", pc, zero)), I32)
+                finish = b.and_(has_epi, b.icmp_signed(">=", b.add(pc, kc), K))
                 with _for(b, m0, m1, MC, name="ic") as ic:
                     mc = _imin(b, _c64(MC), b.sub(m1, ic))
                     aoff = b.select(is_ta, b.add(b.mul(pc, lda), ic),
@@ -719,9 +734,11 @@ class _Gen:
                         ccol = _gep(b, cblock, jr)
                         with _for(b, 0, mc, MR, name="ir") as ir_:
                             mr = _imin(b, _c64(MR), b.sub(mc, ir_))
+                            ctile = _gep(b, ccol, b.mul(ir_, ldc))
                             b.call(ukernel, [kc, _gep(b, packA, b.mul(ir_, kc)), pbp,
-                                             _gep(b, ccol, b.mul(ir_, ldc)), ldc, beta,
-                                             mr, nr, tmp])
+                                             ctile, ldc, beta, mr, nr, tmp])
+                            with b.if_then(finish):  # the tile is final and in L1
+                                epilogue(b.add(ic, ir_), b.add(jc, jr), mr, nr, ctile)
         b.ret_void()
 
 
@@ -729,10 +746,15 @@ class _Gen:
 _PACK_WEIGHT = 8
 
 
+def epilogue_fnty(T) -> ir.FunctionType:
+    """void epilogue(i8* ctx, i64 row, i64 col, i64 rows, i64 cols, T* c, i64 ldc)."""
+    return ir.FunctionType(VOID, [I8P, I64, I64, I64, I64, T.as_pointer(), I64])
+
+
 def _gemm_fnty(T) -> ir.FunctionType:
     TP = T.as_pointer()
     return ir.FunctionType(VOID, [I64, I64, I64, TP, I64, I32, TP, I64, I32, TP, I64, I32,
-                                  TP, I64, I64])
+                                  TP, I64, I64, epilogue_fnty(T).as_pointer(), I8P])
 
 
 def declare_gemm(module: ir.Module, dtype: str, target: GemmTarget) -> ir.Function:
@@ -833,8 +855,10 @@ def emit_parallel_gemm_entry(module: ir.Module, dtype: str, target: GemmTarget) 
     fn.attributes.add("nounwind")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
+    no_epi = ir.Constant(gemm.function_type.args[15], None)
+
     def body(ob, vals, tid, nt):
-        ob.call(gemm, list(vals) + [tid, nt])
+        ob.call(gemm, list(vals) + [tid, nt, no_epi, ir.Constant(I8P, None)])
 
     emit_parallel_region(b, module, name + ".omp_fn", fn.args[:13], body, fn.args[13])
     b.ret_void()
@@ -931,7 +955,7 @@ class CompiledGemm:
         self.kernels, self.parallel = {}, {}
         for dt in dtypes:
             self.kernels[dt] = ctypes.CFUNCTYPE(None, *self._ARGS, ctypes.c_int64,
-                                                ctypes.c_int64)(
+                                                ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(
                 self.engine.get_function_address(gemm_name(dt)))
             if openmp:
                 self.parallel[dt] = ctypes.CFUNCTYPE(None, *self._ARGS, ctypes.c_int64)(
@@ -984,10 +1008,10 @@ class CompiledGemm:
         num_threads > 1, otherwise sequentially share by share."""
         dt, args = self.args(a, b, c, trans_a, trans_b, accumulate, num_threads)
         if thread_id is not None:
-            self.kernels[dt](*args, thread_id, num_threads)
+            self.kernels[dt](*args, thread_id, num_threads, None, None)
         elif openmp and num_threads > 1 and dt in self.parallel:
             self.parallel[dt](*args, num_threads)
         else:
             for t in range(num_threads):
-                self.kernels[dt](*args, t, num_threads)
+                self.kernels[dt](*args, t, num_threads, None, None)
         return c

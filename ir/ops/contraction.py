@@ -66,27 +66,36 @@ def _matmul_cost(ts, outs, a) -> Cost:
     return Cost(2 * outs[0].size * k, sum(t.nbytes for t in ts) + outs[0].nbytes)
 
 
-def _lower_matmul(ctx, node):
+def _lower_matmul(ctx, node, out=None, epilogue=None):
     """One generated-GEMM call per batch matrix; broadcast batch axes read the same
-    operand matrix (stride 0). The GEMM itself is parallel, so batch loops are serial."""
+    operand matrix (stride 0). The GEMM itself is parallel, so batch loops are serial.
+    With a fused epilogue (registry `lower_epilogue`), `epilogue(batch_coords)` is applied
+    to every element and the result lands in `out`'s buffer."""
     x, y = node.inputs
-    out = node.outputs[0]
-    m, n = out.shape[-2:]
+    out = out if out is not None else node.outputs[0]
+    m, n = node.outputs[0].shape[-2:]
     k = x.shape[-2] if node.attrs["transpose_a"] else x.shape[-1]
-    batch = out.shape[:-2]
+    batch = node.outputs[0].shape[:-2]
     xs = [s * x.shape[-2] * x.shape[-1] for s in L.broadcast_strides(x.shape[:-2], batch)]
     ys = [s * y.shape[-2] * y.shape[-1] for s in L.broadcast_strides(y.shape[:-2], batch)]
     cs = [s * m * n for s in L.row_strides(batch)]
     xb, yb, ob = ctx.buf(x), ctx.buf(y), ctx.buf(out)
 
+    loads: list[str] = []  # buffers the epilogue reads
+
     def gemm(vs):
+        epi = epilogue(vs) if epilogue is not None else None
+        if epi is not None:
+            loads.extend(e.buffer for e in K.walk_exprs(epi) if isinstance(e, K.Load))
         return [K.Gemm(xb, yb, ob, m, n, k, trans_a=node.attrs["transpose_a"],
                        trans_b=node.attrs["transpose_b"], lda=x.shape[-1], ldb=y.shape[-1], ldc=n,
                        offset_a=L.linear_index(vs, xs), offset_b=L.linear_index(vs, ys),
-                       offset_c=L.linear_index(vs, cs))]
-    ctx.kernel(ctx.loops(batch, gemm, parallel=False, innermost="serial"), [xb, yb], [ob])
+                       offset_c=L.linear_index(vs, cs),
+                       epilogue=epi)]
+    body = ctx.loops(batch, gemm, parallel=False, innermost="serial")
+    ctx.kernel(body, [xb, yb, *loads], [ob], suffix="_fused" if epilogue is not None else "")
 
 
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
                _matmul_cost, doc="batched matrix product with numpy batch broadcasting",
-               lower=_lower_matmul))
+               lower=_lower_matmul, lower_epilogue=_lower_matmul))

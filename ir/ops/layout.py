@@ -26,7 +26,7 @@ def _move_cost(ts, outs, a) -> Cost:
 def _layout(name, infer, ref, vjp, attrs, arity=1, fusion=Fusion.LAYOUT, doc="", nondiff=(),
             lower=None):
     register(OpDef(name, fusion, infer, ref, arity, attrs, vjp, _move_cost, doc=doc,
-                   nondiff_inputs=nondiff, lower=lower))
+                   nondiff_inputs=nondiff, lower=lower, view=lower is _lower_view))
 
 
 def _lower_view(ctx, node):

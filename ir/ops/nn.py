@@ -783,7 +783,8 @@ def _softmax_decompose(b, n):
     if x.shape[ax] == 0:  # nothing to normalise (and no maximum to take)
         return [x]
     e = b.exp(_shifted(b, _up(b, x), ax))
-    return [_down(b, b.div(e, b.sum(e, axes=(ax,), keepdims=True)), x.dtype)]
+    s = b.sum(e, axes=(ax,), keepdims=True)
+    return [_down(b, b.mul(e, b.div(b.scalar(1.0, s), s)), x.dtype)]  # one division per row
 
 
 def _log_softmax_decompose(b, n):
@@ -1045,8 +1046,10 @@ def _centred(b, x, axes: tuple[int, ...]):
 
 
 def _normalize(b, xc, var, eps: float, gamma, beta):
-    """xc / sqrt(var + eps) * gamma + beta, in the references' order of operations."""
-    return b.add(b.mul(b.div(xc, b.sqrt(b.add(var, b.scalar(eps, var)))), gamma), beta)
+    """xc * (1 / sqrt(var + eps)) * gamma + beta: one division per row or channel, a
+    multiplication per element (within an ulp of dividing each element)."""
+    inv = b.div(b.scalar(1.0, var), b.sqrt(b.add(var, b.scalar(eps, var))))
+    return b.add(b.mul(b.mul(xc, inv), gamma), beta)
 
 
 def _bn_decompose(b, n):

@@ -41,7 +41,7 @@ def _reduction(name: str, ref, vjp, kind: str) -> None:
         return np.asarray(ref(x, axis=tuple(axes), keepdims=keepdims)).astype(x.dtype)
 
     register(OpDef(name, Fusion.REDUCTION, infer, reference, 1, dict(_AXES), vjp, _reduce_cost,
-                   lower=lambda ctx, node: lower_reduction(ctx, node, name)))
+                   lower=lambda ctx, node: lower_reduction(ctx, node, name), combine=name))
 
 
 def _sum_vjp(b, n, g):

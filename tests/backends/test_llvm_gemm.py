@@ -12,6 +12,7 @@ element by ~|a_ik b_kj| ~ (1/K) * sum |a||b|, which exceeds the bound for K^2 * 
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import itertools
 
@@ -220,7 +221,7 @@ def test_workspace_bounds_are_respected(g):
         M_, N_, K_, lda, ldb, ldc = g.operands(a, b, c)
         for t in range(nt):
             g.kernels["f32"](M, N, K, a.ctypes.data, lda, 0, b.ctypes.data, ldb, 0,
-                             c.ctypes.data, ldc, 0, ws_view.ctypes.data, t, nt)
+                             c.ctypes.data, ldc, 0, ws_view.ctypes.data, t, nt, None, None)
         assert (ws[n:] == 12345.0).all(), "workspace overrun"
         _check(c, a, b, False, False, None, False, "ws")
 
@@ -345,3 +346,39 @@ def test_emit_parallel_region_outlines_a_parallel_loop():
     assert 1 <= nt <= 2
     idx = np.arange(out.size)
     np.testing.assert_array_equal(out, idx * 10 + idx % nt)
+
+
+# void epilogue(ctx, row, col, rows, cols, c_tile, ldc)
+EPILOGUE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                            ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64)
+
+
+@pytest.mark.parametrize("M,N,K,nt", [(65, 100, 257, 2), (7, 17, 3, 1), (70, 40, 0, 2), (1000, 33, 500, 3)])
+def test_epilogue_sees_every_final_element_once(g, M, N, K, nt):
+    """The epilogue callback gets finished tiles only (C = A @ B there, every k term in), and
+    each element of C exactly once over all threads' shares, K == 0 included."""
+    rng = np.random.default_rng(M + N + K)
+    a, b, c = _make(rng, np.float32, M, N, K, False, False)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    seen = np.zeros((M, N), np.int64)
+    final = np.ones((M, N), bool)
+
+    def callback(ctx, row, col, rows, cols, ptr, ldc):
+        assert ctx == 1234
+        tile = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)),
+                                     shape=((rows - 1) * ldc + cols,))
+        for i in range(rows):
+            vals = tile[i * ldc:i * ldc + cols]
+            exact = want[row + i, col:col + cols]
+            final[row + i, col:col + cols] &= np.abs(vals - exact) <= 1e-3 * (1 + np.abs(exact))
+            seen[row + i, col:col + cols] += 1
+            vals[:] = 2 * vals + 1  # the epilogue's result is what C keeps
+
+    cb = EPILOGUE(callback)
+    _, _, _, lda, ldb, ldc = g.operands(a, b, c)
+    ws = g.workspace("f32", M, N, K, nt)
+    for t in range(nt):  # shares one after another: the callback is Python
+        g.kernels["f32"](M, N, K, a.ctypes.data, lda, 0, b.ctypes.data, ldb, 0, c.ctypes.data, ldc, 0,
+                         ws.ctypes.data, t, nt, ctypes.cast(cb, ctypes.c_void_p), 1234)
+    assert (seen == 1).all() and final.all()
+    np.testing.assert_allclose(c, 2 * want + 1, rtol=1e-4, atol=1e-3)
