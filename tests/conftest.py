@@ -1,15 +1,21 @@
 """Session-wide test support: report the largest gradient-check error of the run."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import graphc.testing as _testing
 
 # Tests always run the verifier after every pass (production opts in with GRAPHC_VERIFY=1).
 os.environ.setdefault("GRAPHC_VERIFY", "1")
-# Compiled objects go to a cache of this run's own, not the user's ~/.cache/graphc.
-os.environ.setdefault("GRAPHC_CACHE_DIR", tempfile.mkdtemp(prefix="graphc-test-cache-"))
+# Compiled objects go to a cache of this run's own, not the user's ~/.cache/graphc; it is
+# removed when the run ends.
+if "GRAPHC_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="graphc-test-cache-")
+    os.environ["GRAPHC_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 _worst: list[float] = [0.0]
 _count: list[int] = [0]
