@@ -478,6 +478,12 @@ def epilogue_strides(out_shape: Sequence[int], domain: Sequence[int],
     return tuple(out) if not axes else None
 
 
+def gemm_result_shape(node: Node) -> tuple[int, ...]:
+    """A contraction's result shape as (batch..., rows, columns) of its GEMMs."""
+    hook = get_op(node.op).gemm_shape
+    return tuple(hook(node)) if hook is not None else tuple(node.outputs[0].shape)
+
+
 def gemm_epilogue_member(head: Value, node: Node) -> bool:
     """Whether `node` can extend a contraction's epilogue whose current value is `head`:
     a view of it (no epilogue yet), or an elementwise op over its shape and dtype whose
@@ -492,7 +498,7 @@ def gemm_epilogue_member(head: Value, node: Node) -> bool:
         return producer is head.producer and out.type.size == head.type.size
     if not is_elementwise(node) or out.shape != head.shape:
         return False
-    o = producer.outputs[0].shape
+    o = gemm_result_shape(producer)
     return all(epilogue_strides(o, out.shape, v.shape) is not None for v in node.inputs)
 
 
@@ -514,7 +520,7 @@ def _lower_gemm_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]
             raise FusionGroupError(f"fusion group {m.group}: {m.op} -> {m.outputs[0].type} cannot "
                                    f"extend the epilogue of {head.op}", node=m)
         value = m.outputs[0]
-    out_shape = head.outputs[0].shape
+    out_shape = gemm_result_shape(head)
     chain = [m for m in rest if not get_op(m.op).view]
     internal = {m.outputs[0] for m in members}
     acc = LocalRef("acc", head.outputs[0].dtype)

@@ -339,3 +339,15 @@ def rename_buffers(k: Kernel, mapping: dict[str, str]) -> Kernel:
     def names(bs: list[str]) -> list[str]:
         return list(dict.fromkeys(mapping.get(b, b) for b in bs))
     return Kernel(k.name, [stmt(s) for s in k.body], names(k.reads), names(k.writes), k.source)
+
+
+def substitute(e: Expr, mapping: dict) -> Expr:
+    """e with every sub-expression that is a key of mapping (a Var, a LocalRef...) replaced:
+    evaluates an expression written over loop variables and locals at other values."""
+    if e in mapping:
+        return mapping[e]
+    if not is_dataclass(e) or isinstance(e, (Var, Const, LocalRef)):
+        return e
+    changes = {f.name: substitute(getattr(e, f.name), mapping) for f in fields(e)
+               if is_dataclass(getattr(e, f.name))}
+    return replace(e, **changes) if changes else e

@@ -131,6 +131,10 @@ class OpDef:
     # expression applied to each result element (see ir/kernel.py's Gemm), and the result
     # is written to `out`'s buffer.
     lower_epilogue: Callable[..., Any] | None = None
+    # The result's elements as the GEMMs computing them see them, (batch..., rows,
+    # columns), when that is not the result's own shape: conv2d's (N, K, OH, OW) is
+    # (N, groups, K/groups, OH*OW). Epilogues index their operands over this shape.
+    gemm_shape: Callable[[Any], tuple[int, ...]] | None = None
     # The output is the input's elements in the same order under a new shape (reshape,
     # squeeze, expand_dims): lowered as a view; fusion looks through it.
     view: bool = False

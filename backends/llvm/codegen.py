@@ -334,10 +334,10 @@ def _stmt_exprs(s) -> list:
         return [s.init]
     if isinstance(s, K.Assign):
         return [s.value]
-    if isinstance(s, K.Gemm):
+    if isinstance(s, K.Gemm):  # its epilogue's `acc` is the GEMM's own, not a local around it
         out = [o for o in (s.offset_a, s.offset_b, s.offset_c) if not isinstance(o, int)]
         if s.epilogue is not None:
-            out.append(s.epilogue)
+            out.append(_EpilogueUse(s.epilogue))
         return out
     return []
 

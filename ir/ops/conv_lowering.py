@@ -83,7 +83,26 @@ class _Operand:
             pre += _copy(ctx, src, value.dtype, L.c64(0), self.name, ct, L.c64(0), value.type.size, True)
 
 
-def _depthwise(ctx, node, ct) -> None:
+GEMM_ROW, GEMM_COL = K.Var("i"), K.Var("j")  # an epilogue's row and column (ir/kernel.py Gemm)
+
+
+def conv_gemm_shape(node) -> tuple[int, ...]:
+    """conv2d's result as its per-image GEMMs compute it: (N, groups, K/groups, OH*OW)."""
+    n, k, oh, ow = node.outputs[0].shape
+    g = node.attrs["groups"]
+    return (n, g, k // g, oh * ow)
+
+
+def _epilogue_at(epilogue, n, group, row, col, acc: K.Expr, dtype) -> K.Expr:
+    """The fused epilogue (passes/fusion.py) evaluated at one result element, outside a
+    Gemm: with its row and column variables and the accumulated value bound."""
+    if epilogue is None:
+        return acc
+    return K.substitute(epilogue([n, group]), {GEMM_ROW: row, GEMM_COL: col,
+                                               K.LocalRef("acc", dtype): acc})
+
+
+def _depthwise(ctx, node, ct, out, epilogue) -> None:
     """One input channel per group (depthwise, any channel multiplier): a GEMM per group
     would have one row and a few columns, so each output plane is summed directly over the
     kernel taps instead, planes in parallel."""
@@ -94,7 +113,7 @@ def _depthwise(ctx, node, ct) -> None:
     k_, _, kh, kw = w.shape
     mult = k_ // c_
     n_img, _, oh_n, ow_n = y.shape
-    xb, wb, yb = ctx.buf(x), ctx.buf(w), ctx.buf(y)
+    xb, wb, yb = ctx.buf(x), ctx.buf(w), ctx.buf(out)
     geom = _geometry(a, (kh, kw))
 
     def body(vs):
@@ -115,24 +134,41 @@ def _depthwise(ctx, node, ct) -> None:
                     xv, wv = K.Cast(xv, ct), K.Cast(wv, ct)
                 term = K.Select(ok, K.Binary("mul", xv, wv, ct), K.Const(0.0, ct), ct)
                 acc = term if acc is None else K.Binary("add", acc, term, ct)
-        out = acc if ct == y.dtype else K.Cast(acc, y.dtype)
-        return [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), out)]
-    ctx.kernel(ctx.loops([n_img * k_, oh_n, ow_n], body), [xb, wb], [yb])
+        value = acc if ct == y.dtype else K.Cast(acc, y.dtype)
+        k = K.Binary("mod", plane, L.c64(k_), dtypes.i64)  # groups = C: group k // mult, row k % mult
+        value = _epilogue_at(epilogue, K.Binary("div", plane, L.c64(k_), dtypes.i64),
+                             K.Binary("div", k, L.c64(mult), dtypes.i64),
+                             K.Binary("mod", k, L.c64(mult), dtypes.i64),
+                             L.linear_index([oh, ow], [ow_n, 1]), value, y.dtype)
+        return [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), value)]
+    ctx.kernel(ctx.loops([n_img * k_, oh_n, ow_n], body), [xb, wb] + _epilogue_loads(epilogue),
+               [yb], suffix="_fused" if epilogue is not None else "")
 
 
-def lower_conv2d(ctx, node) -> None:
-    """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly."""
+def _epilogue_loads(epilogue) -> list[str]:
+    """Buffers a fused epilogue reads."""
+    if epilogue is None:
+        return []
+    e = epilogue([L.c64(0), L.c64(0)])
+    return list(dict.fromkeys(x.buffer for x in K.walk_exprs(e) if isinstance(x, K.Load)))
+
+
+def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
+    """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly.
+    With a fused epilogue (registry `lower_epilogue`: bias, activation, residual), each
+    GEMM applies it to its finished tiles and the result lands in `out`'s buffer."""
     x, w = node.inputs
     y = node.outputs[0]
+    out = out if out is not None else y
     a = node.attrs
     n_img, c_ = x.shape[:2]
     k_, cg, kh, kw = w.shape
     if cg == 1 and a["groups"] == c_ > 1:
-        return _depthwise(ctx, node, _compute_dtype(y.dtype))
+        return _depthwise(ctx, node, _compute_dtype(y.dtype), out, epilogue)
     groups, hw = a["groups"], y.shape[2] * y.shape[3]
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw
     ct = _compute_dtype(y.dtype)
-    xb, yb = ctx.buf(x), ctx.buf(y)
+    xb, yb = ctx.buf(x), ctx.buf(out)
     scratch: list[str] = []
     pre: list = []
     wt = _Operand(ctx, w, ct, scratch, pre)
@@ -146,13 +182,21 @@ def lower_conv2d(ctx, node) -> None:
         dst, base = (yb, L.mul(n, L.c64(k_ * hw))) if ybuf is None else (ybuf, L.mul(run, L.c64(k_ * hw)))
         s += _per_group(ctx, groups, par, lambda gi: K.Gemm(
             wt.name, cols, dst, kg, hw, rg, lda=rg, ldb=hw, ldc=hw, offset_a=L.mul(gi, L.c64(kg * rg)),
-            offset_b=L.add(cols_base, L.mul(gi, L.c64(rg * hw))), offset_c=L.add(base, L.mul(gi, L.c64(kg * hw)))))
-        if ybuf is not None:
-            s += _copy(ctx, ybuf, ct, base, yb, y.dtype, L.mul(n, L.c64(k_ * hw)), k_ * hw, par)
+            offset_b=L.add(cols_base, L.mul(gi, L.c64(rg * hw))), offset_c=L.add(base, L.mul(gi, L.c64(kg * hw))),
+            epilogue=epilogue([n, gi]) if epilogue is not None and ybuf is None else None))
+        if ybuf is not None:  # f16: converted (and the epilogue applied) on the way out
+            def convert(vs):
+                gi, row, col = vs
+                at = L.linear_index([gi, row, col], [kg * hw, hw, 1])
+                val = K.Cast(K.Load(ybuf, L.add(base, at), ct), y.dtype)
+                return [K.Store(yb, L.add(L.mul(n, L.c64(k_ * hw)), at),
+                                _epilogue_at(epilogue, n, gi, row, col, val, y.dtype))]
+            s += ctx.loops([groups, kg, hw], convert, parallel=par)
         return s
     run, _ = image_runs(ctx, n_img, body)
     scratch += [cols] + ([ybuf] if ybuf else [])
-    ctx.kernel(pre + run, [xb, ctx.buf(w)], [yb] + scratch)
+    ctx.kernel(pre + run, [xb, ctx.buf(w)] + _epilogue_loads(epilogue), [yb] + scratch,
+               suffix="_fused" if epilogue is not None else "")
 
 
 def lower_conv2d_grad_input(ctx, node) -> None:

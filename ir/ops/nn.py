@@ -293,9 +293,14 @@ def _conv_flops(out_shape, weight_shape) -> int:
     return 2 * n * k * oh * ow * cg * kh * kw
 
 
-def _lower_conv2d(ctx, node):
+def _lower_conv2d(ctx, node, out=None, epilogue=None):
     from .conv_lowering import lower_conv2d
-    lower_conv2d(ctx, node)
+    lower_conv2d(ctx, node, out, epilogue)
+
+
+def _conv2d_gemm_shape(node):
+    from .conv_lowering import conv_gemm_shape
+    return conv_gemm_shape(node)
 
 
 register(OpDef(
@@ -303,7 +308,8 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_conv_flops(outs[0].shape, ts[1].shape), ts, outs),
     doc="2-D cross-correlation, NCHW input, (K, C/groups, KH, KW) weight; zero padding "
         "(top, bottom, left, right), strides, dilations and channel groups",
-    decompose=_conv2d_decompose, lower=_lower_conv2d, lower_nests_gemm=True))
+    decompose=_conv2d_decompose, lower=_lower_conv2d, lower_nests_gemm=True,
+    lower_epilogue=_lower_conv2d, gemm_shape=_conv2d_gemm_shape))
 
 
 def _conv2d_grad_input_infer(ts, a):

@@ -98,7 +98,7 @@ def test_train_step_kernel_counts_and_results(which):
         g = ex.build_train_step()
         images, labels = gc.load_digits()
         feeds = {"x": images[:ex.BATCH, None], "t": labels[:ex.BATCH]}
-        counts = (70, 27)  # convolutions, their gradients and max pools are one kernel each
+        counts = (70, 26)  # convolutions (with bias + relu), their gradients and max pools: one kernel each
     else:
         mb = load("benchmarks/mlp_step.py", "mlp_step")
         g = mb.build()
