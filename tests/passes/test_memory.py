@@ -468,9 +468,10 @@ def _model(which):
 
 # Measured (prepare + lower, fused; plan_memory alone, graph order): CNN step naive
 # 2,657,152 B -> planned 787,904 B (0.30x; the per-image convolution kernels keep one
-# image's columns, not the batch's). With GEMM epilogues the MLP's SGD updates are
-# computed in the weight-gradient GEMMs, so the gradients never reach the arena.
-PEAK_RATIO = {"cnn": 0.40, "mlp": 0.70}
+# image's columns, not the batch's); with conv bias + relu fused into the convolutions the
+# naive total is 1,369,984 B and the plan 650,688 B (0.47x: fusion removed much of what
+# planning used to save).
+PEAK_RATIO = {"cnn": 0.50, "mlp": 0.70}
 
 
 @pytest.mark.parametrize("which", ["cnn", "mlp"])
