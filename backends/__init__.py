@@ -5,7 +5,7 @@ up here, so the frontend holds no list of backends.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph
@@ -36,18 +36,20 @@ def available_backends() -> list[str]:
 
 
 def compile_graph(graph: Graph, backend: str, params: Mapping[str, Any] | None = None,
-                  single_output: bool = False, opt_level: int = 2) -> Executable:
-    """opt_level 0 runs no optimisation passes in the backend; 2 (the default) runs all."""
+                  single_output: bool = False, opt_level: int = 2,
+                  donate: Sequence[str] = ()) -> Executable:
+    """opt_level 0 runs no optimisation passes in the backend; 2 (the default) runs all.
+    donate: names of graph inputs whose arrays the backend may overwrite."""
     if backend not in _BACKENDS:
         raise GraphcError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
     return _BACKENDS[backend]()(graph, params=params, single_output=single_output,
-                                opt_level=opt_level)
+                                opt_level=opt_level, donate=tuple(donate))
 
 
 def _reference() -> BackendFactory:
     from .reference import ReferenceExecutable
 
-    def factory(graph: Graph, *, params=None, single_output=False, opt_level=2) -> Executable:
+    def factory(graph: Graph, *, params=None, single_output=False, opt_level=2, donate=()) -> Executable:
         return ReferenceExecutable(graph, params=params, single_output=single_output)
     return factory
 

@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 from .backends import backend_graph_passes, compile_graph
 from .backends.executable import Executable
-from .ir.errors import BuildError, GraphcError
+from .ir.errors import BuildError, GraphcError, InputError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
@@ -108,7 +108,7 @@ def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike 
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
             state_updates: bool | None = None, opt_level: int = 2,
-            passes: Sequence[Any] | None = None) -> Executable:
+            passes: Sequence[Any] | None = None, donate: Sequence[str] = ()) -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
     updates: {param: new_value} applied after every call (an optimizer step).
@@ -116,14 +116,23 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     opt_level: 0 runs only the passes running needs; 1-3 run simplification and the
         backend's optimisations (fusion for llvm). passes: a custom list of pass names (or
         passes.manager.Pass objects) instead. `exe.report()` shows what each pass did.
+    donate: names of inputs whose arrays the call may overwrite (activations then run in
+        place in them, as in intermediates); a donated array's contents after a call are
+        unspecified. Arrays converted on the way in (another dtype, not contiguous) are
+        copies, so only those passed as they are get overwritten.
     """
     loc = capture_loc()
     try:
+        names = {v.name for v in graph.inputs}
+        unknown = [d for d in donate if d not in names]
+        if unknown:
+            raise InputError(f"donate: {', '.join(map(repr, unknown))} is not an input of graph "
+                             f"{graph.name!r}; its inputs are {', '.join(sorted(names)) or 'none'}")
         work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=backend,
                                               state_updates=state_updates, opt_level=opt_level,
                                               passes=passes)
         exe = compile_graph(work, backend, params=params, single_output=single,
-                            opt_level=opt_level)
+                            opt_level=opt_level, donate=donate)
         exe.ledger = ledger
         return exe
     except GraphcError as e:

@@ -10,7 +10,8 @@ For a kernel K (index k), an input buffer I and an output buffer O of K, the rew
 `O := view of I` is made when all of these hold:
 
   (a) I is a temp whose storage is an arena temp (never an input, param, const or output
-      buffer, nor a view of one: the caller's data and parameter state are never written);
+      buffer, nor a view of one: the caller's data and parameter state are never written),
+      or an input the caller donated (`gc.compile(..., donate=[name])`) or a view of one;
       O is a temp with storage of its own (not a view) that no kernel before K touches,
       and no view of O is touched before K either;
   (b) K is the last kernel touching I's storage: no later kernel reads or writes I, its
@@ -226,8 +227,9 @@ def inplace_safe(k: Kernel, inp: str, out: str) -> bool:
 
 # -- the rewrite ------------------------------------------------------------------------------
 
-def apply_inplace(p: Program) -> list[InPlace]:
-    """Make kernel outputs views of dead inputs where (a)-(d) hold; returns the records."""
+def apply_inplace(p: Program, writable: frozenset[str] = frozenset()) -> list[InPlace]:
+    """Make kernel outputs views of dead inputs where (a)-(d) hold; returns the records.
+    `writable` names input buffers the caller donated: they count as temps for (a)."""
     accesses = [kernel_access(k) for k in p.kernels]
     root_of = {n: storage_root(p, n)[0] for n in p.buffers}
     first: dict[str, int] = {}
@@ -252,10 +254,12 @@ def apply_inplace(p: Program) -> list[InPlace]:
                 continue  # a view of out is touched here as well
             for inp in sorted(reads - writes):
                 ib = p.buffers.get(inp)
-                if ib is None or ib.kind != "temp" or ib.dtype != ob.dtype or ib.size != ob.size:
+                if ib is None or (ib.kind != "temp" and inp not in writable) or \
+                        ib.dtype != ob.dtype or ib.size != ob.size:
                     continue
                 root = root_of[inp]
-                if p.buffers[root].kind != "temp" or root in p.aliases or root == out:
+                if (p.buffers[root].kind != "temp" and root not in writable) or root in p.aliases \
+                        or root == out:
                     continue
                 if last.get(root) != i:
                     continue  # its storage is touched by a later kernel

@@ -9,6 +9,8 @@ reinterprets its input).
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 from ..ir.dtypes import DType, i32
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
@@ -25,7 +27,8 @@ class LoweringError(GraphcError):
 
 
 def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
-          nested_gemm: bool = True, donate: bool = True) -> Program:
+          nested_gemm: bool = True, donate: bool = True, donated_inputs: Iterable[str] = ()
+          ) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
     gc.compile's pass pipeline left them). plan: parameter updates overwrite the parameters
@@ -34,7 +37,8 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     (passes/memory.py, passes/inplace.py); False gives every temp bytes of its own.
     nested_gemm=False decomposes ops whose kernels call GEMM inside loop nests, donate=False
     keeps parameter updates in output buffers of their own (both the CUDA backend's choice:
-    its launches are asynchronous, so a failing call cannot stop before an in-place update)."""
+    its launches are asynchronous, so a failing call cannot stop before an in-place update).
+    donated_inputs: graph inputs whose arrays kernels may overwrite (gc.compile's donate)."""
     from .fusion import fuse
     from .legalize import has_flat_kernel, has_kernel, legalize
     g = graph.copy()
@@ -45,14 +49,16 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
-    return _Lowering(g, plan=plan, donate=donate).run()
+    return _Lowering(g, plan=plan, donate=donate, donated_inputs=frozenset(donated_inputs)).run()
 
 
 class _Lowering:
-    def __init__(self, g: Graph, plan: bool = True, donate: bool = True) -> None:
+    def __init__(self, g: Graph, plan: bool = True, donate: bool = True,
+                 donated_inputs: frozenset[str] = frozenset()) -> None:
         self.g = g
         self.plan = plan
         self.donate = donate
+        self.donated_inputs = donated_inputs
         self.p = Program(g.name, {}, [])
         self.buf: dict[Value, str] = {}
         self.counter = 0
@@ -160,6 +166,7 @@ class _Lowering:
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
         if self.plan:
-            plan_program(self.p, donate=self.donate)
+            writable = frozenset(self.buf[v] for v in self.g.inputs if v.name in self.donated_inputs)
+            plan_program(self.p, donate=self.donate, writable=writable)
         else:
             naive_layout(self.p)

@@ -244,7 +244,7 @@ def naive_layout(p: Program) -> int:
     return offset
 
 
-def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
+def plan_memory(p: Program, *, inplace: bool = True, writable: frozenset[str] = frozenset()) -> MemoryPlan:
     """Plan the arena of p: in-place rewrites (when `inplace`), liveness, best-fit packing.
     Writes `p.arena` and `p.arena_bytes` (and `p.aliases` for in-place outputs)."""
     before = live_slots(p)
@@ -254,7 +254,7 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
     slots = before
     if inplace:
         saved = dict(p.aliases), list(p.kernels)
-        records = apply_inplace(p)
+        records = apply_inplace(p, writable)
         if records:
             slots = live_slots(p)
             peak, order2 = pack(slots)
@@ -270,16 +270,16 @@ def plan_memory(p: Program, *, inplace: bool = True) -> MemoryPlan:
                       records, order, [k.name for k in p.kernels])
 
 
-def plan_program(p: Program, donate: bool = True) -> MemoryPlan:
+def plan_program(p: Program, donate: bool = True, writable: frozenset[str] = frozenset()) -> MemoryPlan:
     """The whole memory pipeline `lower(..., plan=True)` runs: parameter updates in place
     (passes/donate.py), a memory-aware kernel order (passes/schedule.py), then in-place
-    kernels and placement (`plan_memory`)."""
+    kernels and placement (`plan_memory`; `writable`: input buffers the caller donated)."""
     from .donate import donate_state
     from .schedule import live_peak, schedule_kernels
     donated = donate_state(p) if donate else []
     graph_order = live_peak(p)
     reordered = schedule_kernels(p)
-    plan = plan_memory(p, inplace=True)
+    plan = plan_memory(p, inplace=True, writable=writable)
     plan.donated = donated
     plan.live_peak_graph_order = graph_order if reordered else 0
     p.memory_plan = plan

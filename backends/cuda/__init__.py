@@ -32,6 +32,7 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     codegen.CodegenOptions), device_outputs (return pycuda GPUArrays)."""
     from .runtime import CudaExecutable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
+    options.pop("donate", None)  # a permission to overwrite inputs, not an obligation
     program = lower_for_cuda(graph, plan=opt_level >= 1)
     return CudaExecutable(graph, program, params=params, single_output=single_output, **options)
 

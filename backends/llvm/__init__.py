@@ -17,11 +17,13 @@ from typing import Any, Mapping
 def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
             **options: Any):
     """graph -> LLVMExecutable. Options: num_threads, cache (False, or a CompileCache),
-    codegen options (a codegen.CodegenOptions)."""
+    codegen options (a codegen.CodegenOptions), donate (names of inputs whose arrays the
+    compiled code may overwrite)."""
     from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
     from .runtime import LLVMExecutable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
-    program = lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    donate = options.pop("donate", ())
+    program = lower(graph, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donate)
     return LLVMExecutable(graph, program, params=params, single_output=single_output, **options)
 
 

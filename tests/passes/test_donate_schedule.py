@@ -180,3 +180,34 @@ def test_scheduled_train_steps_keep_every_dependency(which):
     assert live_peak(p) < peak_before
 
     assert _last_writers(p, p.kernels) == _last_writers(p, before)
+
+
+# -- inputs the caller donates -----------------------------------------------------------------
+
+def _donation_graph():
+    g = gc.Graph("donated_input")
+    with g:
+        x = gc.placeholder("x", (64, 48), "f32")
+        w = gc.param("w", (48, 32), init=gc.init.normal(0.2, seed=3))
+        g.set_outputs([gc.tanh(x * 0.5 + 1.0) @ w])  # the tanh chain is a temp the matmul reads
+    return g
+
+
+@needs_llvm
+def test_a_donated_input_holds_the_activation_and_results_do_not_change():
+    g = _donation_graph()
+    ref = gc.compile(g, backend="reference")
+    kept = gc.compile(g, backend="llvm")
+    given = gc.compile(g, backend="llvm", donate=["x"])
+    assert given.program.arena_bytes < kept.program.arena_bytes  # no temp for the chain
+    x = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32)
+    original = x.copy()
+    np.testing.assert_allclose(kept(x=x), ref(x=x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(x, original)  # not donated: never written
+    np.testing.assert_allclose(given(x=x), ref(x=original), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x, np.tanh(original * 0.5 + 1.0), rtol=1e-6, atol=1e-6)  # overwritten
+
+
+def test_donating_an_unknown_input_is_a_clear_error():
+    with pytest.raises(gc.GraphcError, match="'y' is not an input of graph 'donated_input'"):
+        gc.compile(_donation_graph(), backend="reference", donate=["y"])
