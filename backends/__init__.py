@@ -54,7 +54,7 @@ def _reference() -> BackendFactory:
 
 register_backend("reference", _reference)
 register_backend("llvm", lambda: __import__(__name__ + ".llvm", fromlist=["factory"]).factory,
-                 graph_passes=("legalize", "fusion"))
+                 graph_passes=("winograd", "legalize", "fusion"))
 
 __all__ = ["Executable", "register_backend", "available_backends", "backend_graph_passes",
            "compile_graph"]

@@ -9,7 +9,8 @@ from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
-from .passes.manager import Pipeline, standard_passes
+from .passes.manager import Pipeline, resolve, standard_passes
+from .passes.winograd import configure as configure_winograd
 from .tensor import Tensor
 
 UpdatesLike = Mapping[Any, Any] | Sequence[tuple[Any, Any]]
@@ -91,7 +92,7 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
             state_updates: bool | None = None, opt_level: int = 2,
-            passes: Sequence[Any] | None = None) -> Executable:
+            passes: Sequence[Any] | None = None, winograd: str = "auto") -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
     updates: {param: new_value} applied after every call (an optimizer step).
@@ -99,13 +100,16 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     opt_level: 0 runs only the passes running needs; 1-3 run simplification and the
         backend's optimisations (fusion for llvm). passes: a custom list of pass names (or
         passes.manager.Pass objects) instead. `exe.report()` shows what each pass did.
+    winograd: "auto" lets a cost model choose direct or Winograd F(2x2,3x3)/F(4x4,3x3) per
+        3x3 stride-1 convolution (passes/winograd.py); "off", "F2" or "F4" override it.
     """
     loc = capture_loc()
     try:
         work, single = prepare(graph, outputs, updates, state_updates, prune=False)
         signature = live_values(work)  # the inputs asked for follow the graph as built
-        pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
-                            if passes is None else passes)
+        pipeline = Pipeline(configure_winograd(resolve(
+            standard_passes(opt_level, backend_graph_passes(backend)) if passes is None else passes),
+            winograd))
         ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
         eliminate_dead_code(work)
         prune_signature(work, signature)

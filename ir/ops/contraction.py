@@ -5,6 +5,8 @@ materialising a transposed copy.
 """
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from .. import kernel as K
@@ -78,6 +80,13 @@ def _lower_matmul(ctx, node):
     ys = [s * y.shape[-2] * y.shape[-1] for s in L.broadcast_strides(y.shape[:-2], batch)]
     cs = [s * m * n for s in L.row_strides(batch)]
     xb, yb, ob = ctx.buf(x), ctx.buf(y), ctx.buf(out)
+    flat = _flat_batch(xs, ys, batch)
+    if flat is not None:  # one batched call: the backend may share the matrices among threads
+        sa, sb = flat
+        ctx.kernel([K.Gemm(xb, yb, ob, m, n, k, batch=prod(batch), trans_a=node.attrs["transpose_a"],
+                           trans_b=node.attrs["transpose_b"], lda=x.shape[-1], ldb=y.shape[-1],
+                           ldc=n, stride_a=sa, stride_b=sb, stride_c=m * n)], [xb, yb], [ob])
+        return
 
     def gemm(vs):
         return [K.Gemm(xb, yb, ob, m, n, k, trans_a=node.attrs["transpose_a"],
@@ -85,6 +94,22 @@ def _lower_matmul(ctx, node):
                        offset_a=L.linear_index(vs, xs), offset_b=L.linear_index(vs, ys),
                        offset_c=L.linear_index(vs, cs))]
     ctx.kernel(ctx.loops(batch, gemm, parallel=False, innermost="serial"), [xb, yb], [ob])
+
+
+def _flat_batch(xs: list[int], ys: list[int], batch: tuple[int, ...]) -> tuple[int, int] | None:
+    """Per-matrix strides of both operands when the batch axes collapse into one (each
+    operand either runs through all of them contiguously or is broadcast over all)."""
+    if len(batch) < 1 or prod(batch) < 2:
+        return None
+    out = []
+    for strides in (xs, ys):
+        if all(s == 0 for s in strides):
+            out.append(0)
+        elif list(strides) == [st * strides[-1] for st in L.row_strides(batch)]:
+            out.append(strides[-1])
+        else:
+            return None
+    return out[0], out[1]
 
 
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
