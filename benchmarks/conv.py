@@ -64,46 +64,48 @@ def vgg(x):
     return x
 
 
+RESNET_BLOCKS = [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)]
+
+
 def resnet18(x):
     x = gc.relu(gc.nn.Conv2d(3, 64, 3, padding=1)(x))
     c = 64
-    for width, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                          (512, 1)]:
+    for width, stride in RESNET_BLOCKS:
         y = gc.relu(gc.nn.Conv2d(c, width, 3, stride=stride, padding=1)(x))
         y = gc.nn.Conv2d(width, width, 3, padding=1)(y)
         short = gc.nn.Conv2d(c, width, 1, stride=stride)(x) if stride != 1 or c != width else x
         x = gc.relu(y + short)
         c = width
-    return gc.global_avg_pool2d(x) if hasattr(gc, "global_avg_pool2d") else x
+    return gc.global_avg_pool2d(x)
 
 
-def torch_model(torch, g: gc.Graph, values: dict, build):
-    """The same network in PyTorch with graphc's weights, for the comparison column."""
+def torch_model(torch, values: dict, build):
+    """The same network in PyTorch with graphc's weights (layers conv0, conv1, ... in the
+    order graphc created them), for the comparison column."""
     F = torch.nn.functional
     params = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in values.items()}
-    names = iter(sorted({k.rsplit(".", 1)[0] for k in values}, key=lambda s: int(s[4:])))
+    layers = sorted({k.rsplit(".", 1)[0] for k in values}, key=lambda s: int(s[4:]))
 
-    def conv(x, stride=1, padding=1):
-        name = next(names)
-        return F.conv2d(x, params[name + ".w"], params[name + ".b"], stride=stride, padding=padding)
+    def run(x):
+        names = iter(layers)
 
-    def vgg_t(x):
-        for v in VGG:
-            x = F.max_pool2d(x, 2) if v == "M" else F.relu(conv(x))
-        return x
-
-    def resnet_t(x):
+        def conv(x, stride=1, padding=1):
+            name = next(names)
+            return F.conv2d(x, params[name + ".w"], params[name + ".b"], stride=stride,
+                            padding=padding)
+        if build is vgg:
+            for v in VGG:
+                x = F.max_pool2d(x, 2) if v == "M" else F.relu(conv(x))
+            return x
         x = F.relu(conv(x))
         c = 64
-        for width, stride in [(64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                              (512, 1)]:
-            y = F.relu(conv(x, stride))
-            y = conv(y)
+        for width, stride in RESNET_BLOCKS:
+            y = conv(F.relu(conv(x, stride)))
             short = conv(x, stride, 0) if stride != 1 or c != width else x
             x = F.relu(y + short)
             c = width
-        return x.mean(dim=(2, 3), keepdim=True) if build is resnet18 and hasattr(gc, "global_avg_pool2d") else x
-    return vgg_t if build is vgg else resnet_t
+        return x.mean(dim=(2, 3))
+    return run
 
 
 def model_rows(args, torch) -> list[list[object]]:
@@ -122,7 +124,7 @@ def model_rows(args, torch) -> list[list[object]]:
         errs = {m: float(np.abs(exes[m](x)[0] - ref).max()) / scale for m in MODES}
         cont = {LABEL[m]: (lambda e=exes[m]: e(x)) for m in MODES}
         if torch is not None:
-            fn = torch_model(torch, g, values, build)
+            fn = torch_model(torch, values, build)
             tx = torch.from_numpy(x)
             with torch.no_grad():
                 np.testing.assert_allclose(fn(tx).numpy(), ref, rtol=1e-3, atol=1e-3 * scale)

@@ -70,7 +70,10 @@ def _matmul_cost(ts, outs, a) -> Cost:
 
 def _lower_matmul(ctx, node):
     """One generated-GEMM call per batch matrix; broadcast batch axes read the same
-    operand matrix (stride 0). The GEMM itself is parallel, so batch loops are serial."""
+    operand matrix (stride 0). When the batch axes collapse into one (every operand runs
+    through them contiguously or is broadcast over all), one batched Gemm statement, which
+    the backend may split by matrices among threads (many small GEMMs: Winograd's alpha^2
+    products, attention heads); otherwise serial batch loops around parallel GEMMs."""
     x, y = node.inputs
     out = node.outputs[0]
     m, n = out.shape[-2:]

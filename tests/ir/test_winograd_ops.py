@@ -199,3 +199,21 @@ def test_costs_count_the_transform_arithmetic():
 def test_errors_name_the_problem(op, types, attrs, err, match):
     with pytest.raises(err, match=match):
         infer(op, types, **attrs)
+
+
+# --- the batched GEMM the rewrite relies on ---------------------------------------------------
+
+@pytest.mark.parametrize("a_shape,b_shape,batched", [
+    ((16, 24, 20), (16, 20, 30), True),        # Winograd: one product per transform position
+    ((24, 20), (2, 3, 20, 30), True),          # a broadcast over two batch axes
+    ((2, 1, 24, 20), (2, 3, 20, 30), False),   # partial broadcast: per-matrix loop
+])
+def test_batched_matmul_lowering(a_shape, b_shape, batched):
+    from graphc.ir.kernel import Gemm
+    from graphc.passes.lower import lower
+    a, b = RNG.standard_normal(a_shape).astype(np.float32), RNG.standard_normal(b_shape).astype(np.float32)
+    g, xs, node = graph_of("matmul", [a, b], {})
+    gemms = [s for k in lower(g).kernels for s in k.body if isinstance(s, Gemm)]
+    assert (len(gemms) == 1 and gemms[0].batch > 1) == batched
+    got = compile_graph(g, "llvm")(x0=a, x1=b)[0]
+    np.testing.assert_allclose(got, np.matmul(a, b), rtol=1e-5, atol=1e-4)
