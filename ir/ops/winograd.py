@@ -95,11 +95,13 @@ def _lincomb(coeffs, terms: list[K.Expr], dt) -> K.Expr:
 
 def _sandwich(ctx, left: np.ndarray, x: list[list[K.Expr]], right: np.ndarray, dt,
               stmts: list) -> list[list[K.LocalRef]]:
-    """left @ x @ right^T as locals: rows first (left @ x), then columns."""
+    """left @ x @ right^T as locals: the operand (each element read once), rows first
+    (left @ x), then columns."""
     def declare(e: K.Expr) -> K.LocalRef:
         loc = K.LocalRef(ctx.var("w").name, dt)
         stmts.append(K.Declare(loc, e))
         return loc
+    x = [[declare(e) for e in row] for row in x]
     cols = len(x[0])
     t = [[declare(_lincomb(left[a], [x[u][v] for u in range(len(x))], dt)) for v in range(cols)]
          for a in range(left.shape[0])]
