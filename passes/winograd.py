@@ -31,8 +31,6 @@ reaches, so it is not offered (the ops accept tile 6 for experiments).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 from ..ir import dtypes
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
@@ -144,7 +142,8 @@ def _single_user(graph: Graph, users: dict, v: Value) -> Node | None:
 
 
 def _bias_of(add: Node, conv_out: Value) -> Value | None:
-    """The per-channel operand of add(conv, b) with b of shape (1, K, 1, 1) or (K, 1, 1)."""
+    """The per-channel operand of add(conv, b) with b of shape (1, K, 1, 1) or (K, 1, 1).
+    b cannot depend on conv: conv's output would then have a second reader."""
     if add.op != "add" or len(add.inputs) != 2 or add.outputs[0].type != conv_out.type:
         return None
     other = add.inputs[1] if add.inputs[0] is conv_out else add.inputs[0]
@@ -197,12 +196,16 @@ def _build(b, conv: Node, tile: int, bias: Value | None, activation: str) -> Val
                                        activation=activation)
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise GraphcError(f"winograd={mode!r}: expected one of {', '.join(MODES)}")
+
+
 def winograd(graph: Graph, mode: str = "auto",
              machine: MachineFigures = DEFAULT_MACHINE) -> dict:
     """Rewrite eligible convolutions in place; returns ledger counts and a 'notes' list
     with one line per convolution: its node, the choice and the reason."""
-    if mode not in MODES:
-        raise GraphcError(f"winograd={mode!r}: expected one of {', '.join(MODES)}")
+    _check_mode(mode)
     stats: dict = {"F2": 0, "F4": 0, "direct": 0, "filters folded": 0, "epilogues fused": 0,
                    "notes": []}
     users = graph.users()
@@ -229,9 +232,10 @@ def winograd(graph: Graph, mode: str = "auto",
 def winograd_pass(mode: str = "auto", machine: MachineFigures = DEFAULT_MACHINE):
     """A pass-manager Pass running the rewrite in `mode`."""
     from .manager import Pass
-    if mode not in MODES:
-        raise GraphcError(f"winograd={mode!r}: expected one of {', '.join(MODES)}")
-    run: Callable[[Graph], dict] = lambda g: winograd(g, mode, machine)  # noqa: E731
+    _check_mode(mode)
+
+    def run(g: Graph) -> dict:
+        return winograd(g, mode, machine)
     return Pass("winograd", f"Winograd 3x3 convolutions ({mode}): transforms + batched GEMM", run)
 
 

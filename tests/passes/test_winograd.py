@@ -175,3 +175,4 @@ def test_float32_error_against_float64_direct_convolution(tile, c, hw):
     assert err <= ERROR_BOUND[tile]
     direct = rel_err(gc.compile(g, y, backend="llvm", winograd="off")(x), exact)
     assert direct <= ERROR_BOUND[2]  # the yardstick: plain float32 rounding
+
