@@ -113,28 +113,29 @@ def _offset(var: K.Var, start: int) -> K.Expr:
     return L.add(var, L.c64(start))
 
 
+def _nest(ctx, rows: tuple[int, int], cols: tuple[int, int], vectorize: bool, body) -> list:
+    """A loop nest over tile rows [r0, r1) and columns [c0, c1): body(th, tw) -> statements,
+    the column loop vectorised or not; empty ranges give no loops."""
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return []
+    i, j = ctx.var("th"), ctx.var("tw")
+    inner = K.For(j, cols[1] - cols[0], body(_offset(i, rows[0]), _offset(j, cols[0])),
+                  "vectorize" if vectorize else "serial")
+    return [K.For(i, rows[1] - rows[0], [inner])]
+
+
 def _tile_loops(ctx, extents: tuple[int, int], row_split: tuple[int, int],
                 col_split: tuple[int, int], body) -> list:
     """Loops over the (TH, TW) tiles: `body(th, tw, edge)` for the tiles in rows
     [r0, r1) and columns [c0, c1) with edge=False (the vectorised interior), and with
     edge=True for the border around it."""
     (th_n, tw_n), (r0, r1), (c0, c1) = extents, row_split, col_split
-    out: list = []
-
-    def nest(rows: tuple[int, int], cols: tuple[int, int], edge: bool) -> None:
-        if rows[1] <= rows[0] or cols[1] <= cols[0]:
-            return
-        i, j = ctx.var("th"), ctx.var("tw")
-        inner = K.For(j, cols[1] - cols[0], body(_offset(i, rows[0]), _offset(j, cols[0]), edge),
-                      "serial" if edge else "vectorize")
-        out.append(K.For(i, rows[1] - rows[0], [inner]))
-
-    nest((0, r0), (0, tw_n), True)
-    nest((r0, r1), (0, c0), True)
-    nest((r0, r1), (c0, c1), False)
-    nest((r0, r1), (c1, tw_n), True)
-    nest((r1, th_n), (0, tw_n), True)
-    return out
+    edge = lambda th, tw: body(th, tw, True)  # noqa: E731
+    return (_nest(ctx, (0, r0), (0, tw_n), False, edge) +
+            _nest(ctx, (r0, r1), (0, c0), False, edge) +
+            _nest(ctx, (r0, r1), (c0, c1), True, lambda th, tw: body(th, tw, False)) +
+            _nest(ctx, (r0, r1), (c1, tw_n), False, edge) +
+            _nest(ctx, (r1, th_n), (0, tw_n), False, edge))
 
 
 def _interior(n_tiles: int, m: int, pad: int, size: int, alpha: int) -> tuple[int, int]:
@@ -399,21 +400,11 @@ def _lower_output(ctx, node):
         return stmts
 
     full_r, full_c = oh // m, ow // m
-    nests: list = []
-
-    def nest(rows, cols, rows_valid, cols_valid, vectorize):
-        if rows[1] <= rows[0] or cols[1] <= cols[0]:
-            return
-        i, j = ctx.var("th"), ctx.var("tw")
-        inner = K.For(j, cols[1] - cols[0],
-                      body(_offset(i, rows[0]), _offset(j, cols[0]), rows_valid, cols_valid),
-                      "vectorize" if vectorize else "serial")
-        nests.append(K.For(i, rows[1] - rows[0], [inner]))
-
-    nest((0, full_r), (0, full_c), m, m, True)
-    nest((0, full_r), (full_c, tw_n), m, ow % m, False)
-    nest((full_r, th_n), (0, full_c), oh % m, m, False)
-    nest((full_r, th_n), (full_c, tw_n), oh % m, ow % m, False)
+    nests = (_nest(ctx, (0, full_r), (0, full_c), True, lambda th, tw: body(th, tw, m, m)) +
+             _nest(ctx, (0, full_r), (full_c, tw_n), False, lambda th, tw: body(th, tw, m, ow % m)) +
+             _nest(ctx, (full_r, th_n), (0, full_c), False, lambda th, tw: body(th, tw, oh % m, m)) +
+             _nest(ctx, (full_r, th_n), (full_c, tw_n), False,
+                   lambda th, tw: body(th, tw, oh % m, ow % m)))
     reads = [mb] + ([bb] if bb is not None else [])
     ctx.kernel([K.For(k, k_, [K.For(n, n_, nests)], "parallel" if k_ > 1 else "serial")], reads, [ob])
 
