@@ -5,7 +5,7 @@ Inference: weights are constants, so Winograd's filter transform is folded at co
 Times are medians of interleaved rounds; GFLOP/s count the direct convolution's 2*N*K*C*9*OH*OW
 flops for every contender, so a fast algorithm shows as more than the machine's GEMM peak.
 
-    python benchmarks/conv.py [--runs 5] [--rounds 3] [--models] [--calibrate]
+    python benchmarks/conv.py [--runs 5] [--rounds 3] [--threads T] [--models] [--calibrate]
 
 --calibrate prints the measured figures passes/winograd.py's MachineFigures should hold.
 """
@@ -143,7 +143,7 @@ def _no_grad(torch, fn, x):
         return fn(x)
 
 
-def onnx_conv(n: int, c: int, h: int, w: np.ndarray):
+def onnx_conv(n: int, c: int, h: int, w: np.ndarray, threads: int):
     ort, onnx = optional("onnxruntime"), optional("onnx")
     if ort is None or onnx is None:
         return None
@@ -154,7 +154,7 @@ def onnx_conv(n: int, c: int, h: int, w: np.ndarray):
                               [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     return lambda x: sess.run(None, {"x": x})[0]
 
@@ -170,7 +170,7 @@ def layer_rows(args, torch) -> None:
         if torch is not None:
             tx, tw = torch.from_numpy(x), torch.from_numpy(w)
             cont["torch"] = lambda: _no_grad(torch, lambda a: torch.nn.functional.conv2d(a, tw, padding=1), tx)
-        ort_fn = onnx_conv(n, c, h, w)
+        ort_fn = onnx_conv(n, c, h, w, args.threads)
         if ort_fn is not None:
             np.testing.assert_allclose(ort_fn(x), ref, rtol=1e-3, atol=1e-4)
             cont["onnxruntime"] = lambda: ort_fn(x)
@@ -218,13 +218,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", action="store_true", help="also the end-to-end models")
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for every contender (default: all cores)")
     args = ap.parse_args()
+    os.environ["GRAPHC_NUM_THREADS"] = str(args.threads)
     if args.calibrate:
         calibrate()
         return
     torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(args.threads)
     layer_rows(args, torch)
     if args.models:
         model_rows(args, torch)

@@ -1,7 +1,7 @@
 """The pass manager: named passes, pipelines (-O0..-O3), verification, dumps and a ledger.
 
 A pass is a name, a one-line description and a function that changes a graph in place and
-may return counts of what it did. A Pipeline runs passes in order; after each it can run
+may return counts of what it did (and, under the key "notes", lines explaining its decisions). A Pipeline runs passes in order; after each it can run
 the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production), print the IR, and
 write one numbered file per pass (like LLVM's -print-after-all). Every run leaves a ledger:
 per pass, its time, nodes and estimated FLOPs before and after, and its own counts.
