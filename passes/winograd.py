@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from ..ir import dtypes
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
-from ..ir.ops.winograd import activation_op, tiles
+from ..ir.ops.winograd import interior_tiles, activation_op, tiles
 from ..ir.registry import get_op
 from ..ir.rewrite import rebuild_at
 
@@ -47,21 +47,33 @@ class MachineFigures:
     """What the cost model knows of the machine (2-core EPYC, AVX2, both threads).
 
     GEMM throughput is gemm_gflops * eff(m) * eff(n) * eff(k) with eff(d) = d / (d + half_d):
-    small dimensions leave the microkernel idle or packing-bound. im2col and the transforms
-    are memory-bound: bytes moved / their rate. Fitted to quiet-machine measurements of
-    benchmarks/conv.py (--calibrate and the per-op timings): batched 16 x (64x64 @ 64x784)
-    130 GFLOP/s, 36 x (64x64 @ 64x196) 108, 36 x (256x256 @ 256x16) 91; input and output
-    transforms 8-23 GB/s; im2col + GEMM of a 64-channel 56x56 layer 4.4 ms."""
+    small dimensions leave the microkernel idle or packing-bound. im2col is memory-bound
+    (bytes moved / its rate); a transform costs per element, more on the guarded border
+    tiles than on the vectorised interior, and F4's more than F2's. Fitted to quiet-machine
+    measurements of benchmarks/conv.py (--calibrate and per-op timings): batched
+    16 x (64x64 @ 64x784) 130 GFLOP/s, 36 x (64x64 @ 64x196) 108, 36 x (256x256 @ 256x16) 91;
+    input transforms 0.40 (F2) and 0.68 (F4) ns per element on 64 x 56x56, 0.58 and 1.73 on
+    256 x 14x14; im2col + GEMM of a 64-channel 56x56 layer 4.4 ms."""
     gemm_gflops: float = 150.0
     half_m: float = 4.0
     half_n: float = 6.0
     half_k: float = 12.0
     im2col_gbytes: float = 6.0
-    transform_gbytes: float = 8.0
+    # Transform cost per transformed element (alpha^2 * channels * tiles), in ns, for tiles
+    # whose window lies inside the image (vectorised) and for border tiles (guarded, scalar);
+    # the output transform costs output_factor times the input transform.
+    interior_ns: tuple[tuple[int, float], ...] = ((2, 0.33), (4, 0.35))
+    edge_ns: tuple[tuple[int, float], ...] = ((2, 0.85), (4, 2.3))
+    output_factor: float = 0.6
 
     def gemm_seconds(self, batch: int, m: int, n: int, k: int) -> float:
         eff = (m / (m + self.half_m)) * (n / (n + self.half_n)) * (k / (k + self.half_k))
         return 2.0 * batch * m * n * k / (self.gemm_gflops * 1e9 * eff)
+
+    def transform_seconds(self, tile: int, elements: int, edge_fraction: float) -> float:
+        ns = (dict(self.interior_ns)[tile] * (1.0 - edge_fraction) +
+              dict(self.edge_ns)[tile] * edge_fraction)
+        return elements * ns * 1e-9
 
 
 DEFAULT_MACHINE = MachineFigures()
@@ -110,10 +122,14 @@ def estimate(node: Node, tile: int | None, machine: MachineFigures = DEFAULT_MAC
     alpha2 = (tile + 2) ** 2
     th, tw = tiles((oh, ow), tile)
     p = n * th * tw
-    moved = (n * c * h * w + alpha2 * c * p) + (alpha2 * k * p + n * k * oh * ow)
-    if node.inputs[1].kind != "const":
-        moved += 9 * k * c + alpha2 * k * c  # the filter transform runs on every call
-    return moved * size / (machine.transform_gbytes * 1e9) + machine.gemm_seconds(alpha2, k, p, c)
+    (pt, _, pl, _) = _conv_geometry(node)[2]
+    r0, r1 = interior_tiles(th, tile, pt, h, tile + 2)
+    c0, c1 = interior_tiles(tw, tile, pl, w, tile + 2)
+    edge = 1.0 - (r1 - r0) * (c1 - c0) / (th * tw)
+    seconds = machine.transform_seconds(tile, alpha2 * p * (c + machine.output_factor * k), edge)
+    if node.inputs[1].kind != "const":  # the filter transform runs on every call
+        seconds += machine.transform_seconds(tile, alpha2 * k * c, 0.0)
+    return seconds + machine.gemm_seconds(alpha2, k, p, c)
 
 
 def choose(node: Node, mode: str, machine: MachineFigures = DEFAULT_MACHINE) -> Choice:

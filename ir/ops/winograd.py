@@ -138,7 +138,7 @@ def _tile_loops(ctx, extents: tuple[int, int], row_split: tuple[int, int],
             _nest(ctx, (r1, th_n), (0, tw_n), False, edge))
 
 
-def _interior(n_tiles: int, m: int, pad: int, size: int, alpha: int) -> tuple[int, int]:
+def interior_tiles(n_tiles: int, m: int, pad: int, size: int, alpha: int) -> tuple[int, int]:
     """Tiles whose alpha input rows all lie inside the image: [lo, hi)."""
     lo = min(n_tiles, -(-pad // m))
     hi = (size - alpha + pad) // m + 1 if size - alpha + pad >= 0 else 0
@@ -281,8 +281,8 @@ def _lower_input(ctx, node):
                   for a in range(alpha) for b in range(alpha)]
         return stmts
 
-    tl = _tile_loops(ctx, (th_n, tw_n), _interior(th_n, m, pt, h, alpha),
-                     _interior(tw_n, m, pl, w, alpha), body)
+    tl = _tile_loops(ctx, (th_n, tw_n), interior_tiles(th_n, m, pt, h, alpha),
+                     interior_tiles(tw_n, m, pl, w, alpha), body)
     ctx.kernel([K.For(c, c_, [K.For(n, n_, tl)], "parallel" if c_ > 1 else "serial")], [xb], [ob])
 
 

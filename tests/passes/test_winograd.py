@@ -149,7 +149,7 @@ def test_cost_model_choices_and_reasons():
 
 def test_estimates_follow_the_machine_figures():
     big = conv_node((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
-    slow_transforms = MachineFigures(transform_gbytes=0.01)
+    slow_transforms = MachineFigures(interior_ns=((2, 50.0), (4, 50.0)), edge_ns=((2, 50.0), (4, 50.0)))
     assert estimate(big, 4, slow_transforms) > estimate(big, 4, DEFAULT_MACHINE)
     assert choose(big, "auto", slow_transforms).tile is None
     assert estimate(big, None) == pytest.approx(estimate(big, None, MachineFigures()))
