@@ -8,6 +8,22 @@ flops for every contender, so a fast algorithm shows as more than the machine's 
     python benchmarks/conv.py [--runs 5] [--rounds 3] [--threads T] [--models] [--calibrate]
 
 --calibrate prints the measured figures passes/winograd.py's MachineFigures should hold.
+
+Measured on the shared 2-core EPYC (other jobs running; one thread per contender, which a
+busy machine disturbs least; ms, medians of 3 interleaved rounds x 5 calls, two runs):
+
+    layer (N, C=K, HxW)   direct    F2         F4         torch      onnxruntime
+    1, 64, 56x56          4.7-5.9   2.2-2.8    1.7-2.5    3.0-4.4    2.7-3.2
+    1, 128, 28x28         3.5       1.65-1.76  1.74-1.77  2.9-3.1    2.6-2.7
+    1, 256, 14x14         3.4-4.0   2.2-2.75   3.4-4.0    3.3-4.7    2.8-3.3
+    8, 64, 56x56          40-41     21.2-21.6  26-29      22.9-23.3  22.3-22.5
+
+    end to end (frozen weights)   direct  F2     F4     auto   torch
+    VGG-11 features, 112x112      62.8    43.4   50.1   35.9   65.0
+    ResNet-18-style, 112x112      222.6   147.3  128.0  123.8  192.1
+
+With two threads in a quieter moment: 256x14x14 direct 3.08, F2 1.49, F4 1.30, torch 1.53,
+onnxruntime 1.29; 8x64x56x56 direct 19.3, F2 10.5, F4 12.4, torch 11.2, onnxruntime 10.6.
 """
 from __future__ import annotations
 
