@@ -56,7 +56,7 @@ def _reference() -> BackendFactory:
 
 register_backend("reference", _reference)
 register_backend("llvm", lambda: __import__(__name__ + ".llvm", fromlist=["factory"]).factory,
-                 graph_passes=("legalize", "fusion"))
+                 graph_passes=("winograd", "legalize", "fusion"))
 register_backend("cuda", lambda: __import__(__name__ + ".cuda", fromlist=["factory"]).factory,
                  graph_passes=("legalize_flat", "fusion"))
 

@@ -9,7 +9,8 @@ from .ir.errors import BuildError, GraphcError, InputError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
-from .passes.manager import Pipeline, standard_passes
+from .passes.manager import Pipeline, resolve, standard_passes
+from .passes.winograd import configure as configure_winograd
 from .tensor import Tensor
 
 UpdatesLike = Mapping[Any, Any] | Sequence[tuple[Any, Any]]
@@ -91,14 +92,14 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,
                    backend: str = "reference", state_updates: bool | None = None,
                    opt_level: int = 2, passes: Sequence[Any] | None = None,
-                   stream: Any = None):
+                   stream: Any = None, winograd: str = "auto"):
     """What gc.compile hands its backend: (optimised graph, single output?, pass ledger).
     With a text stream, the IR after every pass is written to it."""
     work, single = prepare(graph, outputs, updates, state_updates, prune=False)
     signature = live_values(work)  # the inputs asked for follow the graph as built
-    pipeline = Pipeline(standard_passes(opt_level, backend_graph_passes(backend))
-                        if passes is None else passes,
-                        print_after="all" if stream is not None else (), stream=stream)
+    pipeline = Pipeline(configure_winograd(resolve(
+        standard_passes(opt_level, backend_graph_passes(backend)) if passes is None else passes),
+        winograd), print_after="all" if stream is not None else (), stream=stream)
     ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
     eliminate_dead_code(work)
     prune_signature(work, signature)
@@ -108,7 +109,8 @@ def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike 
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
             backend: str = "reference", params: Mapping[str, Any] | None = None,
             state_updates: bool | None = None, opt_level: int = 2,
-            passes: Sequence[Any] | None = None, donate: Sequence[str] = ()) -> Executable:
+            passes: Sequence[Any] | None = None, winograd: str = "auto",
+            donate: Sequence[str] = ()) -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
     updates: {param: new_value} applied after every call (an optimizer step).
@@ -116,6 +118,8 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     opt_level: 0 runs only the passes running needs; 1-3 run simplification and the
         backend's optimisations (fusion for llvm). passes: a custom list of pass names (or
         passes.manager.Pass objects) instead. `exe.report()` shows what each pass did.
+    winograd: "auto" lets a cost model choose direct or Winograd F(2x2,3x3)/F(4x4,3x3) per
+        3x3 stride-1 convolution (passes/winograd.py); "off", "F2" or "F4" override it.
     donate: names of inputs whose arrays the call may overwrite (activations then run in
         place in them, as in intermediates); a donated array's contents after a call are
         unspecified. Arrays converted on the way in (another dtype, not contiguous) are
@@ -130,7 +134,7 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
                              f"{graph.name!r}; its inputs are {', '.join(sorted(names)) or 'none'}")
         work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=backend,
                                               state_updates=state_updates, opt_level=opt_level,
-                                              passes=passes)
+                                              passes=passes, winograd=winograd)
         exe = compile_graph(work, backend, params=params, single_output=single,
                             opt_level=opt_level, donate=donate)
         exe.ledger = ledger

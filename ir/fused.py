@@ -423,7 +423,8 @@ class _RowKernel:
             out = r.outputs[0]
             value: Expr = acc
             if combine_kind(r) == "mean":
-                value = Binary("mul", acc, Const(1.0 / sp.extent, out.dtype), out.dtype)
+                inv = 1.0 / sp.extent if sp.extent else float("nan")  # empty mean: NaN, as numpy
+                value = Binary("mul", acc, Const(inv, out.dtype), out.dtype)
             loc = self.local("red", out)
             self.body.append(Declare(loc, value))
             self.env[out] = loc

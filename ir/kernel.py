@@ -351,3 +351,29 @@ def substitute(e: Expr, mapping: dict) -> Expr:
     changes = {f.name: substitute(getattr(e, f.name), mapping) for f in fields(e)
                if is_dataclass(getattr(e, f.name))}
     return replace(e, **changes) if changes else e
+
+
+def drop_unread_locals(stmts: list) -> list:
+    """A flat statement list without the Declares of locals nothing reads (to a fixpoint):
+    generated straight-line code (transform matrices with zero entries, partial tiles)
+    leaves such locals, which some compilers warn about."""
+    while True:
+        read = {x.name for s in stmts for e in _stmt_values(s) for x in walk_exprs(e)
+                if isinstance(x, LocalRef)}
+        kept = [s for s in stmts if not (isinstance(s, Declare) and s.local.name not in read)]
+        if len(kept) == len(stmts):
+            return kept
+        stmts = kept
+
+
+def _stmt_values(s) -> list:
+    if isinstance(s, Store):
+        return [s.index, s.value]
+    if isinstance(s, (Declare, Assign)):
+        return [s.init if isinstance(s, Declare) else s.value]
+    if isinstance(s, For):
+        return [e for t in s.body for e in _stmt_values(t)]
+    if isinstance(s, Gemm):
+        return [e for e in (s.offset_a, s.offset_b, s.offset_c, s.epilogue)
+                if e is not None and not isinstance(e, int)]
+    return []

@@ -208,7 +208,8 @@ def lower_reduction(ctx: LowerCtx, node: Node, kind: str) -> None:
     xs, xb, ob = x.shape, ctx.buf(x), ctx.buf(out)
     dt = out.dtype
     count = prod(xs[a] for a in axes) if axes else 1
-    scale = Const(1.0 / count, dt) if kind == "mean" and count else None
+    # a mean over no elements is NaN (0 * NaN), as numpy's
+    scale = Const(1.0 / count if count else float("nan"), dt) if kind == "mean" else None
     kept = [a for a in range(len(xs)) if a not in axes]
     kept_shape = [xs[a] for a in kept]
     xstr = row_strides(xs)

@@ -1,7 +1,7 @@
 """The pass manager: named passes, pipelines (-O0..-O3), verification, dumps and a ledger.
 
 A pass is a name, a one-line description and a function that changes a graph in place and
-may return counts of what it did. A Pipeline runs passes in order; after each it can run
+may return counts of what it did (and, under the key "notes", lines explaining its decisions). A Pipeline runs passes in order; after each it can run
 the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production), print the IR, and
 write one numbered file per pass (like LLVM's -print-after-all). Every run leaves a ledger:
 per pass, its time, nodes and estimated FLOPs before and after, and its own counts.
@@ -35,6 +35,7 @@ class LedgerEntry:
     flops_before: int
     flops_after: int
     details: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # per-decision lines (a pass's "notes")
 
 
 class Ledger(list):
@@ -47,6 +48,7 @@ class Ledger(list):
             details = ", ".join(f"{k} {v}" for k, v in e.details.items() if v)
             lines.append(f"{e.name:<12} {e.seconds * 1e3:8.2f} {e.nodes_before:>6} -> {e.nodes_after:<5}"
                          f" {e.flops_before / 1e6:>7.2f} -> {e.flops_after / 1e6:<7.2f}  {details}")
+            lines.extend(f"    {note}" for note in e.notes)
         return "\n".join(lines)
 
 
@@ -70,6 +72,11 @@ def _legalize_flat(g: Graph) -> dict[str, int]:
     return {"composite ops decomposed": legalize(g, keep=has_flat_kernel)}
 
 
+def _winograd(g: Graph) -> dict:
+    from .winograd import winograd
+    return winograd(g)
+
+
 def _fusion(g: Graph) -> dict[str, int]:
     from .fusion import fuse
     s = fuse(g)
@@ -80,6 +87,7 @@ def _fusion(g: Graph) -> dict[str, int]:
 PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("dce", "remove nodes no output or update needs", _dce),
     Pass("simplify", "constant folding, CSE, algebraic identities, DCE (to a fixpoint)", _simplify),
+    Pass("winograd", "Winograd 3x3 convolutions where the cost model says so", _winograd),
     Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
     Pass("legalize_flat", "legalize, also decomposing ops whose kernels nest GEMMs in loops "
          "(for backends that launch each GEMM alone)", _legalize_flat),
@@ -146,7 +154,8 @@ class Pipeline:
         for i, p in enumerate(self.passes, 1):
             before_nodes, (before_flops, _) = len(graph.nodes), graph_cost(graph)
             t0 = time.perf_counter()
-            details = p.run(graph) or {}
+            details = dict(p.run(graph) or {})
+            notes = list(details.pop("notes", []))
             seconds = time.perf_counter() - t0
             if self.verify:
                 try:
@@ -154,7 +163,7 @@ class Pipeline:
                 except GraphcError as e:
                     raise GraphcError(f"the graph is invalid after pass {p.name!r}:\n{e}") from e
             ledger.append(LedgerEntry(p.name, seconds, before_nodes, len(graph.nodes), before_flops,
-                                      graph_cost(graph)[0], dict(details)))
+                                      graph_cost(graph)[0], dict(details), notes))
             if p.name in self.print_after:
                 out = self.stream or sys.stdout
                 out.write(f"// IR after {p.name}\n{print_graph(graph)}\n")

@@ -1,2 +1,3 @@
 """Op definitions, one module per family; importing this package registers them all."""
 from . import elementwise, reduction, layout, contraction, nn, window  # noqa: F401
+from . import winograd  # noqa: F401

@@ -5,6 +5,8 @@ materialising a transposed copy.
 """
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from .. import kernel as K
@@ -68,9 +70,13 @@ def _matmul_cost(ts, outs, a) -> Cost:
 
 def _lower_matmul(ctx, node, out=None, epilogue=None):
     """One generated-GEMM call per batch matrix; broadcast batch axes read the same
-    operand matrix (stride 0). The GEMM itself is parallel, so batch loops are serial.
-    With a fused epilogue (registry `lower_epilogue`), `epilogue(batch_coords)` is applied
-    to every element and the result lands in `out`'s buffer."""
+    operand matrix (stride 0). When the batch axes collapse into one (every operand runs
+    through them contiguously or is broadcast over all) and there is no epilogue, one
+    batched Gemm statement, which the backend may split by matrices among threads (many
+    small GEMMs: Winograd's alpha^2 products, attention heads); otherwise serial batch loops
+    around parallel GEMMs. With a fused epilogue (registry `lower_epilogue`),
+    `epilogue(batch_coords)` is applied to every element and the result lands in `out`'s
+    buffer."""
     x, y = node.inputs
     out = out if out is not None else node.outputs[0]
     m, n = node.outputs[0].shape[-2:]
@@ -80,6 +86,13 @@ def _lower_matmul(ctx, node, out=None, epilogue=None):
     ys = [s * y.shape[-2] * y.shape[-1] for s in L.broadcast_strides(y.shape[:-2], batch)]
     cs = [s * m * n for s in L.row_strides(batch)]
     xb, yb, ob = ctx.buf(x), ctx.buf(y), ctx.buf(out)
+    flat = _flat_batch(xs, ys, batch) if epilogue is None else None
+    if flat is not None:  # one batched call: the backend may share the matrices among threads
+        sa, sb = flat
+        ctx.kernel([K.Gemm(xb, yb, ob, m, n, k, batch=prod(batch), trans_a=node.attrs["transpose_a"],
+                           trans_b=node.attrs["transpose_b"], lda=x.shape[-1], ldb=y.shape[-1],
+                           ldc=n, stride_a=sa, stride_b=sb, stride_c=m * n)], [xb, yb], [ob])
+        return
 
     loads: list[str] = []  # buffers the epilogue reads
 
@@ -94,6 +107,22 @@ def _lower_matmul(ctx, node, out=None, epilogue=None):
                        epilogue=epi)]
     body = ctx.loops(batch, gemm, parallel=False, innermost="serial")
     ctx.kernel(body, [xb, yb, *loads], [ob], suffix="_fused" if epilogue is not None else "")
+
+
+def _flat_batch(xs: list[int], ys: list[int], batch: tuple[int, ...]) -> tuple[int, int] | None:
+    """Per-matrix strides of both operands when the batch axes collapse into one (each
+    operand either runs through all of them contiguously or is broadcast over all)."""
+    if len(batch) < 1 or prod(batch) < 2:
+        return None
+    out = []
+    for strides in (xs, ys):
+        if all(s == 0 for s in strides):
+            out.append(0)
+        elif list(strides) == [st * strides[-1] for st in L.row_strides(batch)]:
+            out.append(strides[-1])
+        else:
+            return None
+    return out[0], out[1]
 
 
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,

@@ -213,3 +213,17 @@ def test_cnn_train_step_tracks_the_reference():
         np.testing.assert_allclose(logits_f, logits_r, rtol=1e-3, atol=1e-4)
     for k in ref.params:
         np.testing.assert_allclose(fast.params[k], ref.params[k], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_mean_over_no_elements_is_nan(opt_level):
+    """numpy's answer (0 / 0), also when the mean is fused with its producer."""
+    g = gc.Graph("empty_mean")
+    with g:
+        x = gc.placeholder("x", (3, 2), "f32")
+        empty = gc.abs(x * 2.0)[0:0]
+        g.set_outputs([gc.mean(empty, axis=(0, 1), keepdims=True), gc.mean(x[:, 0:0], axis=1)])
+    fast = gc.compile(g, backend="llvm", opt_level=opt_level)
+    a, b = fast(x=np.ones((3, 2), np.float32))
+    assert np.isnan(a).all() and a.shape == (1, 1)
+    assert np.isnan(b).all() and b.shape == (3,)

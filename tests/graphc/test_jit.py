@@ -164,7 +164,8 @@ def test_lower_shows_every_stage_and_compiles():
     x = rng.standard_normal((8, 16)).astype(np.float32)
     w = rng.standard_normal((16, 8)).astype(np.float32)
     lowered = gc.jit(f).lower(x, w)
-    assert lowered.stages == ["traced", "simplify", "legalize", "fusion", "optimized", "kernel", "llvm"]
+    assert lowered.stages == ["traced", "simplify", "winograd", "legalize", "fusion", "optimized", "kernel",
+                              "llvm"]
     traced = lowered.as_text("traced")
     assert "matmul(%x, %w)" in traced and "group(" not in traced
     assert "group(" in lowered.as_text("fusion")  # the elementwise chain fused

@@ -585,6 +585,36 @@ def _r_conv2d_grads(ctx: Ctx, op: str):
     return [ctx.like(xt), ctx.like(gt)], {"weight_shape": w.shape, **attrs}
 
 
+def _wino_dtype(ctx: Ctx) -> str:
+    return ctx.ch.choice([d for d in ctx.opts.dtypes if d in ("f32", "f64")] or ["f32"])
+
+
+@recipe("winograd_filter_transform")
+def _r_wino_filter(ctx: Ctx, op: str):
+    w = TensorType((ctx.ch.randint(1, 3), ctx.ch.randint(1, 3), 3, 3), _wino_dtype(ctx))
+    return [ctx.like(w)], {"tile": ctx.ch.choice([2, 4]), "flip": ctx.ch.coin()}
+
+
+@recipe("winograd_input_transform")
+def _r_wino_input(ctx: Ctx, op: str):
+    ch = ctx.ch
+    pad = tuple(ch.randint(0, 2) for _ in range(4))
+    x = TensorType((ch.randint(1, 2), ch.randint(1, 3), ch.randint(max(1, 3 - pad[0] - pad[1]), 7),
+                    ch.randint(max(1, 3 - pad[2] - pad[3]), 7)), _wino_dtype(ctx))
+    return [ctx.like(x)], {"tile": ch.choice([2, 4]), "padding": pad}
+
+
+@recipe("winograd_output_transform")
+def _r_wino_output(ctx: Ctx, op: str):
+    ch = ctx.ch
+    m, dt = ch.choice([2, 4]), _wino_dtype(ctx)
+    n, k, oh, ow = ch.randint(1, 2), ch.randint(1, 3), ch.randint(1, 7), ch.randint(1, 7)
+    prod = TensorType(((m + 2) ** 2, k, n * -(-oh // m) * -(-ow // m)), dt)
+    operands = [ctx.like(prod)] + ([ctx.like(TensorType((k,), dt))] if ch.coin() else [])
+    return operands, {"tile": m, "output_shape": (n, k, oh, ow),
+                      "activation": ch.choice(["", "relu", "tanh"])}
+
+
 def _pool_attrs(ctx: Ctx, x: TensorType, avg: bool) -> dict[str, Any]:
     ch = ctx.ch
     kh, kw = ch.randint(1, min(3, x.shape[2])), ch.randint(1, min(3, x.shape[3]))

@@ -481,6 +481,7 @@ def test_every_registry_op_is_covered_by_a_test():
     import pathlib
     here = pathlib.Path(__file__).parent
     text = "".join((here / f).read_text()
-                   for f in ("test_ops_core.py", "test_ops_nn.py", "test_window_ops.py"))
+                   for f in ("test_ops_core.py", "test_ops_nn.py", "test_window_ops.py",
+                             "test_winograd_ops.py"))
     missing = [name for name in ir.all_ops() if f'"{name}"' not in text]
     assert not missing, f"ops without tests: {missing}"

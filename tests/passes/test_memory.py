@@ -508,7 +508,7 @@ def test_train_steps_on_llvm_equal_the_reference(which):
     plan_memory(reuse_only, inplace=False)
     assert not set(reuse_only.aliases) - set(lower(work, plan=False).aliases)
     exes = {"planned": LLVMExecutable(work, reuse_only),
-            "planned+inplace": gc.compile(g, backend="llvm")}
+            "planned+inplace": gc.compile(g, backend="llvm", winograd="off")}  # same graph
     assert exes["planned+inplace"].program.arena_bytes <= reuse_only.arena_bytes
     want = [ref(**feeds) for _ in range(2)]
     for name, exe in exes.items():
