@@ -14,7 +14,7 @@ import graphc as gc
 from graphc.ir import all_ops
 
 from tests.backends.cuda_programs import gemm_graphs, reduction_graphs, with_outputs
-from tests.backends.test_llvm_conformance import BCAST, ODD, TOL, _mlp_step, feeds_for
+from tests.backends.test_llvm_conformance import BCAST, ODD, _mlp_step, assert_backends_agree
 from tests.examples import digits_cnn, mlp_step
 from tests.ir.random_graphs import build_random_graph, op_example
 
@@ -33,21 +33,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(bool(_REASON), reason=_REASON
 
 
 def assert_agrees(graph, feeds=None, outputs=None, tol=None):
-    ref = gc.compile(graph, outputs, backend="reference")
-    dev = gc.compile(graph, outputs, backend="cuda")
-    feeds = feeds if feeds is not None else feeds_for(ref.graph)
-    feeds = {k: feeds[k] for k in ref.input_names}
-    want, got = ref(**feeds), dev(**feeds)
-    want = want if isinstance(want, tuple) else (want,)
-    got = got if isinstance(got, tuple) else (got,)
-    for w, g_, v in zip(want, got, ref.graph.outputs):
-        assert g_.shape == w.shape and g_.dtype == w.dtype, (v, g_.shape, g_.dtype)
-        t = tol if tol is not None else TOL.get(v.dtype.name, 0)
-        if v.dtype.is_float:
-            np.testing.assert_allclose(g_, w, rtol=t, atol=t, equal_nan=True)
-        else:
-            np.testing.assert_array_equal(g_, w)
-    return ref, dev
+    return assert_backends_agree(graph, feeds, outputs, tol, backend="cuda")
 
 
 @pytest.mark.parametrize("op", sorted(all_ops()))

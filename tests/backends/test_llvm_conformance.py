@@ -43,9 +43,10 @@ def feeds_for(graph, seed=0):
     return out
 
 
-def assert_backends_agree(graph, feeds=None, outputs=None, tol=None):
+def assert_backends_agree(graph, feeds=None, outputs=None, tol=None, backend="llvm"):
+    """`backend` computes what the reference does (within TOL per dtype); returns both."""
     ref = gc.compile(graph, outputs, backend="reference")
-    fast = gc.compile(graph, outputs, backend="llvm")
+    fast = gc.compile(graph, outputs, backend=backend)
     feeds = feeds if feeds is not None else feeds_for(ref.graph)
     feeds = {k: feeds[k] for k in ref.input_names}
     want, got = ref(**feeds), fast(**feeds)
