@@ -308,17 +308,35 @@ def walk_exprs(e: Expr) -> Iterator[Expr]:
             yield from walk_exprs(sub)
 
 
+def stmt_exprs(s: Stmt) -> list[Expr]:
+    """The expressions a statement evaluates (not those of statements nested in it)."""
+    if isinstance(s, Store):
+        return [s.index, s.value]
+    if isinstance(s, Declare):
+        return [s.init]
+    if isinstance(s, Assign):
+        return [s.value]
+    if isinstance(s, Gemm):
+        return [e for e in (s.offset_a, s.offset_b, s.offset_c, s.epilogue)
+                if e is not None and not isinstance(e, int)]
+    return []
+
+
+def map_expr(e: Expr, fn) -> Expr:
+    """e rebuilt bottom-up with fn applied to every sub-expression (children first)."""
+    if is_dataclass(e) and not isinstance(e, (Var, Const, LocalRef)):
+        changes = {f.name: map_expr(getattr(e, f.name), fn) for f in fields(e)
+                   if is_dataclass(getattr(e, f.name))}
+        e = replace(e, **changes) if changes else e
+    return fn(e)
+
+
 def rename_buffers(k: Kernel, mapping: dict[str, str]) -> Kernel:
     """A copy of kernel k that reads and writes `mapping[b]` wherever it named buffer b (used
     when a pass moves a value into another buffer's storage under that buffer's own name)."""
     def expr(e):
-        if not is_dataclass(e) or isinstance(e, (Var, Const, LocalRef)):
-            return e
-        changes = {f.name: expr(getattr(e, f.name)) for f in fields(e)
-                   if is_dataclass(getattr(e, f.name))}
-        if isinstance(e, Load) and e.buffer in mapping:
-            changes["buffer"] = mapping[e.buffer]
-        return replace(e, **changes) if changes else e
+        return map_expr(e, lambda x: replace(x, buffer=mapping[x.buffer])
+                        if isinstance(x, Load) and x.buffer in mapping else x)
 
     def stmt(s: Stmt) -> Stmt:
         if isinstance(s, For):
@@ -344,36 +362,19 @@ def rename_buffers(k: Kernel, mapping: dict[str, str]) -> Kernel:
 def substitute(e: Expr, mapping: dict) -> Expr:
     """e with every sub-expression that is a key of mapping (a Var, a LocalRef...) replaced:
     evaluates an expression written over loop variables and locals at other values."""
-    if e in mapping:
-        return mapping[e]
-    if not is_dataclass(e) or isinstance(e, (Var, Const, LocalRef)):
-        return e
-    changes = {f.name: substitute(getattr(e, f.name), mapping) for f in fields(e)
-               if is_dataclass(getattr(e, f.name))}
-    return replace(e, **changes) if changes else e
+    return map_expr(e, lambda x: mapping.get(x, x))
 
 
 def drop_unread_locals(stmts: list) -> list:
     """A flat statement list without the Declares of locals nothing reads (to a fixpoint):
     generated straight-line code (transform matrices with zero entries, partial tiles)
     leaves such locals, which some compilers warn about."""
+    def exprs(s):
+        return [e for t in s.body for e in exprs(t)] if isinstance(s, For) else stmt_exprs(s)
     while True:
-        read = {x.name for s in stmts for e in _stmt_values(s) for x in walk_exprs(e)
+        read = {x.name for s in stmts for e in exprs(s) for x in walk_exprs(e)
                 if isinstance(x, LocalRef)}
         kept = [s for s in stmts if not (isinstance(s, Declare) and s.local.name not in read)]
         if len(kept) == len(stmts):
             return kept
         stmts = kept
-
-
-def _stmt_values(s) -> list:
-    if isinstance(s, Store):
-        return [s.index, s.value]
-    if isinstance(s, (Declare, Assign)):
-        return [s.init if isinstance(s, Declare) else s.value]
-    if isinstance(s, For):
-        return [e for t in s.body for e in _stmt_values(t)]
-    if isinstance(s, Gemm):
-        return [e for e in (s.offset_a, s.offset_b, s.offset_c, s.epilogue)
-                if e is not None and not isinstance(e, int)]
-    return []

@@ -49,8 +49,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..ir.kernel import (Assign, Binary, Const, Declare, Expr, For, Gemm, Kernel, Load, Program,
-                         Stmt, Store, Var, walk_exprs)
+from ..ir.kernel import (Binary, Const, Expr, For, Gemm, Kernel, Load, Program, Stmt, Store, Var,
+                         stmt_exprs, walk_exprs)
 
 
 @dataclass(frozen=True)
@@ -67,23 +67,6 @@ class InPlace:
 
 
 # -- what a kernel touches ------------------------------------------------------------------
-
-def stmt_exprs(s: Stmt) -> Iterator[Expr]:
-    """The expressions a statement evaluates (not those of nested statements)."""
-    if isinstance(s, Store):
-        yield s.index
-        yield s.value
-    elif isinstance(s, Declare):
-        yield s.init
-    elif isinstance(s, Assign):
-        yield s.value
-    elif isinstance(s, Gemm):
-        for off in (s.offset_a, s.offset_b, s.offset_c):
-            if not isinstance(off, int):
-                yield off
-        if s.epilogue is not None:
-            yield s.epilogue
-
 
 def walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
     for s in stmts:

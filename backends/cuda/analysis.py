@@ -181,17 +181,7 @@ def storage_map(program: K.Program) -> dict[str, Storage]:
 
 # -- walking statements --------------------------------------------------------------------
 
-def stmt_exprs(s: K.Stmt) -> list[K.Expr]:
-    if isinstance(s, K.Store):
-        return [s.index, s.value]
-    if isinstance(s, K.Declare):
-        return [s.init]
-    if isinstance(s, K.Assign):
-        return [s.value]
-    if isinstance(s, K.Gemm):
-        out = [o for o in (s.offset_a, s.offset_b, s.offset_c) if not isinstance(o, int)]
-        return out + ([s.epilogue] if s.epilogue is not None else [])
-    return []
+stmt_exprs = K.stmt_exprs  # the expressions a statement evaluates (ir/kernel.py)
 
 
 def walk_stmts(stmts: Iterable[K.Stmt]) -> Iterator[K.Stmt]:
