@@ -35,7 +35,8 @@ from typing import Sequence
 
 from .errors import GraphcError
 from .graph import Node, Value
-from .kernel import Assign, Binary, Const, Declare, Expr, For, LocalRef, Load, Stmt, Store, Var
+from .kernel import (GEMM_COL, GEMM_ROW, Assign, Binary, Const, Declare, Expr, For, LocalRef, Load,
+                     Stmt, Store, Var)
 from .lowering import (PARALLEL_MIN_ELEMENTS, LowerCtx, broadcast_strides, collapse, combine,
                        linear_index, reduce_init, row_strides)
 from .registry import Fusion, get_op
@@ -525,7 +526,7 @@ def _lower_gemm_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]
     chain = [m for m in rest if not get_op(m.op).view]
     internal = {m.outputs[0] for m in members}
     acc = LocalRef("acc", head.outputs[0].dtype)
-    rows, cols = Var("i"), Var("j")
+    rows, cols = GEMM_ROW, GEMM_COL
 
     def epilogue(batch: list[Expr]) -> Expr:
         coords = list(batch) + [rows, cols]

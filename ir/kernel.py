@@ -190,6 +190,10 @@ class Gemm:
 
 Stmt = Union[For, Store, Declare, Assign, Gemm]
 
+# What a Gemm epilogue reads: the accumulated element (a LocalRef named "acc" of C's dtype)
+# and its row and column.
+GEMM_ROW, GEMM_COL = Var("i"), Var("j")
+
 
 # -- containers ---------------------------------------------------------------------------
 

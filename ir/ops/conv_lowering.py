@@ -83,9 +83,6 @@ class _Operand:
             pre += _copy(ctx, src, value.dtype, L.c64(0), self.name, ct, L.c64(0), value.type.size, True)
 
 
-GEMM_ROW, GEMM_COL = K.Var("i"), K.Var("j")  # an epilogue's row and column (ir/kernel.py Gemm)
-
-
 def conv_gemm_shape(node) -> tuple[int, ...]:
     """conv2d's result as its per-image GEMMs compute it: (N, groups, K/groups, OH*OW)."""
     n, k, oh, ow = node.outputs[0].shape
@@ -98,7 +95,7 @@ def _epilogue_at(epilogue, n, group, row, col, acc: K.Expr, dtype) -> K.Expr:
     Gemm: with its row and column variables and the accumulated value bound."""
     if epilogue is None:
         return acc
-    return K.substitute(epilogue([n, group]), {GEMM_ROW: row, GEMM_COL: col,
+    return K.substitute(epilogue([n, group]), {K.GEMM_ROW: row, K.GEMM_COL: col,
                                                K.LocalRef("acc", dtype): acc})
 
 
