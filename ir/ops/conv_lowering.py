@@ -17,27 +17,7 @@ from typing import Callable
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
-from .window import col2im_image, im2col_image, inside, window_coords
-
-RUNS = 8  # images processed in parallel; each run keeps one image's scratch
-
-
-def image_runs(ctx, n_img: int, body: Callable[[K.Expr, K.Expr, bool], list]) -> tuple[list, int]:
-    """(loops calling body(image, run, parallel) once for every image, number of runs). Runs
-    get equal shares; the remainder images form a second parallel loop, one image per run."""
-    if n_img == 1:
-        return body(L.c64(0), L.c64(0), True), 1
-    runs = min(n_img, RUNS)
-    per, rem = divmod(n_img, runs)
-    c, j = ctx.var("run"), ctx.var("img")
-    image = L.add(L.mul(c, L.c64(per)), j)
-    stmts = [K.For(c, runs, [K.For(j, per, body(image, c, False), "serial")], "parallel")]
-    if rem:
-        r = ctx.var("run")
-        stmts.append(K.For(r, rem, body(L.add(r, L.c64(runs * per)), r, False),
-                           "parallel" if rem > 1 else "serial"))
-    return stmts, runs
-
+from .window import RUNS, col2im_image, im2col_image, image_runs, inside, padded_plane_runs, window_coords  # noqa: F401
 
 def _per_group(ctx, groups: int, parallel: bool, gemm: Callable[[K.Expr], K.Gemm]) -> list:
     """gemm(group) for every channel group: one GEMM, or a loop over the groups (parallel
@@ -102,44 +82,49 @@ def _epilogue_at(epilogue, n, group, row, col, acc: K.Expr, dtype) -> K.Expr:
 def _depthwise(ctx, node, ct, out, epilogue) -> None:
     """One input channel per group (depthwise, any channel multiplier): a GEMM per group
     would have one row and a few columns, so each output plane is summed directly over the
-    kernel taps instead, planes in parallel."""
+    kernel taps of a zero-padded copy of its input plane, planes in parallel runs, the
+    taps' weights held in locals and the loop over output columns vectorised."""
     x, w = node.inputs
     y = node.outputs[0]
-    a = node.attrs
     _, c_, hh, ww = x.shape
     k_, _, kh, kw = w.shape
     mult = k_ // c_
     n_img, _, oh_n, ow_n = y.shape
     xb, wb, yb = ctx.buf(x), ctx.buf(w), ctx.buf(out)
-    geom = _geometry(a, (kh, kw))
 
-    def body(vs):
-        plane, oh, ow = vs  # plane = n*K + k reads input plane n*C + k // mult
-        src = L.mul(L.add(L.mul(K.Binary("div", plane, L.c64(k_), dtypes.i64), L.c64(c_)),
-                          K.Binary("div", K.Binary("mod", plane, L.c64(k_), dtypes.i64), L.c64(mult),
-                                   dtypes.i64)), L.c64(hh * ww))
-        wrow = L.mul(K.Binary("mod", plane, L.c64(k_), dtypes.i64), L.c64(kh * kw))
-        acc = None
-        for ki in range(kh):
-            for kj in range(kw):
-                h, wc = window_coords(geom, oh, ow, ki, kj)
-                ok = inside(h, wc, hh, ww)
-                at = K.Select(ok, L.linear_index([h, wc], [ww, 1], src), src, dtypes.i64)
-                xv = K.Load(xb, at, x.dtype)
-                wv = K.Load(wb, L.add(wrow, L.c64(ki * kw + kj)), w.dtype)
-                if ct != x.dtype:
-                    xv, wv = K.Cast(xv, ct), K.Cast(wv, ct)
-                term = K.Select(ok, K.Binary("mul", xv, wv, ct), K.Const(0.0, ct), ct)
+    def div(e, d):
+        return K.Binary("div", e, L.c64(d), dtypes.i64)
+
+    def mod(e, d):
+        return K.Binary("mod", e, L.c64(d), dtypes.i64)
+
+    def src_of(plane):  # plane n*K + k reads input plane n*C + k // mult
+        return L.mul(L.add(L.mul(div(plane, k_), L.c64(c_)), div(mod(plane, k_), mult)), L.c64(hh * ww))
+
+    def per_plane(plane, tap):
+        k = mod(plane, k_)
+        weights, decls = [], []
+        for t in range(kh * kw):
+            wv = K.LocalRef(ctx.var("w").name, ct)
+            v = K.Load(wb, L.add(L.mul(k, L.c64(kh * kw)), L.c64(t)), w.dtype)
+            decls.append(K.Declare(wv, v if ct == w.dtype else K.Cast(v, ct)))
+            weights.append(wv)
+
+        def row(vs):
+            oh, ow = vs
+            acc = None
+            for t, wv in enumerate(weights):
+                term = K.Binary("mul", tap(oh, ow, t // kw, t % kw), wv, ct)
                 acc = term if acc is None else K.Binary("add", acc, term, ct)
-        value = acc if ct == y.dtype else K.Cast(acc, y.dtype)
-        k = K.Binary("mod", plane, L.c64(k_), dtypes.i64)  # groups = C: group k // mult, row k % mult
-        value = _epilogue_at(epilogue, K.Binary("div", plane, L.c64(k_), dtypes.i64),
-                             K.Binary("div", k, L.c64(mult), dtypes.i64),
-                             K.Binary("mod", k, L.c64(mult), dtypes.i64),
-                             L.linear_index([oh, ow], [ow_n, 1]), value, y.dtype)
-        return [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), value)]
-    ctx.kernel(ctx.loops([n_img * k_, oh_n, ow_n], body), [xb, wb] + _epilogue_loads(epilogue),
-               [yb], suffix="_fused" if epilogue is not None else "")
+            value = acc if ct == y.dtype else K.Cast(acc, y.dtype)
+            value = _epilogue_at(epilogue, div(plane, k_), div(k, mult), mod(k, mult),
+                                 L.linear_index([oh, ow], [ow_n, 1]), value, y.dtype)
+            return [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), value)]
+        return decls + ctx.loops([oh_n, ow_n], row, parallel=False)
+    stmts, pad = padded_plane_runs(ctx, n_img * k_, x.shape, x.dtype, xb, _geometry(node.attrs, (kh, kw)),
+                                   src_of, 0.0, ct, per_plane)
+    ctx.kernel(stmts, [xb, wb] + _epilogue_loads(epilogue), [yb] + ([pad] if pad else []),
+               suffix="_fused" if epilogue is not None else "")
 
 
 def _epilogue_loads(epilogue) -> list[str]:

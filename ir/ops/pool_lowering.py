@@ -21,6 +21,7 @@ from __future__ import annotations
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
+from .window import padded_plane_runs
 
 
 def _scan(ctx, x, a, plane, oh, ow, best: K.LocalRef, where: K.LocalRef) -> list:
@@ -53,19 +54,31 @@ def _scan(ctx, x, a, plane, oh, ow, best: K.LocalRef, where: K.LocalRef) -> list
 
 
 def lower_max_pool2d(ctx, node) -> None:
+    """The forward needs the maximum, not where it is: each plane is copied into a
+    -inf-padded scratch plane (padding then never beats a real element, and a window of
+    -inf inputs still gives -inf) and every window is reduced without bounds checks, the
+    loop over output columns vectorised. A NaN wins, so it propagates as in the reference."""
     x, y = node.inputs[0], node.outputs[0]
-    a = node.attrs
+    a = {**node.attrs, "dilations": (1, 1)}
     n, c, oh_n, ow_n = y.shape
-    best, where = K.LocalRef("best", x.dtype), K.LocalRef("where", dtypes.i64)
+    hh, ww = x.shape[2:]
+    kh, kw = a["kernel"]
     yb = ctx.buf(y)
 
-    def body(vs):
-        plane, oh, ow = vs
-        empty = K.Compare("lt", where, L.c64(0))
-        value = K.Select(empty, K.Const(float("-inf"), x.dtype), best, x.dtype)
-        return _scan(ctx, x, a, plane, oh, ow, best, where) + [
-            K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), value)]
-    ctx.kernel(ctx.loops([n * c, oh_n, ow_n], body, innermost="serial"), [ctx.buf(x)], [yb])
+    def per_plane(plane, tap):
+        def body(vs):
+            oh, ow = vs
+            best = K.LocalRef(ctx.var("best").name, x.dtype)
+            stmts = [K.Declare(best, tap(oh, ow, 0, 0))]
+            for t in range(1, kh * kw):
+                v = tap(oh, ow, t // kw, t % kw)
+                wins = K.Binary("or", K.Compare("gt", v, best), K.Compare("ne", v, v), dtypes.bool_)
+                stmts.append(K.Assign(best, K.Select(wins, v, best, x.dtype)))
+            return stmts + [K.Store(yb, L.linear_index([plane, oh, ow], [oh_n * ow_n, ow_n, 1]), best)]
+        return ctx.loops([oh_n, ow_n], body, parallel=False)
+    stmts, pad = padded_plane_runs(ctx, n * c, x.shape, x.dtype, ctx.buf(x), a,
+                                   lambda p: L.mul(p, L.c64(hh * ww)), float("-inf"), x.dtype, per_plane)
+    ctx.kernel(stmts, [ctx.buf(x)], [yb] + ([pad] if pad else []))
 
 
 def lower_max_pool2d_grad(ctx, node) -> None:

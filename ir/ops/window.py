@@ -25,6 +25,8 @@ in float64 and rounds once to the operand dtype, as the nn references do.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .. import dtypes
@@ -81,6 +83,26 @@ def _im2col_vjp(b, n, g):
     return [b.col2im(g, input_shape=x.shape, **_geometry(n.attrs))]
 
 
+RUNS = 8  # images (or planes) processed in parallel; each run keeps its own scratch
+
+
+def image_runs(ctx, n_img: int, body: Callable[[K.Expr, K.Expr, bool], list]) -> tuple[list, int]:
+    """(loops calling body(image, run, parallel) once for every image, number of runs). Runs
+    get equal shares; the remainder images form a second parallel loop, one image per run."""
+    if n_img == 1:
+        return body(L.c64(0), L.c64(0), True), 1
+    runs = min(n_img, RUNS)
+    per, rem = divmod(n_img, runs)
+    c, j = ctx.var("run"), ctx.var("img")
+    image = L.add(L.mul(c, L.c64(per)), j)
+    stmts = [K.For(c, runs, [K.For(j, per, body(image, c, False), "serial")], "parallel")]
+    if rem:
+        r = ctx.var("run")
+        stmts.append(K.For(r, rem, body(L.add(r, L.c64(runs * per)), r, False),
+                           "parallel" if rem > 1 else "serial"))
+    return stmts, runs
+
+
 def window_coords(a, oh_v, ow_v, ki, kj):
     """Input row and column read by output position (oh, ow) at kernel tap (ki, kj)."""
     (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
@@ -93,6 +115,64 @@ def inside(h, w, height, width):
     def within(v, n):
         return K.Binary("and", K.Compare("ge", v, L.c64(0)), K.Compare("lt", v, L.c64(n)), dtypes.bool_)
     return K.Binary("and", within(h, height), within(w, width), dtypes.bool_)
+
+
+def padded_plane_runs(ctx, n_planes: int, x_shape, x_dtype, xb: str, a: dict,
+                      src_of: Callable[[K.Expr], K.Expr], fill: float, ct,
+                      per_plane: Callable[[K.Expr, Callable], list]) -> tuple[list, str | None]:
+    """(statements, scratch buffer or None) walking n_planes (H, W) planes of x in runs
+    (`image_runs`). Each run copies its plane (element offset src_of(plane) in x) into the
+    interior of its own padded scratch plane, whose border holds `fill` (written once, before
+    the runs: the copies never reach it), then runs per_plane(plane, tap), where
+    tap(oh, ow, ki, kj) loads output (oh, ow)'s window tap (ki, kj). With no bounds checks
+    left, per_plane's loops over ow vectorise (window ops with few channels per GEMM, such
+    as depthwise convolution and pooling).
+
+    With a column stride s the scratch holds the padded plane's columns split by phase
+    (column c at phase c % s, position c // s), so every tap reads consecutive elements for
+    consecutive ow; the strided reads happen once, in the copy. Unpadded unit-stride planes
+    in the compute dtype are read in place, without scratch."""
+    _, _, hh, ww = x_shape
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = a["strides"], a["padding"], a["dilations"]
+    hp, wq = hh + pt + pb, -(-(ww + pl + pr) // sw)  # rows; columns per phase
+    in_place = (pt, pb, pl, pr) == (0, 0, 0, 0) and ct == x_dtype and sw == 1
+    size = hp * wq * sw
+    runs = min(n_planes, RUNS)
+    pad = None if in_place else ctx.temp(runs * size, ct)
+
+    def body(plane, run, par):
+        src = src_of(plane)
+        base = src if in_place else L.mul(run, L.c64(size))
+        buf = xb if in_place else pad
+
+        def tap(oh, ow, ki, kj):
+            phase, shift = divmod(kj * dw, sw)[::-1]
+            h = L.add(L.mul(oh, L.c64(sh)), L.c64(ki * dh))
+            return K.Load(buf, L.linear_index([h, L.add(ow, L.c64(shift))], [wq, 1],
+                                              L.add(base, L.c64(phase * hp * wq))), ct)
+
+        if in_place:
+            return per_plane(plane, tap)
+        copies = []
+        for phase in range(sw):
+            lo, hi = _inside_range(wq, sw, phase - pl, ww)  # positions j reading column j*sw + phase - pl
+            if hi <= lo:
+                continue
+
+            def copy(vs, phase=phase, lo=lo):
+                i, j = vs
+                v = K.Load(xb, L.linear_index([i, L.add(L.mul(L.add(j, L.c64(lo)), L.c64(sw)),
+                                                        L.c64(phase - pl))], [ww, 1], src), x_dtype)
+                at = L.linear_index([i, j], [wq, 1], L.add(base, L.c64(phase * hp * wq + pt * wq + lo)))
+                return [K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct))]
+            copies += ctx.loops([hh, hi - lo], copy, parallel=False)
+        return copies + per_plane(plane, tap)
+    stmts, _ = image_runs(ctx, n_planes, body)
+    if pad is not None:
+        border = K.Const(fill, ct)
+        stmts = ctx.loops([runs * size], lambda vs: [K.Store(pad, vs[0], border)],
+                          parallel=False) + stmts
+    return stmts, pad
 
 
 def _inside_range(n_out: int, stride: int, offset: int, size: int) -> tuple[int, int]:
