@@ -328,19 +328,42 @@ class _Gen:
 
     # -- microkernel -------------------------------------------------------------------
 
-    def emit_microkernel(self) -> ir.Function:
-        """void ukernel(i64 kc, T* pa, T* pb, T* c, i64 ldc, i32 beta, i64 mr, i64 nr, T* tmp)
+    def emit_microkernel(self, rows: int | None = None, nv: int | None = None,
+                         strided_a: bool = False) -> ir.Function:
+        """void ukernel(i64 kc, T* pa, T* pb, T* c, i64 ldc, i32 beta, i64 mr, i64 nr, T* tmp
+                        [, i64 rs, i64 ks])
 
-        C[0:mr, 0:nr] (+)= packed A (MR x kc, k-major) @ packed B (kc x NR, k-major)."""
+        C[0:mr, 0:nr] (+)= packed A (MR x kc, k-major) @ packed B (kc x NR, k-major).
+        A narrower variant computes only the first `rows` rows and `nv` vectors of the
+        tile (mr <= rows, nr <= nv * VL): edge tiles of small matrices (8 output channels,
+        4 pixels) then do not pay for a full MR x NR tile of FMAs. Variants always
+        store through the temp tile. With `strided_a`, A is read where it lies, element
+        (i, p) at pa[i*rs + p*ks], rows past mr reading row mr - 1 (so nothing outside A
+        is touched): for few columns of B, packing A would cost more than the tile work."""
         MR, NR, VL, NV = self.bl.mr, self.bl.nr, self.VL, self.NV
+        full_tile = rows in (None, MR) and nv in (None, NV) and not strided_a
+        MR_P, NR_P = MR, NR  # packed panel strides
+        MR, NV = rows or MR, nv or NV
         U = self.target.unroll
-        fn, b = self.internal("_ukernel", [I64, self.TP, self.TP, self.TP, I64, I32, I64,
-                                           I64, self.TP],
-                              ["kc", "pa", "pb", "c", "ldc", "beta", "mr", "nr", "tmp"])
-        kc, pa, pb, c, ldc, beta, mr, nr, tmp = fn.args
+        suffix = f"_ukernel_{MR}x{NV * VL}" + ("_strided" if strided_a else "")
+        if full_tile:
+            suffix = "_ukernel"
+        names = ["kc", "pa", "pb", "c", "ldc", "beta", "mr", "nr", "tmp"] + (["rs", "ks"] if strided_a else [])
+        fn, b = self.internal(suffix, [I64, self.TP, self.TP, self.TP, I64, I32, I64, I64,
+                                       self.TP] + [I64] * (len(names) - 9), names)
+        kc, pa, pb, c, ldc, beta, mr, nr, tmp = fn.args[:9]
         for i in (1, 2, 3, 8):
             fn.args[i].add_attribute("noalias")
         entry = b.block
+        if strided_a:  # loop-invariant offsets: row i's start, and u k-steps
+            rs, ks = fn.args[9], fn.args[10]
+            last = b.sub(mr, _c64(1))
+            row_off = [b.mul(_imin(b, _c64(i), last), rs) for i in range(MR)]
+            a_off = [[b.add(row_off[i], b.mul(_c64(u), ks)) for u in range(U)] for i in range(MR)]
+            a_step = b.mul(_c64(U), ks)
+        else:
+            a_off = [[_c64(u * MR_P + i) for u in range(U)] for i in range(MR)]
+            a_step = _c64(U * MR_P)
 
         if self.target.prefetch_c:
             # Bring the C tile towards L1 while the k loop runs (write intent).
@@ -350,6 +373,11 @@ class _Gen:
                 self.do_prefetch(b, _gep(b, row, NR - 1), write=True)
 
         # Main loop, unrolled by U: accumulators are phis, so they live in registers.
+        # Narrow tiles have too few independent FMA chains to cover the FMA latency: they
+        # keep two accumulator sets (even and odd k steps; tile shapes, and so the summation
+        # order of every element, do not depend on the thread split).
+        sets = 2 if MR * NV <= 6 else 1
+        NA = sets * MR * NV
         n_main = b.and_(kc, _c64(-U)) if U & (U - 1) == 0 else b.mul(b.sdiv(kc, _c64(U)),
                                                                       _c64(U))
         main = b.append_basic_block("k.main")
@@ -362,14 +390,14 @@ class _Gen:
             accs = list(accs)
             pf = self.target.prefetch_a
             for u in range(steps):
-                if pf and u % max(1, 64 // (MR * self.esize)) == 0:
-                    self.do_prefetch(b, _gep(b, p_a, (u + pf) * MR))
-                bv = [self.vload(b, _gep(b, p_b, u * NR + v * VL), align=VL * self.esize)
+                if pf and not strided_a and u % max(1, 64 // (MR_P * self.esize)) == 0:
+                    self.do_prefetch(b, _gep(b, p_a, (u + pf) * MR_P))
+                bv = [self.vload(b, _gep(b, p_b, u * NR_P + v * VL), align=VL * self.esize)
                       for v in range(NV)]
                 for i in range(MR):
-                    a = self.splat(b, b.load(_gep(b, p_a, u * MR + i), align=self.esize))
+                    a = self.splat(b, b.load(_gep(b, p_a, a_off[i][u]), align=self.esize))
                     for v in range(NV):
-                        k = i * NV + v
+                        k = (u % sets) * MR * NV + i * NV + v
                         accs[k] = b.call(self.vfma, [a, bv[v], accs[k]])
             return accs
 
@@ -378,7 +406,7 @@ class _Gen:
         p = b.phi(I64, "p")
         pa_phi = b.phi(self.TP, "pa.cur")
         pb_phi = b.phi(self.TP, "pb.cur")
-        acc_phis = [b.phi(self.V, f"acc{k}") for k in range(MR * NV)]
+        acc_phis = [b.phi(self.V, f"acc{k}") for k in range(NA)]
         p.add_incoming(_c64(0), entry)
         pa_phi.add_incoming(pa, entry)
         pb_phi.add_incoming(pb, entry)
@@ -386,8 +414,8 @@ class _Gen:
             ph.add_incoming(self.vzero, entry)
         accs = emit_steps(b, pa_phi, pb_phi, acc_phis, U)
         p_next = b.add(p, _c64(U))
-        pa_next = _gep(b, pa_phi, U * MR)
-        pb_next = _gep(b, pb_phi, U * NR)
+        pa_next = _gep(b, pa_phi, a_step)
+        pb_next = _gep(b, pb_phi, U * NR_P)
         p.add_incoming(p_next, main)
         pa_phi.add_incoming(pa_next, main)
         pb_phi.add_incoming(pb_next, main)
@@ -400,9 +428,9 @@ class _Gen:
         p2 = b.phi(I64, "p2")
         pa2 = b.phi(self.TP, "pa2")
         pb2 = b.phi(self.TP, "pb2")
-        acc2 = [b.phi(self.V, f"accr{k}") for k in range(MR * NV)]
+        acc2 = [b.phi(self.V, f"accr{k}") for k in range(NA)]
         for ph, v0, v1 in [(p2, _c64(0), p_next), (pa2, pa, pa_next), (pb2, pb, pb_next)] + \
-                [(acc2[k], self.vzero, accs[k]) for k in range(MR * NV)]:
+                [(acc2[k], self.vzero, accs[k]) for k in range(NA)]:
             ph.add_incoming(v0, entry)
             ph.add_incoming(v1, main)
         b.cbranch(b.icmp_signed("<", p2, kc), rem, store)
@@ -411,22 +439,26 @@ class _Gen:
         p3 = b.phi(I64, "p3")
         pa3 = b.phi(self.TP, "pa3")
         pb3 = b.phi(self.TP, "pb3")
-        acc3 = [b.phi(self.V, f"accs{k}") for k in range(MR * NV)]
+        acc3 = [b.phi(self.V, f"accs{k}") for k in range(NA)]
         for ph, v0 in [(p3, p2), (pa3, pa2), (pb3, pb2)] + list(zip(acc3, acc2)):
             ph.add_incoming(v0, rem_head)
         accs3 = emit_steps(b, pa3, pb3, acc3, 1)
-        p3n, pa3n, pb3n = b.add(p3, _c64(1)), _gep(b, pa3, MR), _gep(b, pb3, NR)
+        p3n, pa3n, pb3n = b.add(p3, _c64(1)), _gep(b, pa3, fn.args[10] if strided_a else _c64(MR_P)), _gep(b, pb3, NR_P)
         for ph, v1 in [(p3, p3n), (pa3, pa3n), (pb3, pb3n)] + list(zip(acc3, accs3)):
             ph.add_incoming(v1, rem)
         b.cbranch(b.icmp_signed("<", p3n, kc), rem, store)
 
         # store: full tiles go straight to C, edge tiles through tmp.
         b.position_at_end(store)
-        fin = [b.phi(self.V, f"fin{k}") for k in range(MR * NV)]
-        for k in range(MR * NV):
+        fin = [b.phi(self.V, f"fin{k}") for k in range(NA)]
+        for k in range(NA):
             fin[k].add_incoming(acc2[k], rem_head)
             fin[k].add_incoming(accs3[k], rem)
+        if sets == 2:  # even and odd k steps, added once
+            fin = [b.fadd(fin[k], fin[k + MR * NV]) for k in range(MR * NV)]
         full = b.and_(b.icmp_signed("==", mr, _c64(MR)), b.icmp_signed("==", nr, _c64(NR)))
+        if not full_tile:
+            full = ir.Constant(ir.IntType(1), 0)
         accumulate = b.icmp_signed("!=", beta, ir.Constant(I32, 0))
         with b.if_else(full) as (then, otherwise):
             with then:
@@ -447,11 +479,11 @@ class _Gen:
             with otherwise:
                 for i in range(MR):
                     for v in range(NV):
-                        self.vstore(b, fin[i * NV + v], _gep(b, tmp, i * NR + v * VL),
+                        self.vstore(b, fin[i * NV + v], _gep(b, tmp, i * NR_P + v * VL),
                                     VL * self.esize)
                 with _for(b, 0, mr, name="ei") as i:
                     crow = _gep(b, c, b.mul(i, ldc))
-                    trow = _gep(b, tmp, b.mul(i, _c64(NR)))
+                    trow = _gep(b, tmp, b.mul(i, _c64(NR_P)))
                     with _for(b, 0, nr, name="ej") as j:
                         val = b.load(_gep(b, trow, j), align=self.esize)
                         cp = _gep(b, crow, j)
@@ -634,9 +666,37 @@ class _Gen:
 
     # -- driver ----------------------------------------------------------------------------
 
+    def edge_variants(self, strided_a: bool = False) -> list[tuple[int, int, ir.Function]]:
+        """(rows, vectors, kernel) for the narrower edge-tile microkernels, smallest first:
+        2 and 4 rows (below MR) by one vector or the full NR."""
+        MR, NV = self.bl.mr, self.NV
+        out = []
+        for nv in sorted({1, NV}):
+            for rows in sorted({r for r in (2, 4) if r < MR} | {MR}):
+                if (rows, nv) != (MR, NV):
+                    out.append((rows, nv, self.emit_microkernel(rows, nv, strided_a)))
+        return out
+
+    def call_tile_kernel(self, b, full: ir.Function, variants, mr, nr, args) -> None:
+        """Call the first variant that covers an mr x nr tile, else the full kernel."""
+        VL = self.VL
+        if not variants:
+            b.call(full, args)
+            return
+        rows, nv, fn = variants[0]
+        fits = b.and_(b.icmp_signed("<=", mr, _c64(rows)), b.icmp_signed("<=", nr, _c64(nv * VL)))
+        with b.if_else(fits) as (then, otherwise):
+            with then:
+                b.call(fn, args)
+            with otherwise:
+                self.call_tile_kernel(b, full, variants[1:], mr, nr, args)
+
     def emit_driver(self, fn: ir.Function) -> None:
         MR, NR, KC, MC, NC = self.bl.mr, self.bl.nr, self.bl.kc, self.bl.mc, self.bl.nc
         ukernel = self.emit_microkernel()
+        variants = self.edge_variants()
+        strided = self.emit_microkernel(strided_a=True)
+        strided_variants = self.edge_variants(strided_a=True)
         pack_a = self.emit_pack_a()
         pack_b = self.emit_pack_b()
         (M, N, K, A, lda, transA, B, ldb, transB, C, ldc, accumulate, ws, tid,
@@ -713,6 +773,11 @@ class _Gen:
 
         is_ta = b.icmp_signed("!=", transA, ir.Constant(I32, 0))
         is_tb = b.icmp_signed("!=", transB, ir.Constant(I32, 0))
+        # Few columns: every packed A panel would serve at most DIRECT_A_COLS / NR tiles,
+        # so the microkernel reads A in place instead (strided broadcasts).
+        direct_a = b.icmp_signed("<=", b.sub(n1, n0), _c64(DIRECT_A_COLS))
+        a_rs = b.select(is_ta, one, lda)  # A's element (i, p) at A[i*a_rs + p*a_ks]
+        a_ks = b.select(is_ta, lda, one)
 
         with _for(b, n0, n1, NC, name="jc") as jc:
             nc = _imin(b, _c64(NC), b.sub(n1, jc))
@@ -726,7 +791,8 @@ class _Gen:
                     mc = _imin(b, _c64(MC), b.sub(m1, ic))
                     aoff = b.select(is_ta, b.add(b.mul(pc, lda), ic),
                                     b.add(b.mul(ic, lda), pc))
-                    b.call(pack_a, [mc, kc, _gep(b, A, aoff), lda, transA, packA])
+                    with b.if_then(b.not_(direct_a)):
+                        b.call(pack_a, [mc, kc, _gep(b, A, aoff), lda, transA, packA])
                     cblock = _gep(b, C, b.add(b.mul(ic, ldc), jc))
                     with _for(b, 0, nc, NR, name="jr") as jr:
                         nr = _imin(b, _c64(NR), b.sub(nc, jr))
@@ -735,8 +801,16 @@ class _Gen:
                         with _for(b, 0, mc, MR, name="ir") as ir_:
                             mr = _imin(b, _c64(MR), b.sub(mc, ir_))
                             ctile = _gep(b, ccol, b.mul(ir_, ldc))
-                            b.call(ukernel, [kc, _gep(b, packA, b.mul(ir_, kc)), pbp,
-                                             ctile, ldc, beta, mr, nr, tmp])
+                            with b.if_else(direct_a) as (then, otherwise):
+                                with then:
+                                    at = b.add(b.mul(b.add(ic, ir_), a_rs), b.mul(pc, a_ks))
+                                    args = [kc, _gep(b, A, at), pbp, ctile, ldc, beta, mr, nr, tmp,
+                                            a_rs, a_ks]
+                                    self.call_tile_kernel(b, strided, strided_variants, mr, nr, args)
+                                with otherwise:
+                                    args = [kc, _gep(b, packA, b.mul(ir_, kc)), pbp, ctile, ldc,
+                                            beta, mr, nr, tmp]
+                                    self.call_tile_kernel(b, ukernel, variants, mr, nr, args)
                             with b.if_then(finish):  # the tile is final and in L1
                                 epilogue(b.add(ic, ir_), b.add(jc, jr), mr, nr, ctile)
         b.ret_void()
@@ -744,6 +818,8 @@ class _Gen:
 
 # Packing one element costs about this many multiply-adds of tile work (split choice).
 _PACK_WEIGHT = 8
+# A thread's share of at most this many columns reads A unpacked (see emit_microkernel).
+DIRECT_A_COLS = 32
 
 
 def epilogue_fnty(T) -> ir.FunctionType:
