@@ -17,7 +17,7 @@ from typing import Callable
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
-from .window import RUNS, col2im_image, im2col_image, image_runs, inside, padded_plane_runs, window_coords  # noqa: F401
+from .window import (RUNS, PaddedPlane, col2im_image, im2col_image, image_runs, padded_plane_runs)  # noqa: F401
 
 def _per_group(ctx, groups: int, parallel: bool, gemm: Callable[[K.Expr], K.Gemm]) -> list:
     """gemm(group) for every channel group: one GEMM, or a loop over the groups (parallel
@@ -135,19 +135,36 @@ def _epilogue_loads(epilogue) -> list[str]:
     return list(dict.fromkeys(x.buffer for x in K.walk_exprs(e) if isinstance(x, K.Load)))
 
 
+COLS_CHUNK_BYTES = 128 * 1024  # columns built per GEMM: they stay in L2 until it packs them
+
+
+def _chunk_rows(rows: int, oh_n: int, ow_n: int, itemsize: int) -> int:
+    """Output rows per column chunk: the largest divisor of OH whose columns fit in
+    COLS_CHUNK_BYTES (at least one row)."""
+    fits = [r for r in range(1, oh_n + 1) if oh_n % r == 0 and rows * r * ow_n * itemsize <= COLS_CHUNK_BYTES]
+    return max(fits, default=1)
+
+
 def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly.
-    With a fused epilogue (registry `lower_epilogue`: bias, activation, residual), each
-    GEMM applies it to its finished tiles and the result lands in `out`'s buffer."""
+
+    Each image is first copied into zero-padded, phase-split planes (`PaddedPlane`), so
+    building its columns is plain copies with no bounds checks and no fill pass; the
+    columns are built and multiplied a chunk of output rows at a time (`_chunk_rows`), so
+    they are still in L2 when the GEMM packs them. A 1x1, stride-1, unpadded convolution
+    multiplies the image itself. With a fused epilogue (registry `lower_epilogue`: bias,
+    activation, residual), each GEMM applies it to its finished tiles and the result lands
+    in `out`'s buffer."""
     x, w = node.inputs
     y = node.outputs[0]
     out = out if out is not None else y
     a = node.attrs
-    n_img, c_ = x.shape[:2]
+    n_img, c_, hh, ww = x.shape
     k_, cg, kh, kw = w.shape
     if cg == 1 and a["groups"] == c_ > 1:
         return _depthwise(ctx, node, _compute_dtype(y.dtype), out, epilogue)
-    groups, hw = a["groups"], y.shape[2] * y.shape[3]
+    groups, (oh_n, ow_n) = a["groups"], y.shape[2:]
+    hw = oh_n * ow_n
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw
     ct = _compute_dtype(y.dtype)
     xb, yb = ctx.buf(x), ctx.buf(out)
@@ -155,17 +172,59 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     pre: list = []
     wt = _Operand(ctx, w, ct, scratch, pre)
     geom = _geometry(a, (kh, kw))
-    cols = ctx.temp(min(n_img, RUNS) * rows * hw, ct)
-    ybuf = ctx.temp(min(n_img, RUNS) * k_ * hw, ct) if ct != y.dtype else None
+    runs = min(n_img, RUNS)
+    pointwise = (kh, kw) == (1, 1) and tuple(a["strides"]) == (1, 1) and not any(a["padding"]) \
+        and ct == x.dtype
+    layout = PaddedPlane(x.shape, geom)
+    # A lone image runs its copies and its GEMM on the whole team: one chunk, at top level.
+    r_ = oh_n if pointwise or n_img == 1 else _chunk_rows(rows, oh_n, ow_n, ct.itemsize)
+    chunk = r_ * ow_n
+    pad = None if pointwise else ctx.temp(runs * c_ * layout.size, ct)
+    cols = None if pointwise else ctx.temp(runs * rows * chunk, ct)
+    ybuf = ctx.temp(runs * k_ * hw, ct) if ct != y.dtype else None
 
     def body(n, run, par):
-        cols_base = L.mul(run, L.c64(rows * hw))
-        s = im2col_image(ctx, x.shape, x.dtype, xb, n, geom, cols, cols_base, ct, parallel=par)
         dst, base = (yb, L.mul(n, L.c64(k_ * hw))) if ybuf is None else (ybuf, L.mul(run, L.c64(k_ * hw)))
-        s += _per_group(ctx, groups, par, lambda gi: K.Gemm(
-            wt.name, cols, dst, kg, hw, rg, lda=rg, ldb=hw, ldc=hw, offset_a=L.mul(gi, L.c64(kg * rg)),
-            offset_b=L.add(cols_base, L.mul(gi, L.c64(rg * hw))), offset_c=L.add(base, L.mul(gi, L.c64(kg * hw))),
-            epilogue=epilogue([n, gi]) if epilogue is not None and ybuf is None else None))
+        s: list = []
+        if pointwise:
+            b_buf, b_base, first = xb, L.mul(n, L.c64(c_ * hw)), L.c64(0)
+        else:
+            pad_base = L.mul(run, L.c64(c_ * layout.size))
+            c = ctx.var("c")
+            src = L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(hh * ww))
+            team = "parallel" if par and c_ > 1 and rows * chunk >= L.PARALLEL_MIN_ELEMENTS else "serial"
+            s.append(K.For(c, c_, layout.copy(ctx, xb, x.dtype, src, pad, L.add(pad_base, L.mul(c, L.c64(layout.size))),
+                                              ct), team))
+            b_buf, b_base = cols, L.mul(run, L.c64(rows * chunk))
+            ch = ctx.var("chunk")
+            first = L.mul(ch, L.c64(r_)) if r_ < oh_n else L.c64(0)  # the chunk's first output row
+            c2 = ctx.var("c")
+            plane = L.add(pad_base, L.mul(c2, L.c64(layout.size)))
+            taps = []
+            for t in range(kh * kw):
+                def copy(vs, t=t):
+                    i, j = vs
+                    v = layout.tap(pad, plane, L.add(first, i), j, t // kw, t % kw, ct)
+                    row = L.add(L.mul(c2, L.c64(kh * kw)), L.c64(t))
+                    return [K.Store(cols, L.linear_index([row, i, j], [chunk, ow_n, 1], b_base), v)]
+                taps += ctx.loops([r_, ow_n], copy, parallel=False)
+            im2col = [K.For(c2, c_, taps, team)]
+        col0 = L.mul(first, L.c64(ow_n))  # the chunk's first column of the image's result
+
+        def gemm(gi):
+            epi = None
+            if epilogue is not None and ybuf is None:
+                epi = epilogue([n, gi])
+                if r_ < oh_n:
+                    epi = K.substitute(epi, {K.GEMM_COL: L.add(K.GEMM_COL, col0)})
+            return K.Gemm(wt.name, b_buf, dst, kg, chunk, rg, lda=rg, ldb=chunk, ldc=hw,
+                          offset_a=L.mul(gi, L.c64(kg * rg)), offset_b=L.add(b_base, L.mul(gi, L.c64(rg * chunk))),
+                          offset_c=L.add(L.add(base, L.mul(gi, L.c64(kg * hw))), col0), epilogue=epi)
+        step = _per_group(ctx, groups, par and pointwise, gemm)
+        if not pointwise:
+            s += im2col + step if r_ == oh_n else [K.For(ch, oh_n // r_, im2col + step, "serial")]
+        else:
+            s += step
         if ybuf is not None:  # f16: converted (and the epilogue applied) on the way out
             def convert(vs):
                 gi, row, col = vs
@@ -176,7 +235,10 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
             s += ctx.loops([groups, kg, hw], convert, parallel=par)
         return s
     run, _ = image_runs(ctx, n_img, body)
-    scratch += [cols] + ([ybuf] if ybuf else [])
+    if pad is not None:  # the padding: zero once, the copies never reach it
+        zero = K.Const(0.0, ct)
+        run = ctx.loops([runs * c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False) + run
+    scratch += [b for b in (pad, cols, ybuf) if b]
     ctx.kernel(pre + run, [xb, ctx.buf(w)] + _epilogue_loads(epilogue), [yb] + scratch,
                suffix="_fused" if epilogue is not None else "")
 

@@ -117,60 +117,74 @@ def inside(h, w, height, width):
     return K.Binary("and", within(h, height), within(w, width), dtypes.bool_)
 
 
-def padded_plane_runs(ctx, n_planes: int, x_shape, x_dtype, xb: str, a: dict,
-                      src_of: Callable[[K.Expr], K.Expr], fill: float, ct,
-                      per_plane: Callable[[K.Expr, Callable], list]) -> tuple[list, str | None]:
-    """(statements, scratch buffer or None) walking n_planes (H, W) planes of x in runs
-    (`image_runs`). Each run copies its plane (element offset src_of(plane) in x) into the
-    interior of its own padded scratch plane, whose border holds `fill` (written once, before
-    the runs: the copies never reach it), then runs per_plane(plane, tap), where
-    tap(oh, ow, ki, kj) loads output (oh, ow)'s window tap (ki, kj). With no bounds checks
-    left, per_plane's loops over ow vectorise (window ops with few channels per GEMM, such
-    as depthwise convolution and pooling).
+class PaddedPlane:
+    """The scratch layout of one (H, W) plane padded for a window geometry `a`: its columns
+    split by phase of the column stride s (padded column c at phase c % s, position c // s),
+    so every kernel tap reads consecutive elements for consecutive output columns and the
+    strided reads happen once, in the copy. The border keeps whatever the scratch held
+    before the first copy (the caller fills it once: copies never reach it)."""
 
-    With a column stride s the scratch holds the padded plane's columns split by phase
-    (column c at phase c % s, position c // s), so every tap reads consecutive elements for
-    consecutive ow; the strided reads happen once, in the copy. Unpadded unit-stride planes
-    in the compute dtype are read in place, without scratch."""
-    _, _, hh, ww = x_shape
-    (sh, sw), (pt, pb, pl, pr), (dh, dw) = a["strides"], a["padding"], a["dilations"]
-    hp, wq = hh + pt + pb, -(-(ww + pl + pr) // sw)  # rows; columns per phase
-    in_place = (pt, pb, pl, pr) == (0, 0, 0, 0) and ct == x_dtype and sw == 1
-    size = hp * wq * sw
-    runs = min(n_planes, RUNS)
-    pad = None if in_place else ctx.temp(runs * size, ct)
+    def __init__(self, x_shape, a: dict) -> None:
+        _, _, self.hh, self.ww = x_shape
+        (self.sh, self.sw), (self.pt, pb, self.pl, pr), (self.dh, self.dw) = (
+            a["strides"], a["padding"], a["dilations"])
+        self.hp = self.hh + self.pt + pb
+        self.wq = -(-(self.ww + self.pl + pr) // self.sw)  # columns per phase
+        self.size = self.hp * self.wq * self.sw
 
-    def body(plane, run, par):
-        src = src_of(plane)
-        base = src if in_place else L.mul(run, L.c64(size))
-        buf = xb if in_place else pad
-
-        def tap(oh, ow, ki, kj):
-            phase, shift = divmod(kj * dw, sw)[::-1]
-            h = L.add(L.mul(oh, L.c64(sh)), L.c64(ki * dh))
-            return K.Load(buf, L.linear_index([h, L.add(ow, L.c64(shift))], [wq, 1],
-                                              L.add(base, L.c64(phase * hp * wq))), ct)
-
-        if in_place:
-            return per_plane(plane, tap)
-        copies = []
-        for phase in range(sw):
-            lo, hi = _inside_range(wq, sw, phase - pl, ww)  # positions j reading column j*sw + phase - pl
+    def copy(self, ctx, xb: str, x_dtype, src: K.Expr, pad: str, base: K.Expr, ct) -> list:
+        """Statements copying the plane at element src of x into the scratch at base."""
+        out = []
+        for phase in range(self.sw):
+            lo, hi = _inside_range(self.wq, self.sw, phase - self.pl, self.ww)
             if hi <= lo:
                 continue
 
             def copy(vs, phase=phase, lo=lo):
                 i, j = vs
-                v = K.Load(xb, L.linear_index([i, L.add(L.mul(L.add(j, L.c64(lo)), L.c64(sw)),
-                                                        L.c64(phase - pl))], [ww, 1], src), x_dtype)
-                at = L.linear_index([i, j], [wq, 1], L.add(base, L.c64(phase * hp * wq + pt * wq + lo)))
+                col = L.add(L.mul(L.add(j, L.c64(lo)), L.c64(self.sw)), L.c64(phase - self.pl))
+                v = K.Load(xb, L.linear_index([i, col], [self.ww, 1], src), x_dtype)
+                at = L.linear_index([i, j], [self.wq, 1],
+                                    L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + lo)))
                 return [K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct))]
-            copies += ctx.loops([hh, hi - lo], copy, parallel=False)
-        return copies + per_plane(plane, tap)
+            out += ctx.loops([self.hh, hi - lo], copy, parallel=False)
+        return out
+
+    def tap(self, buf: str, base: K.Expr, oh: K.Expr, ow: K.Expr, ki: int, kj: int, ct) -> K.Expr:
+        """The scratch element output (oh, ow) reads at kernel tap (ki, kj)."""
+        shift, phase = divmod(kj * self.dw, self.sw)
+        h = L.add(L.mul(oh, L.c64(self.sh)), L.c64(ki * self.dh))
+        return K.Load(buf, L.linear_index([h, L.add(ow, L.c64(shift))], [self.wq, 1],
+                                          L.add(base, L.c64(phase * self.hp * self.wq))), ct)
+
+
+def padded_plane_runs(ctx, n_planes: int, x_shape, x_dtype, xb: str, a: dict,
+                      src_of: Callable[[K.Expr], K.Expr], fill: float, ct,
+                      per_plane: Callable[[K.Expr, Callable], list]) -> tuple[list, str | None]:
+    """(statements, scratch buffer or None) walking n_planes (H, W) planes of x in runs
+    (`image_runs`). Each run copies its plane (element offset src_of(plane) in x) into its
+    own `PaddedPlane` scratch, whose border holds `fill` (written once, before the runs),
+    then runs per_plane(plane, tap), where tap(oh, ow, ki, kj) loads output (oh, ow)'s
+    window tap (ki, kj). With no bounds checks left, per_plane's loops over ow vectorise
+    (window ops with few channels per GEMM: depthwise convolution, pooling). Unpadded
+    unit-stride planes in the compute dtype are read in place, without scratch."""
+    layout = PaddedPlane(x_shape, a)
+    in_place = tuple(a["padding"]) == (0, 0, 0, 0) and ct == x_dtype and layout.sw == 1
+    runs = min(n_planes, RUNS)
+    pad = None if in_place else ctx.temp(runs * layout.size, ct)
+
+    def body(plane, run, par):
+        src = src_of(plane)
+        base = src if in_place else L.mul(run, L.c64(layout.size))
+
+        def tap(oh, ow, ki, kj):
+            return layout.tap(xb if in_place else pad, base, oh, ow, ki, kj, ct)
+        copy = [] if in_place else layout.copy(ctx, xb, x_dtype, src, pad, base, ct)
+        return copy + per_plane(plane, tap)
     stmts, _ = image_runs(ctx, n_planes, body)
     if pad is not None:
         border = K.Const(fill, ct)
-        stmts = ctx.loops([runs * size], lambda vs: [K.Store(pad, vs[0], border)],
+        stmts = ctx.loops([runs * layout.size], lambda vs: [K.Store(pad, vs[0], border)],
                           parallel=False) + stmts
     return stmts, pad
 
