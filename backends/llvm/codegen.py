@@ -57,13 +57,16 @@ Parallel loops
     calls `GOMP_parallel(body, &data, num_threads, 0)`, or the chunk function directly
     over the whole range when `num_threads == 1` or when the loop's estimated work (scalar
     operations, transcendental functions counting 8, a GEMM 2mnk) is below
-    `CodegenOptions.parallel_min_work` (default 2**19, about 20 us of vectorised
+    `CodegenOptions.parallel_min_work` (default 2**21, about 80 us of vectorised
     elementwise work on one znver3 core). Measured on the 2-core development machine: a
     GOMP_parallel fork/join with 2 threads costs ~2.5 us over a direct call when the
     worker is spinning and the second core is free, ~13 us with passive (sleeping)
     workers, which graphc selects (see engine.load_gomp), and one scheduler time slice
     (~8 ms) when the worker spins but other processes hold the cores; a parallel loop pays
-    off once its serial time exceeds about twice the fork/join cost. Locals declared
+    off once its serial time exceeds about twice the fork/join cost. Under the shared
+    machine's usual load the passive wake-up took 25-30 us: with the earlier 2**19 the
+    ONNX ResNet-18-style model ran 0.61 ms on 2 threads against 0.42 ms on one (about 25
+    regions of 20-40 us each), with 2**21 0.45 ms and with 2**24 0.41 ms. Locals declared
     outside the loop are captured by value; assigning them inside a parallel loop is
     rejected (it would race). `parallel` marks on nested loops run serially. The chunk
     functions and kernels are `noinline`, so the serial and the OpenMP paths share code.
@@ -172,7 +175,7 @@ _TRANSCENDENTAL_COST = 8
 class CodegenOptions:
     """Knobs that change the generated code (all enter the compile cache key)."""
     parallel: bool = True               # emit GOMP_parallel regions for parallel loops
-    parallel_min_work: int = 1 << 19    # estimated scalar ops below which parallel loops run serially
+    parallel_min_work: int = 1 << 21    # estimated scalar ops below which parallel loops run serially
     py_data_offset: int = 16            # offset of PyArrayObject.data; 0: no Python entry
     max_threads: int = 0                # for GEMM workspace sizing; 0: os.cpu_count()
     gemm_in_module: bool = False        # define graphc_gemm_* in the module (AOT) instead of
