@@ -145,6 +145,56 @@ def _chunk_rows(rows: int, oh_n: int, ow_n: int, itemsize: int) -> int:
     return max(fits, default=1)
 
 
+BATCH_PIXELS = 64  # images with at most this many output pixels share one GEMM over the batch
+
+
+def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) -> None:
+    """Small images (a few output pixels each): one GEMM over the whole batch's columns,
+    (K, C*KH*KW) @ (C*KH*KW, N*OH*OW), instead of one per image with a handful of columns;
+    the result is scattered to NCHW with the epilogue applied on the way."""
+    x, w = node.inputs
+    y = node.outputs[0]
+    a = node.attrs
+    n_img, c_, hh, ww = x.shape
+    k_, cg, kh, kw = w.shape
+    groups, (oh_n, ow_n) = a["groups"], y.shape[2:]
+    hw = oh_n * ow_n
+    kg, rg, rows, ncols = k_ // groups, cg * kh * kw, c_ * kh * kw, n_img * hw
+    xb, yb = ctx.buf(x), ctx.buf(out)
+    layout = PaddedPlane(x.shape, _geometry(a, (kh, kw)))
+    pad, cols, res = ctx.temp(c_ * layout.size, ct), ctx.temp(rows * ncols, ct), ctx.temp(k_ * ncols, ct)
+    n, c, c2 = ctx.var("img"), ctx.var("c"), ctx.var("c")
+    plane = L.mul(c2, L.c64(layout.size))
+    taps = []
+    for t in range(kh * kw):
+        def copy(vs, t=t):
+            i, j = vs
+            v = layout.tap(pad, plane, i, j, t // kw, t % kw, ct)
+            at = L.linear_index([L.add(L.mul(c2, L.c64(kh * kw)), L.c64(t)), n, i, j], [ncols, hw, ow_n, 1])
+            return [K.Store(cols, at, v)]
+        taps += ctx.loops([oh_n, ow_n], copy, parallel=False)
+    src = L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(hh * ww))
+    per_image = [K.For(c, c_, layout.copy(ctx, xb, x.dtype, src, pad, L.mul(c, L.c64(layout.size)), ct), "serial"),
+                 K.For(c2, c_, taps, "serial")]
+    zero = K.Const(0.0, ct)
+    body = ctx.loops([c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False)
+    body.append(K.For(n, n_img, per_image, "serial"))
+    body += _per_group(ctx, groups, True, lambda gi: K.Gemm(
+        wt, cols, res, kg, ncols, rg, lda=rg, ldb=ncols, ldc=ncols, offset_a=L.mul(gi, L.c64(kg * rg)),
+        offset_b=L.mul(gi, L.c64(rg * ncols)), offset_c=L.mul(gi, L.c64(kg * ncols))))
+
+    def scatter(vs):
+        img, k, p = vs
+        val = K.Load(res, L.linear_index([k, img, p], [ncols, hw, 1]), ct)
+        val = val if ct == y.dtype else K.Cast(val, y.dtype)
+        gi, row = K.Binary("div", k, L.c64(kg), dtypes.i64), K.Binary("mod", k, L.c64(kg), dtypes.i64)
+        return [K.Store(yb, L.linear_index([img, k, p], [k_ * hw, hw, 1]),
+                        _epilogue_at(epilogue, img, gi, row, p, val, y.dtype))]
+    body += ctx.loops([n_img, k_, hw], scatter)
+    ctx.kernel(pre + body, [xb, ctx.buf(w)] + _epilogue_loads(epilogue), [yb] + scratch + [pad, cols, res],
+               suffix="_fused" if epilogue is not None else "")
+
+
 def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly.
 
@@ -171,6 +221,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     scratch: list[str] = []
     pre: list = []
     wt = _Operand(ctx, w, ct, scratch, pre)
+    if 1 < n_img and hw <= BATCH_PIXELS and rows * n_img * hw * ct.itemsize <= 4 * COLS_CHUNK_BYTES:
+        return _batched(ctx, node, out, epilogue, ct, wt.name, pre, scratch)
     geom = _geometry(a, (kh, kw))
     runs = min(n_img, RUNS)
     pointwise = (kh, kw) == (1, 1) and tuple(a["strides"]) == (1, 1) and not any(a["padding"]) \
