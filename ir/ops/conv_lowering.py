@@ -127,6 +127,67 @@ def _depthwise(ctx, node, ct, out, epilogue) -> None:
                suffix="_fused" if epilogue is not None else "")
 
 
+DIRECT_TERMS = 16  # a dense convolution with at most this many products per output sums them directly
+
+
+def _direct(ctx, node, ct, out, epilogue) -> None:
+    """A dense convolution with few products per output (C*KH*KW <= DIRECT_TERMS, rows of
+    at least 16 outputs: 1x1 convolutions of few channels): each image is copied into
+    padded planes once, and every output plane is the sum of its C*KH*KW weighted taps,
+    the weights held in locals and the loop over output columns vectorised. For such
+    products a GEMM is mostly overhead: a K of 8 leaves its tiles 8 steps of work each
+    and a trip through the epilogue per tile (2x8 -> 48 channels at 32x32: 87 -> 53 us
+    per call). With 27 products (3x3 over RGB) the GEMM was still ~10% faster."""
+    x, w = node.inputs
+    y = node.outputs[0]
+    n_img, c_, hh, ww = x.shape
+    k_, _, kh, kw = w.shape
+    _, _, oh_n, ow_n = y.shape
+    xb, wb, yb = ctx.buf(x), ctx.buf(w), ctx.buf(out)
+    layout = PaddedPlane(x.shape, _geometry(node.attrs, (kh, kw)))
+    in_place = not any(node.attrs["padding"]) and layout.sw == 1 and ct == x.dtype
+    runs = min(n_img, RUNS)
+    pad = None if in_place else ctx.temp(runs * c_ * layout.size, ct)
+    terms = c_ * kh * kw
+
+    def body(n, run, par):
+        src = L.mul(n, L.c64(c_ * hh * ww))
+        base = src if in_place else L.mul(run, L.c64(c_ * layout.size))
+        buf = xb if in_place else pad
+        s = []
+        if not in_place:
+            c = ctx.var("c")
+            s.append(K.For(c, c_, layout.copy(ctx, xb, x.dtype, L.add(src, L.mul(c, L.c64(hh * ww))), pad,
+                                              L.add(base, L.mul(c, L.c64(layout.size))), ct), "serial"))
+        k = ctx.var("k")
+        weights, decls = [], []
+        for t in range(terms):
+            wv = K.LocalRef(ctx.var("w").name, ct)
+            v = K.Load(wb, L.add(L.mul(k, L.c64(terms)), L.c64(t)), w.dtype)
+            decls.append(K.Declare(wv, v if ct == w.dtype else K.Cast(v, ct)))
+            weights.append(wv)
+
+        def row(vs):
+            oh, ow = vs
+            acc = None
+            for t, wv in enumerate(weights):
+                ci, tap = divmod(t, kh * kw)
+                plane = L.add(base, L.c64(ci * (layout.size if not in_place else hh * ww)))
+                term = K.Binary("mul", layout.tap(buf, plane, oh, ow, tap // kw, tap % kw, ct), wv, ct)
+                acc = term if acc is None else K.Binary("add", acc, term, ct)
+            value = acc if ct == y.dtype else K.Cast(acc, y.dtype)
+            value = _epilogue_at(epilogue, n, L.c64(0), k, L.linear_index([oh, ow], [ow_n, 1]), value, y.dtype)
+            return [K.Store(yb, L.linear_index([n, k, oh, ow], [k_ * oh_n * ow_n, oh_n * ow_n, ow_n, 1]), value)]
+        s.append(K.For(k, k_, decls + ctx.loops([oh_n, ow_n], row, parallel=False), "serial"))
+        return s
+    stmts, _ = image_runs(ctx, n_img, body)
+    if pad is not None:  # the padding: zero once, the copies never reach it
+        zero = K.Const(0.0, ct)
+        stmts = ctx.loops([runs * c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False) + stmts
+    ctx.kernel(stmts, [xb, wb] + _epilogue_loads(epilogue), [yb] + ([pad] if pad else []),
+               suffix="_fused" if epilogue is not None else "")
+
+
 def _epilogue_loads(epilogue) -> list[str]:
     """Buffers a fused epilogue reads."""
     if epilogue is None:
@@ -213,6 +274,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     k_, cg, kh, kw = w.shape
     if cg == 1 and a["groups"] == c_ > 1:
         return _depthwise(ctx, node, _compute_dtype(y.dtype), out, epilogue)
+    if a["groups"] == 1 and c_ * kh * kw <= DIRECT_TERMS and y.shape[3] >= 16:
+        return _direct(ctx, node, _compute_dtype(y.dtype), out, epilogue)
     groups, (oh_n, ow_n) = a["groups"], y.shape[2:]
     hw = oh_n * ow_n
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw

@@ -1,6 +1,7 @@
-"""The per-image convolution kernels (ir/ops/conv_lowering.py) against the reference:
-forward, input gradient and weight gradient, across the run split (batches below, at and
-above RUNS, with a remainder), groups, strides, dilations, padding and dtypes."""
+"""The convolution kernels (ir/ops/conv_lowering.py) against the reference: forward,
+input gradient and weight gradient, across the run split (batches below, at and above
+RUNS, with a remainder), groups, strides, dilations, padding and dtypes, and each forward
+path (per image in row chunks, batched small images, 1x1, direct sums, depthwise)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +24,11 @@ CASES = [  # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
     (5, 4, 8, 8, 4, 5, (2, 1), (1, 3, 2, 0), 1, 4),   # depthwise, 5x5, uneven padding
     (2, 4, 7, 6, 8, 3, 1, 1, 2, 4),                   # depthwise, channel multiplier 2, dilated
     (1, 6, 9, 9, 6, 3, 2, 1, 1, 6),                   # depthwise, strided
+    # (<= 64 output pixels per image with N > 1 run as one GEMM over the batch, above)
+    (3, 3, 40, 40, 4, 7, 2, 3, 1, 1),                 # per image, columns in two row chunks
+    (2, 24, 9, 9, 8, 1, 1, 0, 1, 1),                  # 1x1: the GEMM reads the image itself
+    (3, 4, 18, 18, 6, 1, 1, 0, 1, 1),                 # 4 products per output: summed directly
+    (2, 1, 20, 36, 3, 3, 2, 1, 1, 1),                 # direct sum over padded, strided planes
 ]
 
 
@@ -95,3 +101,26 @@ def test_bias_activation_and_residual_epilogues_equal_the_reference(case, dtype)
     want = gc.compile(g, backend="reference")(**feeds)[0].astype(np.float64)
     got = gc.compile(g, backend="llvm")(**feeds)[0].astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] * max(np.abs(want).max(), 1.0))
+
+
+def test_each_forward_path_is_taken():
+    """The cases above reach every forward lowering; a change of the thresholds that
+    routes them elsewhere must update the cases, or a path goes untested."""
+    from graphc.compile import prepare
+    from graphc.passes.lower import lower
+
+    def text(case):
+        n, c, h, w, k, ks, stride, pad, dil, groups = case
+        g = gc.Graph("conv")
+        with g:
+            y = gc.conv2d(gc.placeholder("x", (n, c, h, w), "f32"), gc.placeholder("w", (k, c // groups, ks, ks), "f32"),
+                          stride=stride, padding=pad, dilation=dil, groups=groups)
+            g.set_outputs([y])
+        work, _ = prepare(g)
+        return str(lower(work))
+    chunked, pointwise, direct, strided_direct = (text(c) for c in CASES[-4:])
+    assert "for chunk" in chunked and "gemm" in chunked
+    assert "gemm" in pointwise and "scratch" not in pointwise  # no columns: the image itself
+    assert "gemm" not in direct and "gemm" not in strided_direct
+    batched = text(CASES[1])
+    assert "gemm" in batched and "for run" not in batched  # one GEMM after all images, no runs
