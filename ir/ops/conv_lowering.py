@@ -156,9 +156,7 @@ def _direct(ctx, node, ct, out, epilogue) -> None:
         buf = xb if in_place else pad
         s = []
         if not in_place:
-            c = ctx.var("c")
-            s.append(K.For(c, c_, layout.copy(ctx, xb, x.dtype, L.add(src, L.mul(c, L.c64(hh * ww))), pad,
-                                              L.add(base, L.mul(c, L.c64(layout.size))), ct), "serial"))
+            s += layout.copy(ctx, xb, x.dtype, src, pad, base, ct, planes=c_)
         k = ctx.var("k")
         weights, decls = [], []
         for t in range(terms):
@@ -223,23 +221,18 @@ def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) ->
     kg, rg, rows, ncols = k_ // groups, cg * kh * kw, c_ * kh * kw, n_img * hw
     xb, yb = ctx.buf(x), ctx.buf(out)
     layout = PaddedPlane(x.shape, _geometry(a, (kh, kw)))
-    pad, cols, res = ctx.temp(c_ * layout.size, ct), ctx.temp(rows * ncols, ct), ctx.temp(k_ * ncols, ct)
-    n, c, c2 = ctx.var("img"), ctx.var("c"), ctx.var("c")
-    plane = L.mul(c2, L.c64(layout.size))
-    taps = []
-    for t in range(kh * kw):
-        def copy(vs, t=t):
-            i, j = vs
-            v = layout.tap(pad, plane, i, j, t // kw, t % kw, ct)
-            at = L.linear_index([L.add(L.mul(c2, L.c64(kh * kw)), L.c64(t)), n, i, j], [ncols, hw, ow_n, 1])
-            return [K.Store(cols, at, v)]
-        taps += ctx.loops([oh_n, ow_n], copy, parallel=False)
-    src = L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(hh * ww))
-    per_image = [K.For(c, c_, layout.copy(ctx, xb, x.dtype, src, pad, L.mul(c, L.c64(layout.size)), ct), "serial"),
-                 K.For(c2, c_, taps, "serial")]
+    planes = n_img * c_
+    pad, cols, res = ctx.temp(planes * layout.size, ct), ctx.temp(rows * ncols, ct), ctx.temp(k_ * ncols, ct)
     zero = K.Const(0.0, ct)
-    body = ctx.loops([c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False)
-    body.append(K.For(n, n_img, per_image, "serial"))
+    body = ctx.loops([planes * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False)
+    body += layout.copy(ctx, xb, x.dtype, L.c64(0), pad, L.c64(0), ct, planes=planes)
+    for t in range(kh * kw):  # one nest per tap over every channel and image: few, longer loops
+        def copy(vs, t=t):
+            c, n, i, j = vs
+            v = layout.tap(pad, L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(layout.size)), i, j, t // kw, t % kw, ct)
+            at = L.linear_index([L.add(L.mul(c, L.c64(kh * kw)), L.c64(t)), n, i, j], [ncols, hw, ow_n, 1])
+            return [K.Store(cols, at, v)]
+        body += ctx.loops([c_, n_img, oh_n, ow_n], copy, parallel=False)
     body += _per_group(ctx, groups, True, lambda gi: K.Gemm(
         wt, cols, res, kg, ncols, rg, lda=rg, ldb=ncols, ldc=ncols, offset_a=L.mul(gi, L.c64(kg * rg)),
         offset_b=L.mul(gi, L.c64(rg * ncols)), offset_c=L.mul(gi, L.c64(kg * ncols))))
@@ -305,11 +298,9 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
             b_buf, b_base, first = xb, L.mul(n, L.c64(c_ * hw)), L.c64(0)
         else:
             pad_base = L.mul(run, L.c64(c_ * layout.size))
-            c = ctx.var("c")
-            src = L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(hh * ww))
             team = "parallel" if par and c_ > 1 and rows * chunk >= L.PARALLEL_MIN_ELEMENTS else "serial"
-            s.append(K.For(c, c_, layout.copy(ctx, xb, x.dtype, src, pad, L.add(pad_base, L.mul(c, L.c64(layout.size))),
-                                              ct), team))
+            s += layout.copy(ctx, xb, x.dtype, L.mul(n, L.c64(c_ * hh * ww)), pad, pad_base, ct, planes=c_,
+                             parallel=par)
             b_buf, b_base = cols, L.mul(run, L.c64(rows * chunk))
             ch = ctx.var("chunk")
             first = L.mul(ch, L.c64(r_)) if r_ < oh_n else L.c64(0)  # the chunk's first output row

@@ -132,8 +132,11 @@ class PaddedPlane:
         self.wq = -(-(self.ww + self.pl + pr) // self.sw)  # columns per phase
         self.size = self.hp * self.wq * self.sw
 
-    def copy(self, ctx, xb: str, x_dtype, src: K.Expr, pad: str, base: K.Expr, ct) -> list:
-        """Statements copying the plane at element src of x into the scratch at base."""
+    def copy(self, ctx, xb: str, x_dtype, src: K.Expr, pad: str, base: K.Expr, ct,
+             planes: int = 1, parallel: bool = False) -> list:
+        """Statements copying `planes` consecutive planes, the first at element src of x,
+        into consecutive scratch planes from base (one loop nest per column phase; on the
+        team when `parallel` and big enough)."""
         out = []
         for phase in range(self.sw):
             lo, hi = _inside_range(self.wq, self.sw, phase - self.pl, self.ww)
@@ -141,13 +144,13 @@ class PaddedPlane:
                 continue
 
             def copy(vs, phase=phase, lo=lo):
-                i, j = vs
+                p, i, j = vs
                 col = L.add(L.mul(L.add(j, L.c64(lo)), L.c64(self.sw)), L.c64(phase - self.pl))
-                v = K.Load(xb, L.linear_index([i, col], [self.ww, 1], src), x_dtype)
-                at = L.linear_index([i, j], [self.wq, 1],
+                v = K.Load(xb, L.linear_index([p, i, col], [self.hh * self.ww, self.ww, 1], src), x_dtype)
+                at = L.linear_index([p, i, j], [self.size, self.wq, 1],
                                     L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + lo)))
                 return [K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct))]
-            out += ctx.loops([self.hh, hi - lo], copy, parallel=False)
+            out += ctx.loops([planes, self.hh, hi - lo], copy, parallel=parallel)
         return out
 
     def tap(self, buf: str, base: K.Expr, oh: K.Expr, ow: K.Expr, ki: int, kj: int, ct) -> K.Expr:
