@@ -277,7 +277,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     scratch: list[str] = []
     pre: list = []
     wt = _Operand(ctx, w, ct, scratch, pre)
-    if 1 < n_img and hw <= BATCH_PIXELS and rows * n_img * hw * ct.itemsize <= 4 * COLS_CHUNK_BYTES:
+    # (at most RUNS images: their scratch then stays that of the per-image runs)
+    if 1 < n_img <= RUNS and hw <= BATCH_PIXELS and rows * n_img * hw * ct.itemsize <= 4 * COLS_CHUNK_BYTES:
         return _batched(ctx, node, out, epilogue, ct, wt.name, pre, scratch)
     geom = _geometry(a, (kh, kw))
     runs = min(n_img, RUNS)
