@@ -408,8 +408,10 @@ class Lowered:
         if stage in self._stages:
             return self._stages[stage]
         if stage in ("kernel", "llvm") and self.jitted.backend == "llvm":
+            from .backends.llvm import gemm_panels
             from .passes.lower import lower
-            program = lower(self.graph, fuse_ops=None, plan=self.jitted.opt_level >= 1)
+            program = lower(self.graph, fuse_ops=None, plan=self.jitted.opt_level >= 1,
+                            gemm_panels=gemm_panels())  # as the llvm factory lowers
             if stage == "kernel":
                 return str(program)
             from .backends.llvm import codegen

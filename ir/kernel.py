@@ -186,6 +186,11 @@ class Gemm:
     offset_c: "Expr | int" = 0
     accumulate: bool = False
     epilogue: Expr | None = None
+    # B laid out as column panels of this width (0: row-major or transposed, with ldb):
+    # op(B)[p, j] at offset_b + (j // w)*k*w + p*w + j % w, n a multiple of w. A producer
+    # that writes B in the GEMM library's own packed format (the LLVM backend's NR, see
+    # passes.lower's gemm_panels) saves the library its packing copy.
+    b_panels: int = 0
 
 
 Stmt = Union[For, Store, Declare, Assign, Gemm]
@@ -299,7 +304,8 @@ def _fmt(s: Stmt, depth: int) -> str:
         epi = f" then {s.epilogue}" if s.epilogue is not None else ""
         acc = " +=" if s.accumulate else " ="
         return (f"{pad}gemm {s.c}[+{s.offset_c}, {s.batch}x{s.m}x{s.n}, ldc={s.ldc}]{acc} "
-                f"{s.a}[+{s.offset_a}, lda={s.lda}]{ta} @ {s.b}[+{s.offset_b}, ldb={s.ldb}]{tb} "
+                f"{s.a}[+{s.offset_a}, lda={s.lda}]{ta} @ {s.b}[+{s.offset_b}, "
+                f"{f'panels={s.b_panels}' if s.b_panels else f'ldb={s.ldb}'}]{tb} "
                 f"(k={s.k}){epi}\n")
     raise TypeError(type(s))
 

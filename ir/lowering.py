@@ -95,8 +95,10 @@ class LowerCtx:
 
     def __init__(self, buffer_of: Callable[[Value], str], new_temp: Callable[[int, DType], str],
                  emit_kernel: Callable[[Kernel], None], add_error: Callable[[str], int],
-                 alias: Callable[[Value, Value], bool], status_buffer: str) -> None:
+                 alias: Callable[[Value, Value], bool], status_buffer: str,
+                 gemm_panels: dict[str, int] | None = None) -> None:
         self._buffer_of = buffer_of
+        self.gemm_panels = dict(gemm_panels or {})  # dtype name -> B panel width (K.Gemm.b_panels)
         self._new_temp = new_temp
         self._emit = emit_kernel
         self._add_error = add_error

@@ -27,8 +27,8 @@ class LoweringError(GraphcError):
 
 
 def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
-          nested_gemm: bool = True, donate: bool = True, donated_inputs: Iterable[str] = ()
-          ) -> Program:
+          nested_gemm: bool = True, donate: bool = True, donated_inputs: Iterable[str] = (),
+          gemm_panels: dict[str, int] | None = None) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
     gc.compile's pass pipeline left them). plan: parameter updates overwrite the parameters
@@ -38,7 +38,9 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     nested_gemm=False decomposes ops whose kernels call GEMM inside loop nests, donate=False
     keeps parameter updates in output buffers of their own (both the CUDA backend's choice:
     its launches are asynchronous, so a failing call cannot stop before an in-place update).
-    donated_inputs: graph inputs whose arrays kernels may overwrite (gc.compile's donate)."""
+    donated_inputs: graph inputs whose arrays kernels may overwrite (gc.compile's donate).
+    gemm_panels: {dtype name: panel width} of the backend's GEMM (K.Gemm.b_panels), so
+    lowerings that build a GEMM operand (convolution columns) can write it pre-packed."""
     from .fusion import fuse
     from .legalize import has_flat_kernel, has_kernel, legalize
     g = graph.copy()
@@ -49,13 +51,15 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
-    return _Lowering(g, plan=plan, donate=donate, donated_inputs=frozenset(donated_inputs)).run()
+    return _Lowering(g, plan=plan, donate=donate, donated_inputs=frozenset(donated_inputs),
+                     gemm_panels=gemm_panels).run()
 
 
 class _Lowering:
     def __init__(self, g: Graph, plan: bool = True, donate: bool = True,
-                 donated_inputs: frozenset[str] = frozenset()) -> None:
+                 donated_inputs: frozenset[str] = frozenset(), gemm_panels: dict[str, int] | None = None) -> None:
         self.g = g
+        self.gemm_panels = gemm_panels
         self.plan = plan
         self.donate = donate
         self.donated_inputs = donated_inputs
@@ -116,7 +120,7 @@ class _Lowering:
         p.updates = {k: f"upd_{k}" for k in g.updates}
 
         ctx = LowerCtx(lambda v: self.buf[v], self.new_temp, p.kernels.append, self.add_error,
-                       self.alias, p.status)
+                       self.alias, p.status, self.gemm_panels)
         groups: dict[int, list[Node]] = {}
         for node in g.nodes:
             if node.group is not None:

@@ -23,8 +23,17 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     from .runtime import LLVMExecutable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
     donate = options.pop("donate", ())
-    program = lower(graph, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donate)
+    program = lower(graph, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donate,
+                    gemm_panels=gemm_panels())
     return LLVMExecutable(graph, program, params=params, single_output=single_output, **options)
+
+
+def gemm_panels() -> dict[str, int]:
+    """{dtype: NR} of the host's GEMM: the panel width in which lowerings may hand it B
+    already packed (K.Gemm.b_panels)."""
+    from .gemm import GemmTarget
+    t = GemmTarget.for_host()
+    return {dt: t.blocking(dt).nr for dt in ("f32", "f64")}
 
 
 def compile_program(program, **kw):
@@ -32,4 +41,4 @@ def compile_program(program, **kw):
     return _cp(program, **kw)
 
 
-__all__ = ["factory", "compile_program"]
+__all__ = ["factory", "compile_program", "gemm_panels"]

@@ -442,11 +442,13 @@ def _gemm_target():
 
 def uses_gemm_library(g: K.Gemm, dtypes: dict[str, DType]) -> bool:
     """The one switch point for GEMM: the generated BLIS-style kernel for f32/f64 problems
-    of some size, the kernel-IR loop nest otherwise."""
+    of some size, the kernel-IR loop nest otherwise (also for B panels of another width
+    than the library's NR, e.g. a program lowered for another CPU)."""
     dt = dtypes[g.c]
     return (_gemm_lib() is not None and dt.name in ("f32", "f64") and dtypes[g.a] == dt
             and dtypes[g.b] == dt and g.k > 0 and g.m * g.n * g.k >= GEMM_MIN_MNK
-            and g.a != g.c and g.b != g.c)
+            and g.a != g.c and g.b != g.c
+            and g.b_panels in (0, _gemm_target().blocking(dt.name).nr))
 
 
 def _walk_gemms(stmts, top: bool = True):
@@ -532,7 +534,12 @@ def gemm_loops(g: K.Gemm, parallel: bool, tag: str) -> list:
     base_b = _add(g.offset_b, _mul(bvar, g.stride_b)) if g.stride_b else _add(g.offset_b, 0)
     base_c = _add(g.offset_c, _mul(bvar, g.stride_c)) if g.stride_c else _add(g.offset_c, 0)
     ia = _add(base_a, _add(_mul(vk, lda), vi) if g.trans_a else _add(_mul(vi, lda), vk))
-    ib = _add(base_b, _add(_mul(vj, ldb), vk) if g.trans_b else _add(_mul(vk, ldb), vj))
+    if g.b_panels:
+        w = g.b_panels
+        panel = K.Binary("div", vj, _c64(w), i64)
+        ib = _add(base_b, _add(_mul(panel, g.k * w), _add(_mul(vk, w), K.Binary("mod", vj, _c64(w), i64))))
+    else:
+        ib = _add(base_b, _add(_mul(vj, ldb), vk) if g.trans_b else _add(_mul(vk, ldb), vj))
     ic = _add(base_c, _add(_mul(vi, ldc), vj))
     return [_GemmLoops(g, vb, vi, vj, vk, ia, ib, ic, parallel)]
 
@@ -595,7 +602,7 @@ class _GemmLoops:
         """Whether the row-update order fits: B's rows contiguous, rows long enough to
         vectorise, no epilogue, and C's dtype is the accumulator's (no rounding per step)."""
         g = self.g
-        return (not g.trans_b and g.epilogue is None and acc_dt == dc and dc.is_float
+        return (not g.trans_b and not g.b_panels and g.epilogue is None and acc_dt == dc and dc.is_float
                 and g.n >= 8 and g.k <= 64)
 
 
@@ -1188,7 +1195,7 @@ class _FuncGen:
         c32 = lambda v: ir.Constant(I32, int(v))  # noqa: E731
         return [c64(g.m), c64(g.n), c64(g.k),
                 ptr(g.a, g.offset_a, g.stride_a), c64(lda), c32(g.trans_a),
-                ptr(g.b, g.offset_b, g.stride_b), c64(ldb), c32(g.trans_b),
+                ptr(g.b, g.offset_b, g.stride_b), c64(ldb), c32(2 if g.b_panels else g.trans_b),
                 ptr(g.c, g.offset_c, g.stride_c), c64(ldc), c32(g.accumulate)]
 
     def emit_gemm_call(self, st: _GemmCall) -> None:

@@ -15,6 +15,9 @@ computing this thread's share of ``C = op(A) @ op(B)`` (``+ C`` when ``accumulat
 for row-major matrices. ``op(A)`` is M x K: A is stored M x K (``A[i*lda + p]``), or K x M
 when ``transA`` (``A[p*lda + i]``); likewise ``op(B)`` is K x N, stored N x K when
 ``transB``. Leading dimensions are in elements and may exceed the row length (views).
+``transB == 2`` says B is already packed: column panels of NR (zero-padded), each holding
+all K rows, ``op(B)[p, j]`` at ``B[(j // NR)*K*NR + p*NR + j % NR]`` (ldb unused): a
+producer that writes B this way (convolution columns) spares the packing copy.
 
 Algorithm (Goto/BLIS): five loops around a register-blocked microkernel::
 
@@ -772,7 +775,8 @@ class _Gen:
         tmp = _gep(b, packB, size_b)
 
         is_ta = b.icmp_signed("!=", transA, ir.Constant(I32, 0))
-        is_tb = b.icmp_signed("!=", transB, ir.Constant(I32, 0))
+        is_tb = b.icmp_signed("==", transB, ir.Constant(I32, 1))
+        prepacked = b.icmp_signed("==", transB, ir.Constant(I32, 2))
         # Few columns: every packed A panel would serve at most DIRECT_A_COLS / NR tiles,
         # so the microkernel reads A in place instead (strided broadcasts).
         direct_a = b.icmp_signed("<=", b.sub(n1, n0), _c64(DIRECT_A_COLS))
@@ -784,7 +788,8 @@ class _Gen:
             with _for(b, 0, K, KC, name="pc") as pc:
                 kc = _imin(b, _c64(KC), b.sub(K, pc))
                 boff = b.select(is_tb, b.add(b.mul(jc, ldb), pc), b.add(b.mul(pc, ldb), jc))
-                b.call(pack_b, [kc, nc, _gep(b, B, boff), ldb, transB, packB])
+                with b.if_then(b.not_(prepacked)):
+                    b.call(pack_b, [kc, nc, _gep(b, B, boff), ldb, transB, packB])
                 beta = b.zext(b.or_(is_acc, b.icmp_signed(">", pc, zero)), I32)
                 finish = b.and_(has_epi, b.icmp_signed(">=", b.add(pc, kc), K))
                 with _for(b, m0, m1, MC, name="ic") as ic:
@@ -796,7 +801,9 @@ class _Gen:
                     cblock = _gep(b, C, b.add(b.mul(ic, ldc), jc))
                     with _for(b, 0, nc, NR, name="jr") as jr:
                         nr = _imin(b, _c64(NR), b.sub(nc, jr))
-                        pbp = _gep(b, packB, b.mul(jr, kc))
+                        # packed panel jr of this block: ours, or the caller's (full K)
+                        pbp = b.select(prepacked, _gep(b, B, b.add(b.mul(b.add(jc, jr), K), b.mul(pc, _c64(NR)))),
+                                       _gep(b, packB, b.mul(jr, kc)))
                         ccol = _gep(b, cblock, jr)
                         with _for(b, 0, mc, MR, name="ir") as ir_:
                             mr = _imin(b, _c64(MR), b.sub(mc, ir_))

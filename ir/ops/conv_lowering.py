@@ -288,6 +288,11 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     # A lone image runs its copies and its GEMM on the whole team: one chunk, at top level.
     r_ = oh_n if pointwise or n_img == 1 else _chunk_rows(rows, oh_n, ow_n, ct.itemsize)
     chunk = r_ * ow_n
+    # Columns written straight into the GEMM's packed layout (panels of w columns, see
+    # K.Gemm.b_panels) when whole output rows fill whole panels: no packing copy.
+    width = ctx.gemm_panels.get(ct.name, 0)
+    panels = width if not pointwise and groups == 1 and width and ow_n % width == 0 else 0
+    pw = panels or ow_n  # columns per panel (without panels, one "panel" per output row)
     pad = None if pointwise else ctx.temp(runs * c_ * layout.size, ct)
     cols = None if pointwise else ctx.temp(runs * rows * chunk, ct)
     ybuf = ctx.temp(runs * k_ * hw, ct) if ct != y.dtype else None
@@ -310,11 +315,14 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
             taps = []
             for t in range(kh * kw):
                 def copy(vs, t=t):
-                    i, j = vs
-                    v = layout.tap(pad, plane, L.add(first, i), j, t // kw, t % kw, ct)
+                    i, q, lane = vs  # output column q*pw + lane of row i: panel i*(OW/pw) + q
+                    v = layout.tap(pad, plane, L.add(first, i), L.add(L.mul(q, L.c64(pw)), lane),
+                                   t // kw, t % kw, ct)
                     row = L.add(L.mul(c2, L.c64(kh * kw)), L.c64(t))
-                    return [K.Store(cols, L.linear_index([row, i, j], [chunk, ow_n, 1], b_base), v)]
-                taps += ctx.loops([r_, ow_n], copy, parallel=False)
+                    at = (L.linear_index([i, q, row, lane], [ow_n * rows, pw * rows, pw, 1], b_base) if panels
+                          else L.linear_index([row, i, L.add(L.mul(q, L.c64(pw)), lane)], [chunk, ow_n, 1], b_base))
+                    return [K.Store(cols, at, v)]
+                taps += ctx.loops([r_, ow_n // pw, pw], copy, parallel=False)
             im2col = [K.For(c2, c_, taps, team)]
         col0 = L.mul(first, L.c64(ow_n))  # the chunk's first column of the image's result
 
@@ -326,7 +334,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
                     epi = K.substitute(epi, {K.GEMM_COL: L.add(K.GEMM_COL, col0)})
             return K.Gemm(wt.name, b_buf, dst, kg, chunk, rg, lda=rg, ldb=chunk, ldc=hw,
                           offset_a=L.mul(gi, L.c64(kg * rg)), offset_b=L.add(b_base, L.mul(gi, L.c64(rg * chunk))),
-                          offset_c=L.add(L.add(base, L.mul(gi, L.c64(kg * hw))), col0), epilogue=epi)
+                          offset_c=L.add(L.add(base, L.mul(gi, L.c64(kg * hw))), col0), epilogue=epi,
+                          b_panels=panels)
         step = _per_group(ctx, groups, par and pointwise, gemm)
         if not pointwise:
             s += im2col + step if r_ == oh_n else [K.For(ch, oh_n // r_, im2col + step, "serial")]

@@ -26,6 +26,7 @@ CASES = [  # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
     (1, 6, 9, 9, 6, 3, 2, 1, 1, 6),                   # depthwise, strided
     # (<= 64 output pixels per image with N > 1 run as one GEMM over the batch, above)
     (3, 3, 40, 40, 4, 7, 2, 3, 1, 1),                 # per image, columns in two row chunks
+    (2, 3, 64, 64, 5, 7, 2, 3, 1, 1),                 # ... in 8 chunks of GEMM-packed panels
     (2, 24, 9, 9, 8, 1, 1, 0, 1, 1),                  # 1x1: the GEMM reads the image itself
     (3, 4, 18, 18, 6, 1, 1, 0, 1, 1),                 # 4 products per output: summed directly
     (2, 1, 20, 36, 3, 3, 2, 1, 1, 1),                 # direct sum over padded, strided planes
@@ -117,9 +118,10 @@ def test_each_forward_path_is_taken():
                           stride=stride, padding=pad, dilation=dil, groups=groups)
             g.set_outputs([y])
         work, _ = prepare(g)
-        return str(lower(work))
-    chunked, pointwise, direct, strided_direct = (text(c) for c in CASES[-4:])
-    assert "for chunk" in chunked and "gemm" in chunked
+        return str(lower(work, gemm_panels={"f32": 16}))
+    chunked, packed, pointwise, direct, strided_direct = (text(c) for c in CASES[-5:])
+    assert "for chunk" in chunked and "gemm" in chunked and "panels=" not in chunked  # 20 columns
+    assert "for chunk" in packed and "panels=16" in packed
     assert "gemm" in pointwise and "scratch" not in pointwise  # no columns: the image itself
     assert "gemm" not in direct and "gemm" not in strided_direct
     batched = text(CASES[1])
