@@ -149,6 +149,7 @@ def _direct(ctx, node, ct, out, epilogue) -> None:
     runs = min(n_img, RUNS)
     pad = None if in_place else ctx.temp(runs * c_ * layout.size, ct)
     terms = c_ * kh * kw
+    flat = in_place and (kh, kw) == (1, 1) and tuple(node.attrs["strides"]) == (1, 1)  # one loop
 
     def body(n, run, par):
         src = L.mul(n, L.c64(c_ * hh * ww))
@@ -166,17 +167,24 @@ def _direct(ctx, node, ct, out, epilogue) -> None:
             weights.append(wv)
 
         def row(vs):
-            oh, ow = vs
+            if flat:  # output position p reads position p of every input plane
+                oh, ow = K.Binary("div", vs[0], L.c64(ow_n), dtypes.i64), K.Binary("mod", vs[0], L.c64(ow_n), dtypes.i64)
+            else:
+                oh, ow = vs
             acc = None
             for t, wv in enumerate(weights):
                 ci, tap = divmod(t, kh * kw)
                 plane = L.add(base, L.c64(ci * (layout.size if not in_place else hh * ww)))
-                term = K.Binary("mul", layout.tap(buf, plane, oh, ow, tap // kw, tap % kw, ct), wv, ct)
+                at = (K.Load(buf, L.add(plane, vs[0]), ct) if flat
+                      else layout.tap(buf, plane, oh, ow, tap // kw, tap % kw, ct))
+                term = K.Binary("mul", at, wv, ct)
                 acc = term if acc is None else K.Binary("add", acc, term, ct)
             value = acc if ct == y.dtype else K.Cast(acc, y.dtype)
-            value = _epilogue_at(epilogue, n, L.c64(0), k, L.linear_index([oh, ow], [ow_n, 1]), value, y.dtype)
-            return [K.Store(yb, L.linear_index([n, k, oh, ow], [k_ * oh_n * ow_n, oh_n * ow_n, ow_n, 1]), value)]
-        s.append(K.For(k, k_, decls + ctx.loops([oh_n, ow_n], row, parallel=False), "serial"))
+            col = vs[0] if flat else L.linear_index([oh, ow], [ow_n, 1])
+            value = _epilogue_at(epilogue, n, L.c64(0), k, col, value, y.dtype)
+            return [K.Store(yb, L.linear_index([n, k, col], [k_ * oh_n * ow_n, oh_n * ow_n, 1]), value)]
+        shape = [oh_n * ow_n] if flat else [oh_n, ow_n]
+        s.append(K.For(k, k_, decls + ctx.loops(shape, row, parallel=False), "serial"))
         return s
     stmts, _ = image_runs(ctx, n_img, body)
     if pad is not None:  # the padding: zero once, the copies never reach it
