@@ -137,20 +137,29 @@ class PaddedPlane:
         """Statements copying `planes` consecutive planes, the first at element src of x,
         into consecutive scratch planes from base (one loop nest per column phase; on the
         team when `parallel` and big enough)."""
-        out = []
-        for phase in range(self.sw):
-            lo, hi = _inside_range(self.wq, self.sw, phase - self.pl, self.ww)
-            if hi <= lo:
-                continue
+        ranges = [_inside_range(self.wq, self.sw, phase - self.pl, self.ww) for phase in range(self.sw)]
 
-            def copy(vs, phase=phase, lo=lo):
+        def nest(phases, lo, hi):
+            """Positions [lo, hi) of the given phases in one nest: the phases' loads are
+            the members of one interleaved (stride sw) access, which LLVM vectorises as
+            wide loads and shuffles."""
+            def copy(vs):
                 p, i, j = vs
-                col = L.add(L.mul(L.add(j, L.c64(lo)), L.c64(self.sw)), L.c64(phase - self.pl))
-                v = K.Load(xb, L.linear_index([p, i, col], [self.hh * self.ww, self.ww, 1], src), x_dtype)
-                at = L.linear_index([p, i, j], [self.size, self.wq, 1],
-                                    L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + lo)))
-                return [K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct))]
-            out += ctx.loops([planes, self.hh, hi - lo], copy, parallel=parallel)
+                stores = []
+                for phase in phases:
+                    col = L.add(L.mul(L.add(j, L.c64(lo)), L.c64(self.sw)), L.c64(phase - self.pl))
+                    v = K.Load(xb, L.linear_index([p, i, col], [self.hh * self.ww, self.ww, 1], src), x_dtype)
+                    at = L.linear_index([p, i, j], [self.size, self.wq, 1],
+                                        L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + lo)))
+                    stores.append(K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct)))
+                return stores
+            return ctx.loops([planes, self.hh, hi - lo], copy, parallel=parallel) if hi > lo else []
+        c0, c1 = max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
+        if self.sw == 1 or c1 <= c0:
+            return [s for phase, (lo, hi) in enumerate(ranges) for s in nest([phase], lo, hi)]
+        out = nest(list(range(self.sw)), c0, c1)  # every phase in one nest, then each one's ends
+        for phase, (lo, hi) in enumerate(ranges):
+            out += nest([phase], lo, min(hi, c0)) + nest([phase], max(lo, c1), hi)
         return out
 
     def tap(self, buf: str, base: K.Expr, oh: K.Expr, ow: K.Expr, ki: int, kj: int, ct) -> K.Expr:
