@@ -234,16 +234,34 @@ def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) ->
     zero = K.Const(0.0, ct)
     body = ctx.loops([planes * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False)
     body += layout.copy(ctx, xb, x.dtype, L.c64(0), pad, L.c64(0), ct, planes=planes)
+    # Columns in the GEMM's packed layout (K.Gemm.b_panels) when panels of pw columns hold
+    # whole rows of one image (pw | OW) or whole groups of rows (OW | pw, pw/OW | OH). The tap
+    # nests then run over (row, panel in row, lane) or (panel in image, row in panel, column).
+    pw = ctx.gemm_panels.get(ct.name, 0) if groups == 1 else 0
+    whole_rows = bool(pw) and ow_n % pw == 0
+    if whole_rows:
+        split = (oh_n, ow_n // pw, pw)
+    elif pw and pw % ow_n == 0 and oh_n % (pw // ow_n) == 0:
+        split = (oh_n // (pw // ow_n), pw // ow_n, ow_n)
+    else:
+        pw, split = 0, (oh_n, 1, ow_n)
     for t in range(kh * kw):  # one nest per tap over every channel and image: few, longer loops
         def copy(vs, t=t):
-            c, n, i, j = vs
+            c, n, a0, a1, a2 = vs
+            i, j = (a0, L.add(L.mul(a1, L.c64(pw)), a2)) if whole_rows else (L.add(L.mul(a0, L.c64(split[1])), a1), a2)
             v = layout.tap(pad, L.mul(L.add(L.mul(n, L.c64(c_)), c), L.c64(layout.size)), i, j, t // kw, t % kw, ct)
-            at = L.linear_index([L.add(L.mul(c, L.c64(kh * kw)), L.c64(t)), n, i, j], [ncols, hw, ow_n, 1])
+            row = L.add(L.mul(c, L.c64(kh * kw)), L.c64(t))
+            if pw:
+                panel = L.add(L.mul(n, L.c64(hw // pw)), L.add(L.mul(a0, L.c64(split[1])), a1) if whole_rows else a0)
+                lane = a2 if whole_rows else L.add(L.mul(a1, L.c64(ow_n)), a2)
+                at = L.add(L.linear_index([panel, row], [rows * pw, pw]), lane)
+            else:
+                at = L.linear_index([row, n, i, j], [ncols, hw, ow_n, 1])
             return [K.Store(cols, at, v)]
-        body += ctx.loops([c_, n_img, oh_n, ow_n], copy, parallel=False)
+        body += ctx.loops([c_, n_img, *split], copy, parallel=False)
     body += _per_group(ctx, groups, True, lambda gi: K.Gemm(
         wt, cols, res, kg, ncols, rg, lda=rg, ldb=ncols, ldc=ncols, offset_a=L.mul(gi, L.c64(kg * rg)),
-        offset_b=L.mul(gi, L.c64(rg * ncols)), offset_c=L.mul(gi, L.c64(kg * ncols))))
+        offset_b=L.mul(gi, L.c64(rg * ncols)), offset_c=L.mul(gi, L.c64(kg * ncols)), b_panels=pw))
 
     def scatter(vs):
         img, k, p = vs

@@ -24,7 +24,11 @@ CASES = [  # (N, C, H, W, K, kernel, stride, padding, dilation, groups)
     (5, 4, 8, 8, 4, 5, (2, 1), (1, 3, 2, 0), 1, 4),   # depthwise, 5x5, uneven padding
     (2, 4, 7, 6, 8, 3, 1, 1, 2, 4),                   # depthwise, channel multiplier 2, dilated
     (1, 6, 9, 9, 6, 3, 2, 1, 1, 6),                   # depthwise, strided
-    # (<= 64 output pixels per image with N > 1 run as one GEMM over the batch, above)
+    # (<= 64 output pixels per image with 1 < N <= RUNS run as one GEMM over the batch: above,
+    # with groups; below, columns written as GEMM panels of two or four rows per panel)
+    (2, 5, 8, 8, 6, 3, 1, 1, 1, 1),
+    (3, 4, 4, 4, 6, 3, 1, 1, 1, 1),
+    (2, 1, 4, 4, 2, 3, 1, 1, 1, 1),                   # (too small for the library: loops read the panels)
     (3, 3, 40, 40, 4, 7, 2, 3, 1, 1),                 # per image, columns in two row chunks
     (2, 3, 64, 64, 5, 7, 2, 3, 1, 1),                 # ... in 8 chunks of GEMM-packed panels
     (2, 24, 9, 9, 8, 1, 1, 0, 1, 1),                  # 1x1: the GEMM reads the image itself
@@ -126,3 +130,4 @@ def test_each_forward_path_is_taken():
     assert "gemm" not in direct and "gemm" not in strided_direct
     batched = text(CASES[1])
     assert "gemm" in batched and "for run" not in batched  # one GEMM after all images, no runs
+    assert all("panels=16" in text(c) and "for run" not in text(c) for c in CASES[7:10])
