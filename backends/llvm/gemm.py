@@ -357,6 +357,8 @@ class _Gen:
         kc, pa, pb, c, ldc, beta, mr, nr, tmp = fn.args[:9]
         for i in (1, 2, 3, 8):
             fn.args[i].add_attribute("noalias")
+        # Kept out of line: inlined, a dozen variants bloat the driver's tile loop.
+        fn.attributes.add("noinline")
         entry = b.block
         if strided_a:  # loop-invariant offsets: row i's start, and u k-steps
             rs, ks = fn.args[9], fn.args[10]
@@ -680,9 +682,18 @@ class _Gen:
                     out.append((rows, nv, self.emit_microkernel(rows, nv, strided_a)))
         return out
 
-    def call_tile_kernel(self, b, full: ir.Function, variants, mr, nr, args) -> None:
-        """Call the first variant that covers an mr x nr tile, else the full kernel."""
+    def call_tile_kernel(self, b, full: ir.Function, variants, mr, nr, args, first: bool = True) -> None:
+        """Call the full kernel on a full tile (tested first: nearly every tile is one),
+        else the first variant that covers an mr x nr tile, else the full kernel."""
         VL = self.VL
+        if first and variants:
+            whole = b.and_(b.icmp_signed("==", mr, _c64(self.bl.mr)), b.icmp_signed("==", nr, _c64(self.bl.nr)))
+            with b.if_else(whole, likely=True) as (then, otherwise):
+                with then:
+                    b.call(full, args)
+                with otherwise:
+                    self.call_tile_kernel(b, full, variants, mr, nr, args, first=False)
+            return
         if not variants:
             b.call(full, args)
             return
@@ -692,7 +703,7 @@ class _Gen:
             with then:
                 b.call(fn, args)
             with otherwise:
-                self.call_tile_kernel(b, full, variants[1:], mr, nr, args)
+                self.call_tile_kernel(b, full, variants[1:], mr, nr, args, first=False)
 
     def emit_driver(self, fn: ir.Function) -> None:
         MR, NR, KC, MC, NC = self.bl.mr, self.bl.nr, self.bl.kc, self.bl.mc, self.bl.nc
