@@ -9,18 +9,23 @@ at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 ste
 Every contender uses the same number of threads (--threads, default 2). Medians in
 milliseconds per call.
 
-Measured on the 2-core EPYC while other jobs shared it (load 1-4), --threads 1 (the
-2-thread figures swing with the load: a descheduled worker stalls every fork/join):
+Measured on the 2-core EPYC while other jobs shared it (2026-11-25, two runs each; medians
+of interleaved rounds, ms):
 
-    model        graphc ms  ORT ms  ORT/graphc  torch ms
-    resnet18         0.83    0.37       0.45x      8.9
-    mobilenetv2      0.66    0.33       0.50x      8.8
-    transformer      0.165   0.213      1.30x      0.87
-    lstm             0.097   0.082      0.84x      0.43
+    model        threads  graphc       ORT          ORT/graphc   torch
+    resnet18     1        0.345-0.348  0.299-0.307  0.87-0.88x   3.70
+    resnet18     2        0.340-0.359  0.289-0.292  0.81-0.85x   3.58-4.83
+    mobilenetv2  1        0.329-0.481  0.277-0.463  0.84-0.96x   3.14-6.07
+    mobilenetv2  2        0.327-0.355  0.265-0.288  0.81x        5.03-7.60
+    transformer  1        0.141-0.152  0.181-0.225  1.28-1.48x   0.66-0.77
+    lstm         1        0.073-0.079  0.065-0.066  0.82-0.90x   0.36-0.37
 
-graphc is about 2x slower than ONNX Runtime on the CNNs at these sizes: convolution is
-im2col + GEMM, and the GEMMs are small (8-64 output channels, 4-1024 positions per image),
-where packing overhead dominates; ONNX Runtime uses direct NCHWc convolution kernels.
+At the start of the day graphc ran these CNNs at 0.47x and 0.51x of ONNX Runtime's speed.
+What remains is layout: ONNX Runtime converts the CNNs to NCHWc (8 channels in the vector
+lanes) and runs direct kernels; graphc stays NCHW, so a 3x3 depthwise layer reads its taps
+from padded copies and a 2x2-pixel layer's GEMM has 8 columns. graphc gains nothing from a
+second thread here: its workers sleep between parallel regions (a wake-up costs 25-30 us on
+this loaded machine), so kernels this small run serially.
 """
 from __future__ import annotations
 

@@ -1,14 +1,26 @@
-"""Convolution kernels that hold one image's columns at a time (Caffe's lowering).
+"""Convolution kernels: the forward paths, and the per-image backward (Caffe's lowering).
 
 The decompositions in nn.py build the whole batch's im2col matrix, (N, C*KH*KW, OH*OW):
 nine times the input for a 3x3 kernel, and for the weight gradient also one weight-sized
 product per image before the batch sum. Here each kernel walks the images instead, split
-into up to `RUNS` runs that execute in parallel; a run owns one image's columns of
-scratch (and, for the weight gradient, one partial weight sum), so the scratch is
-RUNS x (one image's columns) whatever the batch. Each image's GEMM runs on its run's
-thread; a batch of one runs its im2col loops and its GEMM on the whole team instead.
+into up to `RUNS` runs that execute in parallel; a run owns one image's scratch (and, for
+the weight gradient, one partial weight sum), so the scratch is RUNS x (one image's)
+whatever the batch. A batch of one runs its loops and its GEMM on the whole team instead.
 
-All three compute f16 in f32 (converted into scratch), as the decompositions do.
+conv2d picks one of five forward paths (tests/backends/test_llvm_conv.py reaches each):
+  depthwise       direct sums over padded planes (`padded_plane_runs`), no GEMM;
+  direct          a dense convolution with <= DIRECT_TERMS products per output and rows of
+                  >= 16 outputs (1x1 over few channels): weighted tap sums, no GEMM;
+  batched         1 < N <= RUNS images of <= BATCH_PIXELS outputs: one GEMM over the whole
+                  batch's columns, scattered to NCHW with the epilogue;
+  pointwise       1x1, stride 1, unpadded: the GEMM reads the image itself;
+  per image       the image copied into padded, phase-split planes (`PaddedPlane`), its
+                  columns built per L2-sized chunk of output rows, each chunk's GEMM run
+                  while they are in cache.
+Columns go straight into the GEMM library's packed panels (K.Gemm.b_panels) when the
+backend gave its panel width and whole output rows fill whole panels.
+
+All compute f16 in f32 (converted into scratch), as the decompositions do.
 """
 from __future__ import annotations
 
