@@ -199,9 +199,8 @@ def _direct(ctx, node, ct, out, epilogue) -> None:
         s.append(K.For(k, k_, decls + ctx.loops(shape, row, parallel=False), "serial"))
         return s
     stmts, _ = image_runs(ctx, n_img, body)
-    if pad is not None:  # the padding: zero once, the copies never reach it
-        zero = K.Const(0.0, ct)
-        stmts = ctx.loops([runs * c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False) + stmts
+    if pad is not None:
+        stmts = layout.fill(ctx, pad, runs * c_, 0.0, ct) + stmts
     ctx.kernel(stmts, [xb, wb] + _epilogue_loads(epilogue), [yb] + ([pad] if pad else []),
                suffix="_fused" if epilogue is not None else "")
 
@@ -243,8 +242,7 @@ def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) ->
     layout = PaddedPlane(x.shape, _geometry(a, (kh, kw)))
     planes = n_img * c_
     pad, cols, res = ctx.temp(planes * layout.size, ct), ctx.temp(rows * ncols, ct), ctx.temp(k_ * ncols, ct)
-    zero = K.Const(0.0, ct)
-    body = ctx.loops([planes * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False)
+    body = layout.fill(ctx, pad, planes, 0.0, ct)
     body += layout.copy(ctx, xb, x.dtype, L.c64(0), pad, L.c64(0), ct, planes=planes)
     # Columns in the GEMM's packed layout (K.Gemm.b_panels) when panels of pw columns hold
     # whole rows of one image (pw | OW) or whole groups of rows (OW | pw, pw/OW | OH). The tap
@@ -389,9 +387,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
             s += ctx.loops([groups, kg, hw], convert, parallel=par)
         return s
     run, _ = image_runs(ctx, n_img, body)
-    if pad is not None:  # the padding: zero once, the copies never reach it
-        zero = K.Const(0.0, ct)
-        run = ctx.loops([runs * c_ * layout.size], lambda vs: [K.Store(pad, vs[0], zero)], parallel=False) + run
+    if pad is not None:
+        run = layout.fill(ctx, pad, runs * c_, 0.0, ct) + run
     scratch += [b for b in (pad, cols, ybuf) if b]
     ctx.kernel(pre + run, [xb, ctx.buf(w)] + _epilogue_loads(epilogue), [yb] + scratch,
                suffix="_fused" if epilogue is not None else "")

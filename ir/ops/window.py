@@ -162,6 +162,12 @@ class PaddedPlane:
             out += nest([phase], lo, min(hi, c0)) + nest([phase], max(lo, c1), hi)
         return out
 
+    def fill(self, ctx, pad: str, planes: int, value: float, ct) -> list:
+        """Statements writing `value` over `planes` scratch planes: the padding, written
+        once per call before the copies, which never reach it."""
+        v = K.Const(value, ct)
+        return ctx.loops([planes * self.size], lambda vs: [K.Store(pad, vs[0], v)], parallel=False)
+
     def tap(self, buf: str, base: K.Expr, oh: K.Expr, ow: K.Expr, ki: int, kj: int, ct) -> K.Expr:
         """The scratch element output (oh, ow) reads at kernel tap (ki, kj)."""
         shift, phase = divmod(kj * self.dw, self.sw)
@@ -195,9 +201,7 @@ def padded_plane_runs(ctx, n_planes: int, x_shape, x_dtype, xb: str, a: dict,
         return copy + per_plane(plane, tap)
     stmts, _ = image_runs(ctx, n_planes, body)
     if pad is not None:
-        border = K.Const(fill, ct)
-        stmts = ctx.loops([runs * layout.size], lambda vs: [K.Store(pad, vs[0], border)],
-                          parallel=False) + stmts
+        stmts = layout.fill(ctx, pad, runs, fill, ct) + stmts
     return stmts, pad
 
 
