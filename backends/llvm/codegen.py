@@ -1498,9 +1498,16 @@ class _FuncGen:
             name = "maximum" if op == "max" else "minimum"
             fn = self.mg.intrinsic(f"llvm.{name}.{_fsuf(a.type)}", a.type, [a.type, a.type])
             return b.call(fn, [a, bb])
-        c = b.fcmp_ordered(">=" if op == "max" else "<=", a, bb)
-        c = b.or_(c, b.fcmp_unordered("uno", a, a))
-        return b.select(c, a, bb)
+        # b beats a only when strictly better and ordered: x86's maxps/minps (b, a), which
+        # also passes a NaN a through. A NaN b is then OR-ed into the bits (any bits OR a
+        # NaN's are a NaN); the term is zero otherwise. When b is loop-invariant (a relu or
+        # clip bound) the term is hoisted, or folded away for a constant: one or two
+        # instructions where testing a cost four. (As a select on b's NaN test, LLVM merged
+        # it into the comparison's mask and unswitched the loop on it: five per vector.)
+        t = b.select(b.fcmp_ordered(">" if op == "max" else "<", bb, a), bb, a)
+        it = ir.IntType(64 if a.type == F64 else 32)
+        nan_bits = b.select(b.fcmp_unordered("uno", bb, bb), b.bitcast(bb, it), ir.Constant(it, 0))
+        return b.bitcast(b.or_(b.bitcast(t, it), nan_bits), a.type)
 
     def int_divmod(self, op: str, a: ir.Value, bb: ir.Value) -> ir.Value:
         """Floor division / Python modulo with x/0 = 0, x%0 = 0 and no INT_MIN/-1 trap."""

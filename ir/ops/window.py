@@ -135,32 +135,30 @@ class PaddedPlane:
     def copy(self, ctx, xb: str, x_dtype, src: K.Expr, pad: str, base: K.Expr, ct,
              planes: int = 1, parallel: bool = False) -> list:
         """Statements copying `planes` consecutive planes, the first at element src of x,
-        into consecutive scratch planes from base (one loop nest per column phase; on the
-        team when `parallel` and big enough)."""
-        ranges = [_inside_range(self.wq, self.sw, phase - self.pl, self.ww) for phase in range(self.sw)]
+        into consecutive scratch planes from base (on the team when `parallel` and big
+        enough). The loop runs over groups of sw consecutive input columns, one store per
+        phase: the group's loads are the members of one interleaved (stride sw) access,
+        which LLVM vectorises as wide loads and shuffles, and the trip count is W // sw
+        (16 for a 32-wide row at stride 2, two whole vectors; walking the phases'
+        positions instead left 15 and a scalar remainder of 7)."""
+        sw = self.sw
 
-        def nest(phases, lo, hi):
-            """Positions [lo, hi) of the given phases in one nest: the phases' loads are
-            the members of one interleaved (stride sw) access, which LLVM vectorises as
-            wide loads and shuffles."""
+        def nest(members, q0, q1):
+            """Groups [q0, q1) of the given members r (input column q*sw + r)."""
             def copy(vs):
-                p, i, j = vs
+                p, i, q = vs
                 stores = []
-                for phase in phases:
-                    col = L.add(L.mul(L.add(j, L.c64(lo)), L.c64(self.sw)), L.c64(phase - self.pl))
+                for r in members:
+                    phase, shift = (r + self.pl) % sw, (r + self.pl) // sw
+                    col = L.add(L.mul(L.add(q, L.c64(q0)), L.c64(sw)), L.c64(r))
                     v = K.Load(xb, L.linear_index([p, i, col], [self.hh * self.ww, self.ww, 1], src), x_dtype)
-                    at = L.linear_index([p, i, j], [self.size, self.wq, 1],
-                                        L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + lo)))
+                    at = L.linear_index([p, i, q], [self.size, self.wq, 1],
+                                        L.add(base, L.c64(phase * self.hp * self.wq + self.pt * self.wq + q0 + shift)))
                     stores.append(K.Store(pad, at, v if ct == x_dtype else K.Cast(v, ct)))
                 return stores
-            return ctx.loops([planes, self.hh, hi - lo], copy, parallel=parallel) if hi > lo else []
-        c0, c1 = max(lo for lo, _ in ranges), min(hi for _, hi in ranges)
-        if self.sw == 1 or c1 <= c0:
-            return [s for phase, (lo, hi) in enumerate(ranges) for s in nest([phase], lo, hi)]
-        out = nest(list(range(self.sw)), c0, c1)  # every phase in one nest, then each one's ends
-        for phase, (lo, hi) in enumerate(ranges):
-            out += nest([phase], lo, min(hi, c0)) + nest([phase], max(lo, c1), hi)
-        return out
+            return ctx.loops([planes, self.hh, q1 - q0], copy, parallel=parallel) if q1 > q0 and members else []
+        whole, rest = divmod(self.ww, sw)
+        return nest(range(sw), 0, whole) + nest(range(rest), whole, whole + 1)
 
     def fill(self, ctx, pad: str, planes: int, value: float, ct) -> list:
         """Statements writing `value` over `planes` scratch planes: the padding, written

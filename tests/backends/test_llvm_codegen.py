@@ -104,10 +104,15 @@ def test_float_special_values():
     ops = [lambda x, y: K.Unary("sign", x, f32), lambda x, y: K.Unary("abs", x, f32),
            lambda x, y: K.Binary("max", x, y, f32), lambda x, y: K.Binary("min", x, y, f32),
            lambda x, y: K.Binary("mod", x, y, f32), lambda x, y: K.Binary("div", x, y, f32)]
+    # a loop-invariant bound (relu, clip) takes another code path: constants, NaN included
+    bounds = [np.nan, 0.0, -0.0, np.inf]
+    ops += [lambda x, y, c=c, op=op: K.Binary(op, x, K.Const(c, f32), f32)
+            for c in bounds for op in ("max", "min")]
     p = elementwise("special", n, ops, [f32, f32], [f32] * len(ops))
     out = run(p, {"x0": a, "x1": b})
     with np.errstate(all="ignore"):
         want = [np.sign(a), np.abs(a), np.maximum(a, b), np.minimum(a, b), np.mod(a, b), a / b]
+        want += [f(a, np.float32(c)) for c in bounds for f in (np.maximum, np.minimum)]
     for k, w in enumerate(want):
         np.testing.assert_array_equal(out[f"y{k}"], w, err_msg=str(k))  # NaNs compare equal
 

@@ -15,6 +15,7 @@ CASES = [  # (shape, kernel, stride, padding)
     ((1, 2, 7, 9), 3, 1, 1),          # overlapping windows, padding
     ((3, 1, 5, 6), (3, 2), (2, 1), (1, 0)),
     ((2, 2, 4, 4), 3, 2, 1),
+    ((1, 2, 7, 11), 3, 3, 1),         # stride 3: column groups of 3 and a remainder of 2
 ]
 
 
