@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from math import prod
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .dtypes import DType, bool_, i32, i64
 from .graph import Node, Value
@@ -96,12 +96,14 @@ class LowerCtx:
     def __init__(self, buffer_of: Callable[[Value], str], new_temp: Callable[[int, DType], str],
                  emit_kernel: Callable[[Kernel], None], add_error: Callable[[str], int],
                  alias: Callable[[Value, Value], bool], status_buffer: str,
-                 gemm_panels: dict[str, int] | None = None) -> None:
+                 gemm_panels: dict[str, int] | None = None,
+                 new_constant: Callable[[Any, DType], str] | None = None) -> None:
         self._buffer_of = buffer_of
         self.gemm_panels = dict(gemm_panels or {})  # dtype name -> B panel width (K.Gemm.b_panels)
         self._new_temp = new_temp
         self._emit = emit_kernel
         self._add_error = add_error
+        self._new_constant = new_constant
         self._alias = alias
         self.status = status_buffer
         self._names = itertools.count()
@@ -112,6 +114,13 @@ class LowerCtx:
 
     def temp(self, size: int, dtype: DType) -> str:
         return self._new_temp(size, dtype)
+
+    def constant(self, data, dtype: DType) -> str | None:
+        """A new constant buffer holding data (a numpy array, computed at lowering time
+        from constant inputs: a re-laid-out weight), or None when the driver keeps none."""
+        if self._new_constant is None:
+            return None
+        return self._new_constant(data, dtype)
 
     def var(self, prefix: str = "i") -> Var:
         return Var(f"{prefix}{next(self._names)}")

@@ -76,6 +76,12 @@ class _Lowering:
         self.counter += 1
         return self.add_buffer(f"scratch{self.counter}", size, dtype, "temp")
 
+    def new_constant(self, data, dtype: DType) -> str:
+        self.counter += 1
+        name = self.add_buffer(f"derived{self.counter}", int(data.size), dtype, "const")
+        self.p.constants[name] = data
+        return name
+
     def add_error(self, message: str) -> int:
         self.p.errors.append(message)
         return len(self.p.errors)
@@ -120,7 +126,7 @@ class _Lowering:
         p.updates = {k: f"upd_{k}" for k in g.updates}
 
         ctx = LowerCtx(lambda v: self.buf[v], self.new_temp, p.kernels.append, self.add_error,
-                       self.alias, p.status, self.gemm_panels)
+                       self.alias, p.status, self.gemm_panels, self.new_constant)
         groups: dict[int, list[Node]] = {}
         for node in g.nodes:
             if node.group is not None:

@@ -174,6 +174,19 @@ def ensure_gemm_library(dtype: str, cache: CompileCache | bool | None = None) ->
     return jm.address(name)
 
 
+def _aligned(arr: np.ndarray, align: int = 64) -> np.ndarray:
+    """arr itself when its data starts on an `align`-byte boundary, else an aligned copy:
+    constants laid out as GEMM panels (K.Gemm.b_panels) are read with aligned vector loads,
+    and numpy only promises 16 bytes."""
+    if arr.ctypes.data % align == 0:
+        return arr
+    raw = np.empty(arr.nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    out = raw[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
 class _Context:
     """One call's scratch: the slots array, the arena and the status flags."""
     __slots__ = ("slots", "addr", "arena", "status", "flag")
@@ -233,7 +246,7 @@ class LLVMExecutable(Executable):
             if buf.kind == "const":
                 if name not in p.constants:
                     raise GraphcError(f"internal: constant buffer {name!r} has no data")
-                arr = np.ascontiguousarray(np.asarray(p.constants[name]), dtype=buf.dtype.np_dtype)
+                arr = _aligned(np.ascontiguousarray(np.asarray(p.constants[name]), dtype=buf.dtype.np_dtype))
                 if arr.size != buf.size:
                     raise GraphcError(f"internal: constant {name!r} has {arr.size} elements, "
                                       f"buffer says {buf.size}")

@@ -7,10 +7,12 @@ into up to `RUNS` runs that execute in parallel; a run owns one image's scratch 
 the weight gradient, one partial weight sum), so the scratch is RUNS x (one image's)
 whatever the batch. A batch of one runs its loops and its GEMM on the whole team instead.
 
-conv2d picks one of five forward paths (tests/backends/test_llvm_conv.py reaches each):
+conv2d picks one of six forward paths (tests/backends/test_llvm_conv.py reaches each):
   depthwise       direct sums over padded planes (`padded_plane_runs`), no GEMM;
   direct          a dense convolution with <= DIRECT_TERMS products per output and rows of
                   >= 16 outputs (1x1 over few channels): weighted tap sums, no GEMM;
+  dense map       a constant weight over images no larger than its window (3x3 over 2x2):
+                  the convolution's matrix, built at lowering time, times the batch;
   batched         1 < N <= RUNS images of <= BATCH_PIXELS outputs: one GEMM over the whole
                   batch's columns, scattered to NCHW with the epilogue;
   pointwise       1x1, stride 1, unpadded: the GEMM reads the image itself;
@@ -285,6 +287,65 @@ def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) ->
                suffix="_fused" if epilogue is not None else "")
 
 
+DENSE_MAP_ELEMENTS = 1 << 20  # the largest dense-map matrix (elements) a convolution may get
+
+
+def _dense_map(node, ct) -> "np.ndarray | None":
+    """A convolution with a constant weight over images no larger than its kernel window
+    (H*W <= KH*KW: ResNet's 3x3 layers at 2x2) as the dense linear map it is,
+    T[(c, ih, iw), (k, oh, ow)] = w[k, c, ki, kj] where input (ih, iw) is output (oh, ow)'s
+    tap (ki, kj), else 0; or None. Then y = x @ T is one GEMM over the batch in NCHW, no
+    padding, no columns, no scatter, and fewer multiplications than im2col, which also
+    multiplies every tap that falls into the padding (36 per channel pair at 2x2, vs 16)."""
+    import numpy as np
+    x, w = node.inputs
+    y = node.outputs[0]
+    a = node.attrs
+    _, c_, hh, ww = x.shape
+    k_, _, kh, kw = w.shape
+    _, _, oh_n, ow_n = y.shape
+    if (w.kind != "const" or w.data is None or a["groups"] != 1 or hh * ww > kh * kw
+            or x.dtype != ct or y.dtype != ct or c_ * hh * ww * k_ * oh_n * ow_n > DENSE_MAP_ELEMENTS):
+        return None
+    (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
+    wd = np.asarray(w.data, dtype=ct.np_dtype).reshape(k_, c_, kh, kw)
+    t = np.zeros((c_, hh, ww, k_, oh_n, ow_n), ct.np_dtype)
+    for ki in range(kh):
+        for kj in range(kw):
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    ih, iw = oh * sh - pt + ki * dh, ow * sw - pl + kj * dw
+                    if 0 <= ih < hh and 0 <= iw < ww:
+                        t[:, ih, iw, :, oh, ow] += wd[:, :, ki, kj].T
+    return t.reshape(c_ * hh * ww, k_ * oh_n * ow_n)
+
+
+def _dense(ctx, node, out, epilogue, ct, t) -> bool:
+    """y (N, K*OH*OW) = x (N, C*H*W) @ t, t a constant laid out as the GEMM's packed panels
+    when the backend gave their width; the epilogue sees row k = j // (OH*OW) and column
+    p = j % (OH*OW) of image i. False when the driver keeps no derived constants."""
+    x = node.inputs[0]
+    n_img = x.shape[0]
+    rows, cols = t.shape
+    hw = node.outputs[0].shape[2] * node.outputs[0].shape[3]
+    pw = ctx.gemm_panels.get(ct.name, 0)
+    pw = pw if pw and cols % pw == 0 else 0
+    data = t.reshape(rows, cols // pw, pw).transpose(1, 0, 2) if pw else t
+    tb = ctx.constant(data.reshape(-1).copy(), ct)
+    if tb is None:
+        return False
+    epi = None
+    if epilogue is not None:
+        img = ctx.var("img")
+        epi = K.substitute(epilogue([img, L.c64(0)]), {
+            img: K.GEMM_ROW, K.GEMM_ROW: K.Binary("div", K.GEMM_COL, L.c64(hw), dtypes.i64),
+            K.GEMM_COL: K.Binary("mod", K.GEMM_COL, L.c64(hw), dtypes.i64)})
+    xb, yb = ctx.buf(x), ctx.buf(out)
+    ctx.kernel([K.Gemm(xb, tb, yb, n_img, cols, rows, lda=rows, ldb=cols, ldc=cols, epilogue=epi, b_panels=pw)],
+               [xb, tb] + _epilogue_loads(epilogue), [yb], suffix="_fused" if epilogue is not None else "")
+    return True
+
+
 def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     """y[n] = W @ im2col(x[n]) per group, image by image; depthwise convolutions directly.
 
@@ -305,6 +366,9 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
         return _depthwise(ctx, node, _compute_dtype(y.dtype), out, epilogue)
     if a["groups"] == 1 and c_ * kh * kw <= DIRECT_TERMS and y.shape[3] >= 16:
         return _direct(ctx, node, _compute_dtype(y.dtype), out, epilogue)
+    dense = _dense_map(node, _compute_dtype(y.dtype))
+    if dense is not None and _dense(ctx, node, out, epilogue, _compute_dtype(y.dtype), dense):
+        return None
     groups, (oh_n, ow_n) = a["groups"], y.shape[2:]
     hw = oh_n * ow_n
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw

@@ -131,3 +131,62 @@ def test_each_forward_path_is_taken():
     batched = text(CASES[1])
     assert "gemm" in batched and "for run" not in batched  # one GEMM after all images, no runs
     assert all("panels=16" in text(c) and "for run" not in text(c) for c in CASES[7:10])
+
+
+DENSE_CASES = [  # (N, C, H, W, K, kernel, stride, padding, dilation): images within one window
+    (2, 16, 2, 2, 24, 3, 1, 1, 1),      # ResNet's last stage: 3x3 over 2x2 (96 columns: panels)
+    (5, 8, 1, 1, 8, 3, 1, 1, 1),        # 1x1 images: only the centre tap is real
+    (1, 4, 3, 3, 6, 3, 2, 1, 1),        # strided
+    (3, 3, 2, 3, 4, 3, 1, (2, 2, 1, 1), 2),  # dilated, uneven padding, not square
+]
+
+
+@pytest.mark.parametrize("panels", [True, False])
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("case", DENSE_CASES, ids=lambda c: "N{}-C{}-{}x{}-K{}-k{}-s{}-p{}-d{}".format(*c))
+def test_constant_weight_small_image_runs_as_one_dense_map(case, dtype, panels):
+    """A constant weight over images no larger than its window becomes the dense matrix of
+    the convolution (built at lowering time, in the GEMM's panels or row-major): one GEMM
+    with the bias, relu and residual in its epilogue, equal to the reference."""
+    from graphc.backends.llvm import gemm_panels
+    from graphc.backends.llvm.runtime import LLVMExecutable
+    from graphc.compile import optimize_graph
+    from graphc.passes.lower import lower
+    n, c, h, w, k, ks, stride, pad, dil = case
+    rng = np.random.default_rng(3)
+    np_dt = np.dtype({"f32": np.float32, "f64": np.float64}[dtype])
+    g = gc.Graph("dense")
+    with g:
+        x = gc.placeholder("x", (n, c, h, w), dtype)
+        y = gc.conv2d(x, gc.constant(rng.standard_normal((k, c, ks, ks)).astype(np_dt)),
+                      gc.constant(rng.standard_normal(k).astype(np_dt)), stride=stride, padding=pad, dilation=dil)
+        r = gc.placeholder("r", y.shape, dtype)
+        g.set_outputs([gc.relu(y) + r])
+    work, single, _ = optimize_graph(g, backend="llvm")
+    prog = lower(work, fuse_ops=None, plan=True, gemm_panels=gemm_panels() if panels else None)
+    (kernel,) = prog.kernels
+    assert kernel.name.endswith("_fused") and "derived" in str(prog)
+    width = gemm_panels()[dtype]  # panels when the columns (K*OH*OW) fill whole ones
+    assert ("panels=" in str(kernel)) == (panels and y.type.size // n % width == 0)
+    assert "scratch" not in str(prog)
+    feeds = {"x": rng.standard_normal(x.shape).astype(np_dt), "r": rng.standard_normal(r.shape).astype(np_dt)}
+    want = gc.compile(g, backend="reference")(**feeds)[0]
+    got = LLVMExecutable(work, prog, single_output=single, cache=False)(**feeds)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype] * max(np.abs(want).max(), 1.0))
+
+
+def test_dense_map_only_for_constant_weights_within_one_window():
+    from graphc.compile import prepare
+    from graphc.passes.lower import lower
+
+    def text(h, const):
+        g = gc.Graph("conv")
+        with g:
+            wv = np.ones((4, 4, 3, 3), np.float32)
+            wt = gc.constant(wv) if const else gc.placeholder("w", wv.shape, "f32")
+            g.set_outputs([gc.conv2d(gc.placeholder("x", (2, 4, h, h), "f32"), wt, padding=1)])
+        work, _ = prepare(g)
+        return str(lower(work))
+    assert "derived" in text(3, True)
+    assert "derived" not in text(4, True) and "derived" not in text(3, False)  # 16 > 9 taps; a parameter
