@@ -75,15 +75,20 @@ class Unary:
 
 @dataclass(frozen=True)
 class Binary:
+    """`contract`: a float mul feeding a contract add may round once, as one fused
+    multiply-add (printed `*~`, `+~`): for sums of products the lowering wrote (convolution
+    taps), where the order of rounding is the lowering's choice anyway. Without it,
+    arithmetic rounds exactly as numpy's does."""
     op: str
     a: "Expr"
     b: "Expr"
     dtype: DType
+    contract: bool = False
 
     def __str__(self) -> str:
         sym = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&&", "or": "||"}
         if self.op in sym:
-            return f"({self.a} {sym[self.op]} {self.b})"
+            return f"({self.a} {sym[self.op]}{'~' if self.contract else ''} {self.b})"
         return f"{self.op}({self.a}, {self.b})"
 
 

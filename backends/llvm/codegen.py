@@ -1283,7 +1283,7 @@ class _FuncGen:
         if isinstance(e, K.Binary):
             a = self.convert(self.expr(e.a), e.a.dtype, e.dtype)
             bb = self.convert(self.expr(e.b), e.b.dtype, e.dtype)
-            return self.binary(e.op, a, bb, e.dtype)
+            return self.binary(e.op, a, bb, e.dtype, e.contract)
         if isinstance(e, K.Compare):
             dt = e.a.dtype
             if e.b.dtype != dt:
@@ -1433,10 +1433,10 @@ class _FuncGen:
                 return b.xor(x, ir.Constant(t, -1))
         raise self.error(f"unary {op} is not defined for {dt}")
 
-    def binary(self, op: str, a: ir.Value, bb: ir.Value, dt: DType) -> ir.Value:
+    def binary(self, op: str, a: ir.Value, bb: ir.Value, dt: DType, contract: bool = False) -> ir.Value:
         b = self.b
         t = a.type
-        fm = self.fm
+        fm = self.fm + ("contract",) if contract and "contract" not in self.fm else self.fm
         if dt.is_float:
             if op == "add":
                 return b.fadd(a, bb, flags=fm)
