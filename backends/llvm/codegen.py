@@ -56,9 +56,9 @@ Parallel loops
     (rounded up to a multiple of 16 when over 64) and calls the chunk function. The kernel
     calls `GOMP_parallel(body, &data, num_threads, 0)`, or the chunk function directly
     over the whole range when `num_threads == 1` or when the loop's estimated work (scalar
-    operations, transcendental functions counting 8, a GEMM 2mnk) is below
-    `CodegenOptions.parallel_min_work` (default 2**21, about 80 us of vectorised
-    elementwise work on one znver3 core). Measured on the 2-core development machine: a
+    operations other than address arithmetic, transcendental functions counting 8, a GEMM
+    2mnk) is below `CodegenOptions.parallel_min_work` (default 2**22, about 40-150 us of
+    vectorised work on one znver3 core). Measured on the 2-core development machine: a
     GOMP_parallel fork/join with 2 threads costs ~2.5 us over a direct call when the
     worker is spinning and the second core is free, ~13 us with passive (sleeping)
     workers, which graphc selects (see engine.load_gomp), and one scheduler time slice
@@ -66,7 +66,10 @@ Parallel loops
     off once its serial time exceeds about twice the fork/join cost. Under the shared
     machine's usual load the passive wake-up took 25-30 us: with the earlier 2**19 the
     ONNX ResNet-18-style model ran 0.61 ms on 2 threads against 0.42 ms on one (about 25
-    regions of 20-40 us each), with 2**21 0.45 ms and with 2**24 0.41 ms. Locals declared
+    regions of 20-40 us each), with 2**21 0.45 ms and with 2**24 0.41 ms. MobileNetV2 on 2
+    threads, interleaved: 0.311 ms with 2**21 and address arithmetic counted (a 10 us
+    depthwise layer was forked), 0.247 ms with 2**22 and addresses not counted; ResNet,
+    the digits CNN train step and the MLP train step unchanged. Locals declared
     outside the loop are captured by value; assigning them inside a parallel loop is
     rejected (it would race). `parallel` marks on nested loops run serially. The chunk
     functions and kernels are `noinline`, so the serial and the OpenMP paths share code.
@@ -175,7 +178,7 @@ _TRANSCENDENTAL_COST = 8
 class CodegenOptions:
     """Knobs that change the generated code (all enter the compile cache key)."""
     parallel: bool = True               # emit GOMP_parallel regions for parallel loops
-    parallel_min_work: int = 1 << 21    # estimated scalar ops below which parallel loops run serially
+    parallel_min_work: int = 1 << 22    # estimated scalar ops below which parallel loops run serially
     py_data_offset: int = 16            # offset of PyArrayObject.data; 0: no Python entry
     max_threads: int = 0                # for GEMM workspace sizing; 0: os.cpu_count()
     gemm_in_module: bool = False        # define graphc_gemm_* in the module (AOT) instead of
@@ -374,8 +377,18 @@ def buffers_used(stmts) -> tuple[list[str], set[str]]:
 
 
 def _expr_cost(e) -> int:
+    """Operations of e, a Load's index not counted: address arithmetic is strength-reduced
+    out of the loops (counted, a depthwise convolution's divisions and modulos of plane
+    numbers made its estimate 3-5x its work, and 10 us kernels were forked)."""
     c = 0
-    for x in _walk_expr(e):
+    stack, seen = [e], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if not isinstance(x, K.Load):
+            stack.extend(_expr_children(x))
         if isinstance(x, K.Unary) and x.op in MATH_FUNCS:
             c += _TRANSCENDENTAL_COST
         elif isinstance(x, K.Binary) and x.op in ("pow", "div", "mod"):
@@ -413,6 +426,8 @@ def estimate_work(stmts) -> int:
             w += 2 * s.batch * s.m * s.n * s.k
         elif isinstance(s, _GemmCall):
             w += 2 * s.g.m * s.g.n * s.g.k
+        elif isinstance(s, K.Store):  # the store, and the value (not the address)
+            w += 1 + _expr_cost(s.value)
         else:
             w += sum(_expr_cost(e) for e in _stmt_exprs(s))
     return w

@@ -364,6 +364,21 @@ def test_parallel_loops_1_and_2_threads():
     assert "GOMP_parallel" not in small.text
 
 
+def test_work_estimate_counts_values_not_addresses():
+    """The fork threshold compares against computed values, loads and stores; address
+    arithmetic (divisions and modulos of plane numbers included) is strength-reduced by
+    LLVM and must not make a small kernel look big."""
+    i = K.Var("i")
+    plane = K.Binary("div", i, K.Const(48, i64), i64)
+    addr = K.Binary("add", K.Binary("mul", plane, K.Const(50, i64), i64), K.Binary("mod", i, K.Const(48, i64), i64), i64)
+    value = K.Binary("mul", K.Load("x", addr, f32), K.Const(2.0, f32), f32)
+    simple = K.Binary("mul", K.Load("x", i, f32), K.Const(2.0, f32), f32)
+    n = 1000
+    heavy = codegen.estimate_work([K.For(i, n, [K.Store("y", addr, value)], "serial")])
+    plain = codegen.estimate_work([K.For(i, n, [K.Store("y", i, simple)], "serial")])
+    assert heavy == plain == n * 3  # a load, a multiply and a store per element
+
+
 def test_parallel_loop_rejects_racing_local():
     r = K.Var("r")
     acc = K.LocalRef("acc", f32)
