@@ -12,12 +12,17 @@ from typing import Callable
 
 def median_times(contenders: dict[str, Callable[[], object]], runs: int = 5,
                  rounds: int = 3) -> dict[str, float]:
-    """Median seconds per call of each contender (after one warm-up call)."""
+    """Median seconds per call of each contender (after one warm-up call). The order
+    rotates every round: whoever runs right after a runtime whose idle threads still spin
+    (PyTorch's, ONNX Runtime's) shares the cores with them, and that must not always be
+    the same contender."""
     samples: dict[str, list[float]] = {k: [] for k in contenders}
     for fn in contenders.values():
         fn()
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = contenders[name]
             for _ in range(runs):
                 t0 = time.perf_counter()
                 fn()

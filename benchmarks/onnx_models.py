@@ -2,7 +2,7 @@
 CNNs, a small transformer encoder, a two-layer LSTM) in graphc (llvm) vs ONNX Runtime and
 PyTorch eager, measured side by side in interleaved rounds.
 
-    python benchmarks/onnx_models.py [--runs 10] [--batch N] [--threads 2]
+    python benchmarks/onnx_models.py [--runs 20] [--rounds 6] [--batch N] [--threads 2]
 
 --batch re-exports the models at batch N (needs torch); by default the shipped files run
 at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 steps).
@@ -73,7 +73,8 @@ def load_models(batch: int | None, torch):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -102,7 +103,7 @@ def main() -> None:
                 with torch.inference_mode():
                     return module(xt)
             contenders["torch"] = run_torch
-        ms = {k: v * 1e3 for k, v in median_times(contenders, runs=args.runs).items()}
+        ms = {k: v * 1e3 for k, v in median_times(contenders, runs=args.runs, rounds=args.rounds).items()}
         row = [name, tuple(x.shape), f"{compile_s:.1f}", f"{ms['graphc']:.3f}"]
         for other in ("onnxruntime", "torch"):
             row += [f"{ms[other]:.3f}", f"{ms[other] / ms['graphc']:.2f}x"] if other in ms else ["-", "-"]
