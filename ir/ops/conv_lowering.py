@@ -232,6 +232,7 @@ def _chunk_rows(rows: int, oh_n: int, ow_n: int, itemsize: int) -> int:
 
 
 BATCH_PIXELS = 64  # images with at most this many output pixels share one GEMM over the batch
+BATCH_COLS_BYTES = 512 * 1024  # ... when the whole batch's columns take at most this many bytes
 
 
 def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) -> None:
@@ -384,7 +385,7 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     pre: list = []
     wt = _Operand(ctx, w, ct, scratch, pre)
     # (at most RUNS images: their scratch then stays that of the per-image runs)
-    if 1 < n_img <= RUNS and hw <= BATCH_PIXELS and rows * n_img * hw * ct.itemsize <= 4 * COLS_CHUNK_BYTES:
+    if 1 < n_img <= RUNS and hw <= BATCH_PIXELS and rows * n_img * hw * ct.itemsize <= BATCH_COLS_BYTES:
         return _batched(ctx, node, out, epilogue, ct, wt.name, pre, scratch)
     geom = _geometry(a, (kh, kw))
     runs = min(n_img, RUNS)
