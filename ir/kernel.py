@@ -195,8 +195,8 @@ class Gemm:
     # op(B)[p, j] at offset_b + (j // w)*k*w + p*w + j % w, n a multiple of w. A producer
     # that writes B in the GEMM library's own packed format (the LLVM backend's NR, see
     # passes.lower's gemm_panels) saves the library its packing copy. The library loads
-    # panels aligned: B's buffer (arena temps and constants start on 64 bytes) plus
-    # offset_b must start on a vector boundary.
+    # panels aligned: B's buffer (arena temps start on 64 bytes, and so do constants read
+    # as panels) plus offset_b must start on a vector boundary.
     b_panels: int = 0
 
 

@@ -176,8 +176,8 @@ def ensure_gemm_library(dtype: str, cache: CompileCache | bool | None = None) ->
 
 def _aligned(arr: np.ndarray, align: int = 64) -> np.ndarray:
     """arr itself when its data starts on an `align`-byte boundary, else an aligned copy:
-    constants laid out as GEMM panels (K.Gemm.b_panels) are read with aligned vector loads,
-    and numpy only promises 16 bytes."""
+    for constants a GEMM reads as packed panels (K.Gemm.b_panels: aligned vector loads);
+    numpy only promises 16 bytes. Other constants are used where they lie."""
     if arr.ctypes.data % align == 0:
         return arr
     raw = np.empty(arr.nbytes + align, np.uint8)
@@ -240,13 +240,17 @@ class LLVMExecutable(Executable):
         bound = {b for _, b in buf_of_input.items()} | set(p.params.values())
         # constants: fixed slots
         self._consts: dict[str, np.ndarray] = {}
+        panel_operands = {st.b for k in p.kernels for st in codegen._walk_stmts(k.body)
+                          if isinstance(st, K.Gemm) and st.b_panels}
         fixed: list[tuple[int, int]] = []
         for name in ext:
             buf = p.buffers[name]
             if buf.kind == "const":
                 if name not in p.constants:
                     raise GraphcError(f"internal: constant buffer {name!r} has no data")
-                arr = _aligned(np.ascontiguousarray(np.asarray(p.constants[name]), dtype=buf.dtype.np_dtype))
+                arr = np.ascontiguousarray(np.asarray(p.constants[name]), dtype=buf.dtype.np_dtype)
+                if name in panel_operands:
+                    arr = _aligned(arr)
                 if arr.size != buf.size:
                     raise GraphcError(f"internal: constant {name!r} has {arr.size} elements, "
                                       f"buffer says {buf.size}")
