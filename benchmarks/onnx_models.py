@@ -9,23 +9,25 @@ at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 ste
 Every contender uses the same number of threads (--threads, default 2). Medians in
 milliseconds per call.
 
-Measured on the 2-core EPYC while other jobs shared it (2026-11-25, two runs each; medians
-of interleaved rounds, ms):
+Measured on the 2-core EPYC while other jobs shared it (2026-11-25, three runs at each
+thread count, contender order rotating every round; medians in ms):
 
     model        threads  graphc       ORT          ORT/graphc   torch
-    resnet18     1        0.345-0.348  0.299-0.307  0.87-0.88x   3.70
-    resnet18     2        0.340-0.359  0.289-0.292  0.81-0.85x   3.58-4.83
-    mobilenetv2  1        0.329-0.481  0.277-0.463  0.84-0.96x   3.14-6.07
-    mobilenetv2  2        0.327-0.355  0.265-0.288  0.81x        5.03-7.60
-    transformer  1        0.141-0.152  0.181-0.225  1.28-1.48x   0.66-0.77
-    lstm         1        0.073-0.079  0.065-0.066  0.82-0.90x   0.36-0.37
+    resnet18     1        0.268-0.277  0.291-0.303  1.05-1.10x   3.1-3.4
+    resnet18     2        0.269-0.291  0.250-0.307  0.86-1.06x   3.3-3.5
+    mobilenetv2  1        0.221-0.228  0.257-0.271  1.15-1.19x   2.5-2.8
+    mobilenetv2  2        0.226-0.235  0.250-0.282  1.11-1.20x   4.1-4.5
+    transformer  1        0.124-0.128  0.177-0.184  1.43-1.45x   0.62-0.67
+    lstm         1        0.067-0.068  0.065-0.067  0.97-1.00x   0.33-0.34
 
 At the start of the day graphc ran these CNNs at 0.47x and 0.51x of ONNX Runtime's speed.
-What remains is layout: ONNX Runtime converts the CNNs to NCHWc (8 channels in the vector
-lanes) and runs direct kernels; graphc stays NCHW, so a 3x3 depthwise layer reads its taps
-from padded copies and a 2x2-pixel layer's GEMM has 8 columns. graphc gains nothing from a
-second thread here: its workers sleep between parallel regions (a wake-up costs 25-30 us on
-this loaded machine), so kernels this small run serially.
+On one thread graphc is now ahead on both. On two it is level with ONNX Runtime, ahead or
+behind with the machine's load: ONNX Runtime's workers spin and split every convolution
+(0.19-0.21 ms when nothing else ran beside it), while graphc's workers sleep between
+parallel regions (a wake-up costs 10-30 us here), so its kernels this small run serially,
+and spinning ones made graphc several times slower whenever another process held a core.
+The way forward is one fork per call: the batch split across threads, each running the
+whole network on its images.
 """
 from __future__ import annotations
 
