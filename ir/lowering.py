@@ -96,8 +96,8 @@ class LowerCtx:
     def __init__(self, buffer_of: Callable[[Value], str], new_temp: Callable[[int, DType], str],
                  emit_kernel: Callable[[Kernel], None], add_error: Callable[[str], int],
                  alias: Callable[[Value, Value], bool], status_buffer: str,
-                 gemm_panels: dict[str, int] | None = None,
-                 new_constant: Callable[[Any, DType], str] | None = None) -> None:
+                 new_constant: Callable[[Any, DType], str],
+                 gemm_panels: dict[str, int] | None = None) -> None:
         self._buffer_of = buffer_of
         self.gemm_panels = dict(gemm_panels or {})  # dtype name -> B panel width (K.Gemm.b_panels)
         self._new_temp = new_temp
@@ -115,11 +115,9 @@ class LowerCtx:
     def temp(self, size: int, dtype: DType) -> str:
         return self._new_temp(size, dtype)
 
-    def constant(self, data, dtype: DType) -> str | None:
-        """A new constant buffer holding data (a numpy array, computed at lowering time
-        from constant inputs: a re-laid-out weight), or None when the driver keeps none."""
-        if self._new_constant is None:
-            return None
+    def constant(self, data, dtype: DType) -> str:
+        """A new constant buffer holding data (a flat numpy array computed at lowering time
+        from constant inputs: a weight in another layout)."""
         return self._new_constant(data, dtype)
 
     def var(self, prefix: str = "i") -> Var:

@@ -126,7 +126,7 @@ class _Lowering:
         p.updates = {k: f"upd_{k}" for k in g.updates}
 
         ctx = LowerCtx(lambda v: self.buf[v], self.new_temp, p.kernels.append, self.add_error,
-                       self.alias, p.status, self.gemm_panels, self.new_constant)
+                       self.alias, p.status, self.new_constant, self.gemm_panels)
         groups: dict[int, list[Node]] = {}
         for node in g.nodes:
             if node.group is not None:

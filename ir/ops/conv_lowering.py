@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
@@ -297,14 +299,13 @@ def _batched(ctx, node, out, epilogue, ct, wt: str, pre: list, scratch: list) ->
 DENSE_MAP_ELEMENTS = 1 << 20  # the largest dense-map matrix (elements) a convolution may get
 
 
-def _dense_map(node, ct) -> "np.ndarray | None":
+def _dense_map(node, ct) -> np.ndarray | None:
     """A convolution with a constant weight over images no larger than its kernel window
     (H*W <= KH*KW: ResNet's 3x3 layers at 2x2) as the dense linear map it is,
     T[(c, ih, iw), (k, oh, ow)] = w[k, c, ki, kj] where input (ih, iw) is output (oh, ow)'s
     tap (ki, kj), else 0; or None. Then y = x @ T is one GEMM over the batch in NCHW, no
     padding, no columns, no scatter, and fewer multiplications than im2col, which also
     multiplies every tap that falls into the padding (36 per channel pair at 2x2, vs 16)."""
-    import numpy as np
     x, w = node.inputs
     y = node.outputs[0]
     a = node.attrs
@@ -327,10 +328,10 @@ def _dense_map(node, ct) -> "np.ndarray | None":
     return t.reshape(c_ * hh * ww, k_ * oh_n * ow_n)
 
 
-def _dense(ctx, node, out, epilogue, ct, t) -> bool:
+def _dense(ctx, node, out, epilogue, ct, t) -> None:
     """y (N, K*OH*OW) = x (N, C*H*W) @ t, t a constant laid out as the GEMM's packed panels
     when the backend gave their width; the epilogue sees row k = j // (OH*OW) and column
-    p = j % (OH*OW) of image i. False when the driver keeps no derived constants."""
+    p = j % (OH*OW) of image i."""
     x = node.inputs[0]
     n_img = x.shape[0]
     rows, cols = t.shape
@@ -339,8 +340,6 @@ def _dense(ctx, node, out, epilogue, ct, t) -> bool:
     pw = pw if pw and cols % pw == 0 else 0
     data = t.reshape(rows, cols // pw, pw).transpose(1, 0, 2) if pw else t
     tb = ctx.constant(data.reshape(-1).copy(), ct)
-    if tb is None:
-        return False
     epi = None
     if epilogue is not None:
         img = ctx.var("img")
@@ -350,7 +349,6 @@ def _dense(ctx, node, out, epilogue, ct, t) -> bool:
     xb, yb = ctx.buf(x), ctx.buf(out)
     ctx.kernel([K.Gemm(xb, tb, yb, n_img, cols, rows, lda=rows, ldb=cols, ldc=cols, epilogue=epi, b_panels=pw)],
                [xb, tb] + _epilogue_loads(epilogue), [yb], suffix="_fused" if epilogue is not None else "")
-    return True
 
 
 def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
@@ -374,8 +372,8 @@ def lower_conv2d(ctx, node, out=None, epilogue=None) -> None:
     if a["groups"] == 1 and c_ * kh * kw <= DIRECT_TERMS and y.shape[3] >= 16:
         return _direct(ctx, node, _compute_dtype(y.dtype), out, epilogue)
     dense = _dense_map(node, _compute_dtype(y.dtype))
-    if dense is not None and _dense(ctx, node, out, epilogue, _compute_dtype(y.dtype), dense):
-        return None
+    if dense is not None:
+        return _dense(ctx, node, out, epilogue, _compute_dtype(y.dtype), dense)
     groups, (oh_n, ow_n) = a["groups"], y.shape[2:]
     hw = oh_n * ow_n
     kg, rg, rows = k_ // groups, cg * kh * kw, c_ * kh * kw
