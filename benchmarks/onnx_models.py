@@ -27,7 +27,8 @@ behind with the machine's load: ONNX Runtime's workers spin and split every conv
 parallel regions (a wake-up costs 10-30 us here), so its kernels this small run serially,
 and spinning ones made graphc several times slower whenever another process held a core.
 The way forward is one fork per call: the batch split across threads, each running the
-whole network on its images.
+whole network on its images (the models compiled at batch 1 take 0.146 and 0.114 ms per
+image, against 0.246 and 0.217 ms for the pair at batch 2).
 """
 from __future__ import annotations
 
