@@ -50,7 +50,9 @@ _initialized = False
 # load (and spills the recurrence registers). Off, depthwise 3x3 over 2x48x16x16 went
 # from 27 to 15 us per call, MobileNetV2 (2x3x64x64) from 0.286 to 0.250 ms; ResNet-18,
 # the transformer and the LSTM were unchanged. The options are process-wide: another
-# llvmlite user in the same process (numba) sees them too.
+# llvmlite user in the same process (numba) sees them too. LLVM exits the process on an
+# option it does not know: this one is in LLVM 10 to 22 (llvmlite 0.50); check it again
+# when llvmlite moves to a new LLVM (every compiling test would stop at once).
 LLVM_OPTIONS = ("-enable-load-in-loop-pre=false",)
 _gomp_path: str | None = None
 
