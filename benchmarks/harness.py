@@ -11,11 +11,12 @@ from typing import Callable
 
 
 def median_times(contenders: dict[str, Callable[[], object]], runs: int = 5,
-                 rounds: int = 3) -> dict[str, float]:
+                 rounds: int = 3, settle: float = 0.0) -> dict[str, float]:
     """Median seconds per call of each contender (after one warm-up call). The order
-    rotates every round: whoever runs right after a runtime whose idle threads still spin
-    (PyTorch's, ONNX Runtime's) shares the cores with them, and that must not always be
-    the same contender."""
+    rotates every round, and `settle` seconds pass before each contender's block: a
+    runtime's idle threads keep spinning after its last call (ONNX Runtime's burned a core
+    for 50-70 ms on the development machine), and whoever runs in that time shares the
+    cores with them."""
     samples: dict[str, list[float]] = {k: [] for k in contenders}
     for fn in contenders.values():
         fn()
@@ -23,6 +24,9 @@ def median_times(contenders: dict[str, Callable[[], object]], runs: int = 5,
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn = contenders[name]
+            if settle:
+                time.sleep(settle)
+                fn()  # the caches, after the pause
             for _ in range(runs):
                 t0 = time.perf_counter()
                 fn()

@@ -106,7 +106,7 @@ def main() -> None:
                 with torch.inference_mode():
                     return module(xt)
             contenders["torch"] = run_torch
-        ms = {k: v * 1e3 for k, v in median_times(contenders, runs=args.runs, rounds=args.rounds).items()}
+        ms = {k: v * 1e3 for k, v in median_times(contenders, runs=args.runs, rounds=args.rounds, settle=0.15).items()}
         row = [name, tuple(x.shape), f"{compile_s:.1f}", f"{ms['graphc']:.3f}"]
         for other in ("onnxruntime", "torch"):
             row += [f"{ms[other]:.3f}", f"{ms[other] / ms['graphc']:.2f}x"] if other in ms else ["-", "-"]

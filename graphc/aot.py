@@ -99,9 +99,11 @@ def _from_target(target: Any, example_inputs: Any, opt_level: int):
         if target.backend_name != "llvm":
             raise BuildError(f"gc.export of an executable needs one compiled with backend='llvm', "
                              f"not {target.backend_name!r}; or pass the graph")
-        # exactly what was compiled, with the current (e.g. trained) parameter values
-        work, single, ledger, program = (target.graph, target.single_output,
-                                         getattr(target, "ledger", None), target.program)
+        # exactly what was compiled, with the current (e.g. trained) parameter values; a
+        # batch split's program is one part's, so its graph is lowered afresh
+        from .backends.llvm.split import BatchSplitExecutable
+        work, single, ledger, program = (target.graph, target.single_output, getattr(target, "ledger", None),
+                                         None if isinstance(target, BatchSplitExecutable) else target.program)
     elif isinstance(target, IRGraph):
         work, single, ledger = optimize_graph(target, backend="llvm", opt_level=opt_level)
     else:

@@ -142,6 +142,10 @@ class OpDef:
     # per-image loop). Code generators that launch every GEMM as a kernel of its own (CUDA)
     # decompose such an op instead (passes/legalize.py: has_flat_kernel).
     lower_nests_gemm: bool = False
+    # `batch_split(node, batched, rows) -> attrs | None`: whether each index of axis 0 is
+    # computed from that index alone, and the attributes for a batch of `rows` (ir/batch.py;
+    # elementwise ops and reductions have a default there). None: the op is not batch-wise.
+    batch_split: Callable[..., Any] | None = None
 
     @property
     def differentiable(self) -> bool:

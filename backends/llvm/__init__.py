@@ -18,14 +18,26 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
             **options: Any):
     """graph -> LLVMExecutable. Options: num_threads, cache (False, or a CompileCache),
     codegen options (a codegen.CodegenOptions), donate (names of inputs whose arrays the
-    compiled code may overwrite)."""
+    compiled code may overwrite), batch_split (default True: an inference graph whose
+    nodes are all batch-wise runs as one copy per thread over slices of its batch,
+    backends/llvm/split.py)."""
     from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
+    from . import codegen
     from .runtime import LLVMExecutable
+    from .split import batch_split_executable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
     donate = options.pop("donate", ())
-    program = lower(graph, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donate,
-                    gemm_panels=gemm_panels())
-    return LLVMExecutable(graph, program, params=params, single_output=single_output, **options)
+    split = options.pop("batch_split", True)
+
+    def lower_graph(g, donated=()):
+        return lower(g, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donated, gemm_panels=gemm_panels())
+    threads = options.get("num_threads") or codegen.default_num_threads()
+    if split and not donate and not params and opt_level >= 1:
+        exe, _ = batch_split_executable(graph, threads, single_output, opt_level, lower_graph, **options)
+        if exe is not None:
+            return exe
+    return LLVMExecutable(graph, lower_graph(graph, donate), params=params, single_output=single_output,
+                          **options)
 
 
 def gemm_panels() -> dict[str, int]:

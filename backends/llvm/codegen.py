@@ -1215,7 +1215,8 @@ class _FuncGen:
 
     def emit_gemm_call(self, st: _GemmCall) -> None:
         """One matrix on this thread: its own workspace region (omp_get_thread_num() is 0
-        outside a parallel region)."""
+        outside a parallel region, and a part's index, below max_threads, when a batch
+        split runs this program inside its own team: backends/llvm/split.py)."""
         g = st.g
         mg = self.mg
         lib = _gemm_lib()

@@ -214,7 +214,9 @@ class LLVMExecutable(Executable):
     def __init__(self, graph, program: K.Program | None = None, params: Mapping[str, Any] | None = None,
                  single_output: bool = False, *, compiled: CompiledProgram | None = None,
                  num_threads: int | None = None, cache: CompileCache | bool | None = None,
-                 options: codegen.CodegenOptions | None = None) -> None:
+                 options: codegen.CodegenOptions | None = None, raw_pointers: bool = False) -> None:
+        """raw_pointers: slots hold data pointers and the plain entry runs, never the
+        Python-object entry (for callers that fill contexts themselves: `bind_context`)."""
         super().__init__(graph, params=params, single_output=single_output)
         if program is None:
             from ...passes.lower import lower  # the lead's lowering
@@ -226,8 +228,9 @@ class LLVMExecutable(Executable):
         ext = c.external
         slot_of = {n: i for i, n in enumerate(ext)}
         self._n_slots = len(ext) + 1
-        use_py = bool(c.py_entry)
+        use_py = bool(c.py_entry) and not raw_pointers
         self._use_py = use_py
+        self.entry_address = c.entry  # void entry(i64 address of a context's slots)
         self._fn = ctypes.CFUNCTYPE(None, ctypes.c_uint64)(c.py_entry if use_py else c.entry)
         # inputs and params: slot <- array each call
         in_names = [v.name for v in graph.inputs]
@@ -331,6 +334,30 @@ class LLVMExecutable(Executable):
         if p.buffers[name].kind == "temp":
             return "<arena>", off + p.arena[name]
         return name, off
+
+    def slot_layout(self) -> tuple[list[tuple[int, str]], list[tuple[int, str, tuple, Any]]]:
+        """(slot, graph input name) of each input and (slot, buffer name, shape, numpy dtype)
+        of each output buffer: for callers that fill raw-pointer contexts (`new_context`)
+        themselves and run `entry_address` on them (backends/llvm/split.py)."""
+        if self._use_py or self._param_slots:
+            raise GraphcError("internal: slot_layout needs a raw_pointers executable without parameters")
+        return list(self._in_slots), list(self._out_specs)
+
+    def new_context(self) -> _Context:
+        return self._new_context()
+
+    def fail(self, code: int) -> None:
+        """Raise the error a context's status code stands for."""
+        self._fail(code)
+
+    @property
+    def result_names(self) -> list[str]:
+        """The output buffer of each graph output, in order."""
+        return list(self._result_names)
+
+    @property
+    def plain_results(self) -> bool:
+        return not self._special and not self._update_names
 
     def _new_context(self) -> _Context:
         return _Context(self._n_slots, self.compiled.arena_bytes, self._fixed, self._status_slot,

@@ -9,6 +9,7 @@ from math import prod
 
 import numpy as np
 
+from .. import batch
 from .. import kernel as K
 from .. import lowering as L
 from ..errors import ShapeError
@@ -127,4 +128,4 @@ def _flat_batch(xs: list[int], ys: list[int], batch: tuple[int, ...]) -> tuple[i
 
 register(OpDef("matmul", Fusion.CONTRACTION, _matmul_infer, _matmul_ref, 2, _ATTRS, _matmul_vjp,
                _matmul_cost, doc="batched matrix product with numpy batch broadcasting",
-               lower=_lower_matmul, lower_epilogue=_lower_matmul))
+               lower=_lower_matmul, lower_epilogue=_lower_matmul, batch_split=batch.matmul))

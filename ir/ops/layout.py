@@ -10,6 +10,7 @@ from math import prod
 
 import numpy as np
 
+from .. import batch
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
@@ -24,9 +25,10 @@ def _move_cost(ts, outs, a) -> Cost:
 
 
 def _layout(name, infer, ref, vjp, attrs, arity=1, fusion=Fusion.LAYOUT, doc="", nondiff=(),
-            lower=None):
+            lower=None, batch_split=None):
     register(OpDef(name, fusion, infer, ref, arity, attrs, vjp, _move_cost, doc=doc,
-                   nondiff_inputs=nondiff, lower=lower, view=lower is _lower_view))
+                   nondiff_inputs=nondiff, lower=lower, view=lower is _lower_view,
+                   batch_split=batch_split))
 
 
 def _lower_view(ctx, node):
@@ -46,7 +48,8 @@ def _reshape_infer(ts, a):
 
 _layout("reshape", _reshape_infer, lambda x, shape: x.reshape(shape),
         lambda b, n, g: [b.reshape(g, n.inputs[0].shape)], {"shape": Attr("ints")},
-        doc="same elements in row-major order, new shape", lower=_lower_view)
+        doc="same elements in row-major order, new shape", lower=_lower_view,
+        batch_split=batch.reshape)
 
 
 # transpose --------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from math import prod
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import batch
 from .. import dtypes
 from ..errors import AttrError, GraphcError, ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
@@ -309,7 +310,7 @@ register(OpDef(
     doc="2-D cross-correlation, NCHW input, (K, C/groups, KH, KW) weight; zero padding "
         "(top, bottom, left, right), strides, dilations and channel groups",
     decompose=_conv2d_decompose, lower=_lower_conv2d, lower_nests_gemm=True,
-    lower_epilogue=_lower_conv2d, gemm_shape=_conv2d_gemm_shape))
+    lower_epilogue=_lower_conv2d, gemm_shape=_conv2d_gemm_shape, batch_split=batch.first_input))
 
 
 def _conv2d_grad_input_infer(ts, a):
@@ -546,7 +547,7 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"]), ts, outs),
     doc="maximum over kernel windows (NCHW); padding (top, bottom, left, right) is -inf and "
         "every window must overlap the input; NaN propagates",
-    decompose=_max_pool2d_decompose, lower=_lower_max_pool2d))
+    decompose=_max_pool2d_decompose, lower=_lower_max_pool2d, batch_split=batch.first_input))
 
 
 def _max_pool2d_grad_infer(ts, a):
@@ -688,7 +689,7 @@ register(OpDef(
     lambda ts, outs, a: _io_cost(_pool_flops(outs[0].shape, a["kernel"], 1), ts, outs),
     doc="mean over kernel windows (NCHW) with zero padding; count_include_pad=false divides "
         "by the number of input elements in each window instead of kh*kw",
-    decompose=_avg_pool2d_decompose))
+    decompose=_avg_pool2d_decompose, batch_split=batch.first_input))
 
 
 def _avg_pool2d_grad_infer(ts, a):
