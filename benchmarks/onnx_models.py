@@ -6,29 +6,29 @@ PyTorch eager, measured side by side in interleaved rounds.
 
 --batch re-exports the models at batch N (needs torch); by default the shipped files run
 at the batch they were exported with (2 images of 3x64x64, 2x16 tokens, 4x12 steps).
-Every contender uses the same number of threads (--threads, default 2). Medians in
-milliseconds per call.
+--threads (default 2) is every contender's thread count. Medians in milliseconds per call.
 
-Measured on the 2-core EPYC while other jobs shared it (2026-11-25, three runs at each
-thread count, contender order rotating every round; medians in ms):
+The order rotates every round and each block starts after a 0.15 s pause, because ONNX Runtime's idle workers spin (they burned a
+core for 50-70 ms after its last run) and whoever ran in that time shared the cores with
+them. With two or more threads graphc runs these CNNs as a batch split (one copy of the
+network per thread over its slice of the batch, backends/llvm/split.py); the transformer
+and the LSTM are not batch-wise (an embedding gather, a time-major transpose) and run as
+before.
+
+Measured on the 2-core EPYC under heavy load from other jobs (2026-11-25, 07:45-07:50,
+five runs at each thread count; medians in ms):
 
     model        threads  graphc       ORT          ORT/graphc   torch
-    resnet18     1        0.268-0.277  0.291-0.303  1.05-1.10x   3.1-3.4
-    resnet18     2        0.269-0.291  0.250-0.307  0.86-1.06x   3.3-3.5
-    mobilenetv2  1        0.221-0.228  0.257-0.271  1.15-1.19x   2.5-2.8
-    mobilenetv2  2        0.226-0.235  0.250-0.282  1.11-1.20x   4.1-4.5
-    transformer  1        0.124-0.128  0.177-0.184  1.43-1.45x   0.62-0.67
-    lstm         1        0.067-0.068  0.065-0.067  0.97-1.00x   0.33-0.34
+    resnet18     2        0.251-0.321  0.294-0.343  1.04-1.31x   4.1-6.3
+    mobilenetv2  2        0.220-0.255  0.288-0.451  1.31-1.77x   4.9-8.6
+    resnet18     1        0.281-0.428  0.323-0.502  1.07-1.26x   3.4-6.0
+    mobilenetv2  1        0.289-0.342  0.297-0.489  0.99-1.49x   2.9-6.1
+    transformer  2        0.186-0.200  0.224-0.392  1.18-2.09x   0.72-1.11
+    lstm         2        0.108-0.119  0.132-0.153  1.15-1.35x   0.55-0.73
 
-At the start of the day graphc ran these CNNs at 0.47x and 0.51x of ONNX Runtime's speed.
-On one thread graphc is now ahead on both. On two it is level with ONNX Runtime, ahead or
-behind with the machine's load: ONNX Runtime's workers spin and split every convolution
-(0.19-0.21 ms when nothing else ran beside it), while graphc's workers sleep between
-parallel regions (a wake-up costs 10-30 us here), so its kernels this small run serially,
-and spinning ones made graphc several times slower whenever another process held a core.
-The way forward is one fork per call: the batch split across threads, each running the
-whole network on its images (the models compiled at batch 1 take 0.146 and 0.114 ms per
-image, against 0.246 and 0.217 ms for the pair at batch 2).
+Earlier the same day, on a quieter machine and before the batch split, 1 thread: resnet18
+0.268-0.277 vs ORT 0.291-0.303 ms, mobilenetv2 0.221-0.228 vs 0.257-0.271 ms. At the start
+of the day graphc ran these CNNs at 0.47x and 0.51x of ONNX Runtime's speed.
 """
 from __future__ import annotations
 

@@ -31,13 +31,12 @@ def elementwise(node: Node, batched: list, rows: int) -> dict | None:
 
 
 def reduction(node: Node, batched: list, rows: int) -> dict | None:
-    """Reductions keep the batch when axis 0 is not reduced."""
-    (x,) = node.inputs
-    axes = node.attrs.get("axes")
-    if axes is None:  # all axes
+    """One-operand reductions over `axes` keep the batch when axis 0 is not among them
+    (layer_norm, with its scale and shift, and the rest answer None: not reasoned about)."""
+    if len(node.inputs) != 1 or "axes" not in node.attrs:
         return None
-    rank = x.type.rank
-    return dict(node.attrs) if batched[0] and all(a % rank != 0 for a in axes) else None
+    rank = node.inputs[0].type.rank
+    return dict(node.attrs) if batched[0] and all(a % rank != 0 for a in node.attrs["axes"]) else None
 
 
 def first_input(node: Node, batched: list, rows: int) -> dict | None:
@@ -76,6 +75,6 @@ def rule_for(opdef) -> Rule | None:
         return opdef.batch_split
     if opdef.fusion == Fusion.ELEMENTWISE:
         return elementwise
-    if opdef.fusion == Fusion.REDUCTION and "axes" in opdef.attrs:
+    if opdef.fusion == Fusion.REDUCTION:
         return reduction
     return None

@@ -163,6 +163,8 @@ def batch_split_executable(graph: Graph, threads: int, single_output: bool, opt_
     threads = min(threads, (options.get("options") or codegen.CodegenOptions.from_env()).threads)
     if threads < 2 or not graph.inputs or graph.inputs[0].type.rank == 0:
         return None, "one thread"
+    if not engine.load_gomp():
+        return None, "no libgomp to start the parts with"
     n = graph.inputs[0].shape[0]
     parts = max((d for d in range(2, threads + 1) if n % d == 0), default=0)
     if not parts:

@@ -159,3 +159,21 @@ def test_export_of_a_split_executable_lowers_the_whole_graph(tmp_path):
     x = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
     for a, b in zip(loaded(x), exe(x)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_reduction_rule_keeps_only_reductions_off_the_batch_axis():
+    """mean over axis 1 is batch-wise, over axis 0 it is not; layer_norm (a reduction with
+    scale and shift operands) gets no default rule rather than a wrong one."""
+    from graphc.ir.batch import rule_for
+    from graphc.ir.registry import get_op
+    g = gc.Graph("r")
+    with g:
+        x = gc.placeholder("x", (4, 6), "f32")
+        ln = gc.layer_norm(x, gc.constant(np.ones(6, np.float32)), gc.constant(np.zeros(6, np.float32)), axis=-1)
+        g.set_outputs([gc.mean(x, axis=1), gc.mean(x, axis=0), ln])
+    nodes = {(n.op, n.attrs.get("axes")): n for n in g.nodes}
+    rule = rule_for(get_op("mean"))
+    assert rule(nodes[("mean", (1,))], [True], 2) == nodes[("mean", (1,))].attrs
+    assert rule(nodes[("mean", (0,))], [True], 2) is None
+    (ln_node,) = [n for n in g.nodes if n.op == "layer_norm"]
+    assert rule_for(get_op("layer_norm"))(ln_node, [True, False, False], 2) is None
