@@ -5,6 +5,7 @@
     cache.CompileCache                               memory + disk cache of objects
     runtime.compile_program(program) -> CompiledProgram
     runtime.LLVMExecutable(graph, program)           the Executable: one native call per call
+    split.BatchSplitExecutable                       an inference graph as one copy per thread
 
 `factory` is what `graphc.compile(..., backend="llvm")` calls (registered in
 graphc/backends/__init__.py); it lowers the graph with passes.lower.lower.
@@ -16,7 +17,8 @@ from typing import Any, Mapping
 
 def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
             **options: Any):
-    """graph -> LLVMExecutable. Options: num_threads, cache (False, or a CompileCache),
+    """graph -> LLVMExecutable (or a BatchSplitExecutable over one, see batch_split).
+    Options: num_threads, cache (False, or a CompileCache),
     codegen options (a codegen.CodegenOptions), donate (names of inputs whose arrays the
     compiled code may overwrite), batch_split (default True: an inference graph whose
     nodes are all batch-wise runs as one copy per thread over slices of its batch,
