@@ -172,7 +172,10 @@ def batch_split_executable(graph: Graph, threads: int, single_output: bool, opt_
     sub, why = split_batch(graph, parts)
     if sub is None:
         return None, why
-    work, single, _ = optimize_graph(sub, backend="llvm", opt_level=opt_level)
+    # The whole graph's passes already chose Winograd where they would (its transform ops
+    # have no batch rule, so such graphs never get here): the part keeps its convolutions
+    # as they are, whatever winograd= the caller gave.
+    work, single, _ = optimize_graph(sub, backend="llvm", opt_level=opt_level, winograd="off")
     part = LLVMExecutable(work, lower_part(work), single_output=single, raw_pointers=True, **options)
     if not part.plain_results:
         return None, "a result of the part is a view, an input or a constant"
