@@ -216,7 +216,7 @@ class LLVMExecutable(Executable):
                  num_threads: int | None = None, cache: CompileCache | bool | None = None,
                  options: codegen.CodegenOptions | None = None, raw_pointers: bool = False) -> None:
         """raw_pointers: slots hold data pointers and the plain entry runs, never the
-        Python-object entry (for callers that fill contexts themselves: `bind_context`)."""
+        Python-object entry (for callers that fill contexts themselves: `slot_layout`)."""
         super().__init__(graph, params=params, single_output=single_output)
         if program is None:
             from ...passes.lower import lower  # the lead's lowering
@@ -343,9 +343,6 @@ class LLVMExecutable(Executable):
             raise GraphcError("internal: slot_layout needs a raw_pointers executable without parameters")
         return list(self._in_slots), list(self._out_specs)
 
-    def new_context(self) -> _Context:
-        return self._new_context()
-
     def fail(self, code: int) -> None:
         """Raise the error a context's status code stands for."""
         self._fail(code)
@@ -359,7 +356,8 @@ class LLVMExecutable(Executable):
     def plain_results(self) -> bool:
         return not self._special and not self._update_names
 
-    def _new_context(self) -> _Context:
+    def new_context(self) -> _Context:
+        """A fresh call context (slots, arena, status flags); calls take them from a pool."""
         return _Context(self._n_slots, self.compiled.arena_bytes, self._fixed, self._status_slot,
                         self._use_py)
 
@@ -367,7 +365,7 @@ class LLVMExecutable(Executable):
         """`_execute` specialised to this program by generated Python: straight-line slot
         writes and allocations, no loops or dicts beyond the result (~1 us + 0.3 us per
         output on the development machine)."""
-        env = {"_pop": self._pool.pop, "_push": self._pool.append, "_new": self._new_context,
+        env = {"_pop": self._pool.pop, "_push": self._pool.append, "_new": self.new_context,
                "_empty": np.empty, "_fn": self._fn, "_id": id, "_fail": self._fail}
         lines = ["def _execute(inputs, params):",
                  "    try:", "        ctx = _pop()", "    except IndexError:", "        ctx = _new()",
@@ -415,7 +413,7 @@ class LLVMExecutable(Executable):
         try:
             ctx = self._pool.pop()
         except IndexError:
-            ctx = self._new_context()
+            ctx = self.new_context()
         slots = ctx.slots
         bufs = {}
         flag = ctx.flag
