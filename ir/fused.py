@@ -486,21 +486,19 @@ def gemm_result_shape(node: Node) -> tuple[int, ...]:
     return tuple(hook(node)) if hook is not None else tuple(node.outputs[0].shape)
 
 
-def gemm_epilogue_member(head: Value, node: Node) -> bool:
-    """Whether `node` can extend a contraction's epilogue whose current value is `head`:
-    a view of it (no epilogue yet), or an elementwise op over its shape and dtype whose
-    other operands the epilogue can index."""
+def gemm_epilogue_member(contraction: Node, value: Value, node: Node) -> bool:
+    """Whether `node` can extend the epilogue of `contraction` whose chain's last value is
+    `value`: a view of it (the same elements in the same order, before or after elementwise
+    members), or an elementwise op over its shape and dtype whose other operands the
+    epilogue can index."""
     out = node.outputs[0]
-    if len(node.outputs) != 1 or out.dtype != head.dtype:
+    if len(node.outputs) != 1 or out.dtype != value.dtype or value not in node.inputs:
         return False
-    producer = head.producer
-    while get_op(producer.op).view:
-        producer = producer.inputs[0].producer
     if get_op(node.op).view:
-        return producer is head.producer and out.type.size == head.type.size
-    if not is_elementwise(node) or out.shape != head.shape:
+        return node.inputs[0] is value and out.type.size == value.type.size
+    if not is_elementwise(node) or out.shape != value.shape:
         return False
-    o = gemm_result_shape(producer)
+    o = gemm_result_shape(contraction)
     return all(epilogue_strides(o, out.shape, v.shape) is not None for v in node.inputs)
 
 
@@ -518,29 +516,32 @@ def _lower_gemm_group(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]
                                    "is stored", node=m)
     value = head.outputs[0]
     for m in rest:
-        if not gemm_epilogue_member(value, m):
+        if not gemm_epilogue_member(head, value, m):
             raise FusionGroupError(f"fusion group {m.group}: {m.op} -> {m.outputs[0].type} cannot "
                                    f"extend the epilogue of {head.op}", node=m)
         value = m.outputs[0]
     out_shape = gemm_result_shape(head)
-    chain = [m for m in rest if not get_op(m.op).view]
-    internal = {m.outputs[0] for m in members}
+    has_epilogue = any(not get_op(m.op).view for m in rest)
     acc = LocalRef("acc", head.outputs[0].dtype)
     rows, cols = GEMM_ROW, GEMM_COL
 
     def epilogue(batch: list[Expr]) -> Expr:
         coords = list(batch) + [rows, cols]
-        env: dict[Value, Expr] = {}
-        for m in chain:
+        # Every chain value is one element of the result in the same linear order, so a
+        # view passes its operand's expression on unchanged, wherever it sits in the chain.
+        env: dict[Value, Expr] = {head.outputs[0]: acc}
+        for m in rest:
+            if get_op(m.op).view:
+                env[m.outputs[0]] = env[m.inputs[0]]
+                continue
             ins = []
             for v in m.inputs:
-                if v in internal and v not in env:
-                    ins.append(acc)  # the contraction's result (or a view of it)
-                elif v in env:
+                if v in env:
                     ins.append(env[v])
                 else:
                     st = epilogue_strides(out_shape, m.outputs[0].shape, v.shape)
                     ins.append(Load(ctx.buf(v), linear_index(coords, st), v.dtype))
             env[m.outputs[0]] = _member_expr(m, ins)
         return env[result]
-    get_op(head.op).lower_epilogue(ctx, head, out=result, epilogue=epilogue if chain else None)
+    get_op(head.op).lower_epilogue(ctx, head, out=result,
+                                   epilogue=epilogue if has_epilogue else None)

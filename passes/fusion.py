@@ -111,7 +111,7 @@ def fuse(graph: Graph, *, epilogues: bool = True) -> FusionStats:
             inside = set(g.members) | {node}
             private = all(u not in results and all(r in inside for r in readers.get(u, ()))
                           for m in g.members for u in m.outputs)
-            if private and gemm_epilogue_member(v, node) and can_join(g, node):
+            if private and gemm_epilogue_member(g.members[0], v, node) and can_join(g, node):
                 return g
         return None
 
