@@ -1,8 +1,8 @@
 """Random valid graphs built from registry ops, for round-trip, verifier and pass tests.
 
-Use from a test:
+Used by the differential fuzzer (graphc/fuzz) and by the tests:
 
-    from tests.ir.random_graphs import random_graphs, build_random_graph, op_example
+    from graphc.fuzz.graphs import random_graphs, build_random_graph, op_example
 
     @given(random_graphs(max_nodes=10))          # a hypothesis strategy of Graphs
     def test_pass_keeps_meaning(g): ...
@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from hypothesis import strategies as st
-
 from graphc.ir import Graph, GraphcError, Loc, TensorType, Value, all_ops, dtypes
 from graphc.ir.init import Fill, GlorotUniform, HeNormal, Normal, Ones, Uniform, Zeros
 
@@ -81,21 +79,23 @@ class RandomChooser(Chooser):
 class DrawChooser(Chooser):
     """Choices drawn through hypothesis (so failing graphs shrink)."""
 
-    def __init__(self, draw: Callable[[st.SearchStrategy], Any]) -> None:
+    def __init__(self, draw: Callable[[Any], Any]) -> None:
+        from hypothesis import strategies  # only tests need hypothesis; the fuzzer does not
         self.draw = draw
+        self.st = strategies
 
     def randint(self, lo: int, hi: int) -> int:
-        return self.draw(st.integers(lo, hi))
+        return self.draw(self.st.integers(lo, hi))
 
     def choice(self, seq: Sequence[Any]) -> Any:
-        return self.draw(st.sampled_from(list(seq)))
+        return self.draw(self.st.sampled_from(list(seq)))
 
     def coin(self, p: float = 0.5) -> bool:
         if p >= 1:
             return True
         if p <= 0:
             return False
-        return self.draw(st.integers(0, 999)) < int(p * 1000)
+        return self.draw(self.st.integers(0, 999)) < int(p * 1000)
 
 
 def _chooser(source: Any) -> Chooser:
@@ -134,6 +134,7 @@ class Options:
     special_values: bool = False  # NaN, +-inf, -0.0 and subnormals in constants
     fancy_names: bool = False  # dots, quotes-needing names, names like c0 or 7
     name: str = "random"
+    graph_type: type = Graph  # graphc.builder.Graph when the graph is built on with Tensors
 
 
 # --- building ---------------------------------------------------------------------------
@@ -791,7 +792,7 @@ def build_random_graph(source: Any, **options: Any) -> Graph:
     opts = Options(**options)
     ch = _chooser(source)
     ops = list(opts.ops) if opts.ops is not None else list(all_ops())
-    g = Graph(opts.name)
+    g = opts.graph_type(opts.name)
     ctx = Ctx(g, ch, opts)
     n_nodes = ch.randint(opts.min_nodes, max(opts.min_nodes, opts.max_nodes))
     budget = 4 * n_nodes + 4
@@ -801,8 +802,9 @@ def build_random_graph(source: Any, **options: Any) -> Graph:
     return _finish(ctx)
 
 
-def random_graphs(**options: Any) -> st.SearchStrategy[Graph]:
+def random_graphs(**options: Any) -> Any:
     """A hypothesis strategy of random valid graphs (options as for build_random_graph)."""
+    from hypothesis import strategies as st
     Options(**options)  # fail early on a misspelt option
 
     @st.composite

@@ -148,7 +148,7 @@ def test_many_arguments_wrap_one_per_line():
 def test_round_trip_every_op(op):
     g = op_example(op)
     assert g is not None, (f"no valid example found for op {op}: add a recipe in "
-                           "tests/ir/random_graphs.py")
+                           "graphc/fuzz/graphs.py")
     assert [n.op for n in g.nodes] == [op]
     round_trip(g)
 

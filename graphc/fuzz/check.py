@@ -1,0 +1,131 @@
+"""Run one case through the oracle and the candidate paths; say what disagreed."""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+from ..ir.errors import GraphcError
+from .cases import Case
+from .oracle import compare, perturbed, rounding_budget, stable, wide_feeds, widened
+from .paths import PATHS, Steps, run_steps
+
+
+@dataclass
+class Failure:
+    seed: int
+    kind: str
+    path: str
+    what: str  # "mismatch", "crash" (an exception that is not a GraphcError) or "refused"
+    message: str
+
+    def key(self) -> tuple[str, str]:
+        return (self.path, self.what)
+
+    def __str__(self) -> str:
+        return f"seed {self.seed} ({self.kind}) {self.path}: {self.what}: {self.message}"
+
+
+@dataclass
+class Outcome:
+    failures: list[Failure] = field(default_factory=list)
+    skipped: str = ""  # why the case tested nothing (the reference refused the graph)
+    unstable: int = 0  # values whose truth moves under rounding noise (not compared)
+    paths_run: int = 0
+
+
+class Oracle:
+    """The truth (f64 reference) and the float32 reference's run of one case."""
+
+    def __init__(self, case: Case) -> None:
+        from ..compile import compile as gc_compile
+        self.case = case
+        self.ref = run_steps(gc_compile(case.graph, backend="reference", opt_level=0,
+                                        params=case.params), case)
+        self.wide = widened(case.graph)
+        self.truth: Steps | None = None
+        if self.wide is not None:
+            self.truth = self._wide_run(case.inputs, case.params)
+        budget = rounding_budget(case.graph)
+        self.out_budget = [budget.get(v, 0.0) for v in case.graph.outputs]
+        self.param_budget = {k: budget.get(v, 0.0) for k, v in case.graph.updates.items()}
+        self._moved: Steps | None = None
+
+    def _wide_run(self, inputs, params) -> Steps:
+        from ..compile import compile as gc_compile
+        exe = gc_compile(self.wide, backend="reference", opt_level=0,
+                         params=wide_feeds(params, self.wide))
+        return run_steps(exe, self.case, wide_feeds(inputs, self.wide))
+
+    def moved(self) -> Steps | None:
+        """The truth on inputs and parameters moved by rounding noise (computed once)."""
+        if self._moved is None and self.wide is not None:
+            self._moved = self._wide_run(perturbed(self.case.inputs, self.case.seed),
+                                         perturbed(self.case.params, self.case.seed + 1))
+        return self._moved
+
+    def judge(self, got: Steps) -> tuple[str | None, int]:
+        """(the first disagreement or None, how many unstable values were let pass)."""
+        g = self.case.graph
+        unstable = 0
+        for step, (outs, params) in enumerate(got):
+            ref_outs, ref_params = self.ref[step]
+            truth_outs, truth_params = self.truth[step] if self.truth else (None, None)
+            items = [(f"output {i} ({g.outputs[i].type})", outs[i] if i < len(outs) else None,
+                      truth_outs[i] if truth_outs else None, ref_outs[i], g.outputs[i].type,
+                      self.out_budget[i], ("out", i)) for i in range(len(ref_outs))]
+            if params:
+                items += [(f"parameter {k!r} after the update", params.get(k),
+                           truth_params[k] if truth_params else None, ref_params[k],
+                           g.param(k).type, self.param_budget.get(k, 0.0), ("param", k))
+                          for k in self.case.graph.updates]
+            if len(outs) != len(ref_outs):
+                return f"step {step}: {len(outs)} outputs, expected {len(ref_outs)}", unstable
+            for label, value, truth, ref, t, budget, where in items:
+                if value is None:
+                    return f"step {step}: {label} missing", unstable
+                why = compare(value, truth, ref, t, budget)
+                if why is None:
+                    continue
+                moved = self.moved()
+                if moved is not None:
+                    m_outs, m_params = moved[step]
+                    m = m_outs[where[1]] if where[0] == "out" else m_params[where[1]]
+                    if not stable(truth, m, t, budget, ref):
+                        unstable += 1
+                        continue
+                return f"step {step}: {label}: {why}", unstable
+        return None, unstable
+
+
+def check_case(case: Case, paths: list[str]) -> Outcome:
+    out = Outcome()
+    try:
+        oracle = Oracle(case)
+    except GraphcError as e:  # a graph the reference refuses (an input it cannot run)
+        out.skipped = f"reference refused: {type(e).__name__}: {str(e).splitlines()[0]}"
+        return out
+    except Exception:  # noqa: BLE001 - the reference itself crashed: a bug
+        out.failures.append(Failure(case.seed, case.kind, "reference", "crash",
+                                    traceback.format_exc(limit=6)))
+        return out
+    for name in paths:
+        path = PATHS[name]
+        if case.kind not in path.kinds:
+            continue
+        out.paths_run += 1
+        try:
+            got = path.run(case)
+        except GraphcError as e:
+            out.failures.append(Failure(case.seed, case.kind, name, "refused",
+                                        f"{type(e).__name__}: {e}"))
+            continue
+        except Exception:  # noqa: BLE001 - exactly what the fuzzer is looking for
+            out.failures.append(Failure(case.seed, case.kind, name, "crash",
+                                        traceback.format_exc(limit=8)))
+            continue
+        why, unstable = oracle.judge(got)
+        out.unstable += unstable
+        if why is not None:
+            out.failures.append(Failure(case.seed, case.kind, name, "mismatch", why))
+    return out
+
