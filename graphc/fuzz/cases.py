@@ -42,8 +42,32 @@ def random_array(t: TensorType, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(t.shape).astype(dt.np_dtype)
 
 
+def op_weights() -> dict[str, float]:
+    """Odds per registry op, from what it is: the patterns fusion and lowering rewrite
+    (contractions with elementwise and view consumers, reductions with their producers)
+    come up several times per graph, not once in a thousand."""
+    out = {}
+    for name, op in all_ops().items():
+        if op.lower_epilogue is not None:
+            out[name] = 10.0
+        elif op.view:
+            out[name] = 6.0
+        elif op.scalar is not None:
+            out[name] = 2.0
+        elif op.combine is not None:
+            out[name] = 3.0
+        else:
+            out[name] = 1.0
+    return out
+
+
 def _graph_options(rnd: random.Random) -> dict:
     return {
+        "op_weights": op_weights() if rnd.random() < 0.7 else None,
+        "chain": rnd.choice([0.0, 0.5, 0.8, 0.9]),
+        "follow_ops": tuple(n for n, op in all_ops().items() if op.scalar is not None or op.view),
+        "chain_heads": tuple(n for n, op in all_ops().items() if op.lower_epilogue is not None
+                             or op.combine is not None),
         "max_nodes": rnd.choice([3, 5, 8, 10, 12]),
         "max_rank": rnd.choice([2, 3, 4]),
         "max_dim": rnd.choice([3, 4, 5, 6]),

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..ir.errors import GraphcError
 from .cases import Case
-from .oracle import compare, perturbed, rounding_budget, stable, wide_feeds, widened
+from .oracle import compare, magnitudes, perturbed, rounding_budget, stable, wide_feeds, widened
 from .paths import PATHS, Steps, run_steps
 
 
@@ -45,10 +45,23 @@ class Oracle:
         self.truth: Steps | None = None
         if self.wide is not None:
             self.truth = self._wide_run(case.inputs, case.params)
+        self.scale = self._scales()
         budget = rounding_budget(case.graph)
         self.out_budget = [budget.get(v, 0.0) for v in case.graph.outputs]
         self.param_budget = {k: budget.get(v, 0.0) for k, v in case.graph.updates.items()}
         self._moved: Steps | None = None
+
+    def _scales(self) -> dict:
+        """magnitudes() of the case's values, from the truth's first step."""
+        from ..backends.reference.interpreter import evaluate
+        g = self.wide or self.case.graph
+        feeds = wide_feeds({**self.case.inputs, **self.case.params}, g)
+        env = evaluate(g, {v: feeds[v.name] for v in list(g.inputs) + list(g.params)},
+                       [o for n in g.nodes for o in n.outputs])
+        env.update({v: feeds[v.name] for v in list(g.inputs) + list(g.params)})
+        env.update({c: c.data for c in g.constants})
+        mags = magnitudes(g, env)
+        return {v: mags.get(w, 0.0) for v, w in zip(self.case.graph.all_values(), g.all_values())}
 
     def _wide_run(self, inputs, params) -> Steps:
         from ..compile import compile as gc_compile
@@ -72,25 +85,27 @@ class Oracle:
             truth_outs, truth_params = self.truth[step] if self.truth else (None, None)
             items = [(f"output {i} ({g.outputs[i].type})", outs[i] if i < len(outs) else None,
                       truth_outs[i] if truth_outs else None, ref_outs[i], g.outputs[i].type,
-                      self.out_budget[i], ("out", i)) for i in range(len(ref_outs))]
+                      self.out_budget[i], ("out", i), self.scale.get(g.outputs[i], 0.0))
+                     for i in range(len(ref_outs))]
             if params:
                 items += [(f"parameter {k!r} after the update", params.get(k),
                            truth_params[k] if truth_params else None, ref_params[k],
-                           g.param(k).type, self.param_budget.get(k, 0.0), ("param", k))
+                           g.param(k).type, self.param_budget.get(k, 0.0), ("param", k),
+                           self.scale.get(g.updates[k], 0.0))
                           for k in self.case.graph.updates]
             if len(outs) != len(ref_outs):
                 return f"step {step}: {len(outs)} outputs, expected {len(ref_outs)}", unstable
-            for label, value, truth, ref, t, budget, where in items:
+            for label, value, truth, ref, t, budget, where, scale in items:
                 if value is None:
                     return f"step {step}: {label} missing", unstable
-                why = compare(value, truth, ref, t, budget)
+                why = compare(value, truth, ref, t, budget, scale)
                 if why is None:
                     continue
                 moved = self.moved()
                 if moved is not None:
                     m_outs, m_params = moved[step]
                     m = m_outs[where[1]] if where[0] == "out" else m_params[where[1]]
-                    if not stable(truth, m, t, budget, ref):
+                    if not stable(truth, m, t, budget, ref, scale):
                         unstable += 1
                         continue
                 return f"step {step}: {label}: {why}", unstable

@@ -135,6 +135,12 @@ class Options:
     fancy_names: bool = False  # dots, quotes-needing names, names like c0 or 7
     name: str = "random"
     graph_type: type = Graph  # graphc.builder.Graph when the graph is built on with Tensors
+    op_weights: dict[str, float] | None = None  # relative odds per op (default: uniform)
+    # Chains: odds that a node's first operand is the last result (its other operands then
+    # fresh sources, so the chain's values have one reader each, as fusion wants them)
+    chain: float = 0.0
+    follow_ops: tuple[str, ...] = ()  # ops that continue a chain
+    chain_heads: tuple[str, ...] = ()  # ops after which a run of 1-4 follow_ops is likely
 
 
 # --- building ---------------------------------------------------------------------------
@@ -147,6 +153,8 @@ class Ctx:
         self.ch = ch
         self.opts = opts
         self.fresh_only = fresh_only  # op examples: every operand is a new source
+        self.picks = 0  # operands picked for the node being proposed
+        self.chaining = False  # this node continues the chain
         self.counts = {"input": 0, "param": 0, "const": 0}
         self.rng = np.random.default_rng(ch.seed())
 
@@ -177,6 +185,13 @@ class Ctx:
         if not self.fresh_only:
             cands = [v for v in self.pool() if pred is None or pred(v)]
             nodes = [v for v in cands if v.kind == "node"]
+            self.picks += 1
+            if self.chaining:
+                last = self.g.nodes[-1].outputs[0] if self.g.nodes else None
+                if self.picks == 1 and last is not None and last in cands:
+                    return last
+                if self.picks > 1 and self.ch.coin(0.8):
+                    return self.fresh(make() if make is not None else self.rand_type())
             if nodes and self.ch.coin(prefer_nodes):
                 return self.ch.choice(nodes)
             if cands and self.ch.coin(0.6):
@@ -732,7 +747,7 @@ def _rand_loc(ctx: Ctx) -> Loc | None:
     return Loc(ctx.ch.choice(files), ctx.ch.randint(1, 400))
 
 
-def _try_add(ctx: Ctx, op: str, tries: int) -> bool:
+def _try_add(ctx: Ctx, op: str, tries: int, force_chain: bool = False) -> bool:
     """Propose operands/attrs for op until the registry accepts one; undo failed sources."""
     g = ctx.g
     for _ in range(tries):
@@ -740,6 +755,8 @@ def _try_add(ctx: Ctx, op: str, tries: int) -> bool:
         mark = (len(g.inputs), len(g.params), len(g.constants), dict(g.param_values))
         node = None
         try:
+            ctx.picks = 0
+            ctx.chaining = force_chain or (ctx.opts.chain > 0 and ctx.ch.coin(ctx.opts.chain))
             ins, attrs = _propose(ctx, op)
             node = g.add_node(op, ins, attrs, _rand_loc(ctx))
         except GraphcError:
@@ -785,6 +802,16 @@ def _finish(ctx: Ctx) -> Graph:
     return g
 
 
+def _weighted_choice(ch: Chooser, items: list[str], weights: list[float]) -> str:
+    total = sum(weights)
+    x = ch.randint(0, 10**6 - 1) / 10**6 * total
+    for item, w in zip(items, weights):
+        x -= w
+        if x < 0:
+            return item
+    return items[-1]
+
+
 def build_random_graph(source: Any, **options: Any) -> Graph:
     """A random valid graph. `source`: an int seed, random.Random, a Chooser, or a
     hypothesis `draw`. Options: see `Options` (max_nodes, ops, dtypes, max_rank, max_dim,
@@ -796,9 +823,19 @@ def build_random_graph(source: Any, **options: Any) -> Graph:
     ctx = Ctx(g, ch, opts)
     n_nodes = ch.randint(opts.min_nodes, max(opts.min_nodes, opts.max_nodes))
     budget = 4 * n_nodes + 4
+    weights = [opts.op_weights.get(op, 1.0) for op in ops] if opts.op_weights else None
+    follow = [op for op in opts.follow_ops if op in ops]
+    run = 0  # follow ops still to draw after a chain head
     while len(g.nodes) < n_nodes and budget > 0 and ops:
         budget -= 1
-        _try_add(ctx, ch.choice(ops), 4)
+        if follow and g.nodes and (run > 0 or ch.coin(opts.chain / 4)):
+            fw = [opts.op_weights.get(o, 1.0) for o in follow] if opts.op_weights else None
+            op, run = (_weighted_choice(ch, follow, fw) if fw else ch.choice(follow)), run - 1
+        else:
+            op = _weighted_choice(ch, ops, weights) if weights else ch.choice(ops)
+        if _try_add(ctx, op, 4, force_chain=run >= 0 and op in follow and opts.chain > 0) \
+                and op in opts.chain_heads and ch.coin(opts.chain):
+            run = ch.randint(1, 4)
     return _finish(ctx)
 
 

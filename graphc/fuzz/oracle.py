@@ -7,9 +7,11 @@ float32 programs with one fixed tolerance either misses real bugs or drowns in f
 alarms. Instead every candidate is compared with the *truth* (the same graph widened to
 float64 and run by the reference interpreter), and it may be as far from the truth as
 
-    eps(dtype) * (8 + budget(v)) * (|truth_i| + rms(truth))   +   4 * max|ref32 - truth|
+    eps(dtype) * (8 + budget(v)) * (|truth_i| + max(rms(truth), scale(v)))   +   4 * max|ref32 - truth|
 
-where `budget(v)` is the rounding error the ops on v's path may add, in units of eps,
+where rms(truth) is at least the scale of the values v is computed from
+(`magnitudes`: a difference of nearly equal terms keeps their rounding error, not its
+own size), `budget(v)` is the rounding error the ops on v's path may add, in units of eps,
 summed over its producers (see `rounding_budget`), and the last term is the float32
 reference's own distance from the truth: a program may be as ill-conditioned for the
 candidate as it visibly is for numpy. Integer and bool results must be equal to the
@@ -22,7 +24,6 @@ comparison), and the value is counted as unstable instead.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -96,28 +97,41 @@ def rounding_budget(graph: Graph) -> dict[Value, float]:
     return budget
 
 
-@dataclass
-class Verdict:
-    ok: bool
-    unstable: bool = False  # the truth moves more than the tolerance under rounding noise
-    message: str = ""
-
-
 def _eps(t: TensorType) -> float:
     return float(np.finfo(t.dtype.np_dtype).eps) if t.dtype.is_float else 0.0
 
 
-def tolerance(truth: np.ndarray, ref: np.ndarray, t: TensorType, budget: float) -> np.ndarray:
+def rms(a: np.ndarray) -> float:
+    a = np.asarray(a, np.float64) if np.asarray(a).dtype.kind in "fiub" else np.zeros(0)
+    finite = a[np.isfinite(a)]
+    return float(np.sqrt(np.mean(finite ** 2))) if finite.size else 0.0
+
+
+def magnitudes(graph: Graph, env: Mapping[Value, np.ndarray]) -> dict[Value, float]:
+    """Per value, the largest rms of it and of every value it is computed from: the scale
+    of the terms whose rounding errors it carries (x - mean(x) is near 0, its error is not)."""
+    out: dict[Value, float] = {}
+    for v in list(graph.inputs) + list(graph.params) + list(graph.constants):
+        out[v] = rms(env[v]) if v in env else 0.0
+    for n in graph.nodes:
+        upstream = max((out.get(u, 0.0) for u in n.inputs), default=0.0)
+        for o in n.outputs:
+            out[o] = max(upstream, rms(env[o]) if o in env else 0.0)
+    return out
+
+
+def tolerance(truth: np.ndarray, ref: np.ndarray, t: TensorType, budget: float,
+              scale: float = 0.0) -> np.ndarray:
     tr = np.asarray(truth, np.float64)
     finite = np.isfinite(tr)
-    rms = float(np.sqrt(np.mean(tr[finite] ** 2))) if finite.any() else 0.0
     own = np.abs(np.asarray(ref, np.float64) - tr)
     own_max = float(own[np.isfinite(own)].max()) if np.isfinite(own).any() else 0.0
-    return _eps(t) * (8.0 + budget) * (np.abs(np.where(finite, tr, 0.0)) + rms) + 4.0 * own_max
+    return _eps(t) * (8.0 + budget) * (np.abs(np.where(finite, tr, 0.0)) + max(rms(tr), scale)) \
+        + 4.0 * own_max
 
 
 def compare(got: np.ndarray, truth: np.ndarray | None, ref: np.ndarray, t: TensorType,
-            budget: float) -> str | None:
+            budget: float, scale: float = 0.0) -> str | None:
     """None when `got` is a right answer for a value of type t, else why not."""
     got = np.asarray(got)
     if got.shape != t.shape:
@@ -140,7 +154,7 @@ def compare(got: np.ndarray, truth: np.ndarray | None, ref: np.ndarray, t: Tenso
     # was exceeded and either answer near the truth or the reference's class passes.
     nonfinite = ~np.isfinite(g) | ~np.isfinite(r)
     same_class = (np.isnan(g) & np.isnan(r)) | (g == r)
-    tol = tolerance(truth, r, t, budget)
+    tol = tolerance(truth, r, t, budget, scale)
     close = np.abs(g - truth) <= tol
     good = np.where(nonfinite, same_class | (np.isfinite(g) & np.isfinite(truth) & close), close)
     if good.all():
@@ -165,11 +179,11 @@ def perturbed(arrays: Mapping[str, np.ndarray], seed: int, scale: float = 16.0
 
 
 def stable(truth: np.ndarray, moved: np.ndarray, t: TensorType, budget: float,
-           ref: np.ndarray) -> bool:
+           ref: np.ndarray, scale: float = 0.0) -> bool:
     """Whether the truth stays within tolerance when its inputs move by rounding noise."""
     if not t.dtype.is_float:
         return np.array_equal(truth, moved)
-    tol = tolerance(truth, ref, t, budget)
+    tol = tolerance(truth, ref, t, budget, scale)
     a, b = np.asarray(truth, np.float64), np.asarray(moved, np.float64)
     both = np.isfinite(a) & np.isfinite(b)
     return bool(np.all(np.where(both, np.abs(a - b) <= tol, (np.isnan(a) & np.isnan(b)) | (a == b))))
@@ -179,8 +193,8 @@ def as_list(result) -> list[np.ndarray]:
     return list(result) if isinstance(result, (tuple, list)) else [result]
 
 
-__all__ = ["widened", "rounding_budget", "compare", "tolerance", "perturbed", "stable", "Verdict",
-           "as_list"]
+__all__ = ["widened", "rounding_budget", "magnitudes", "compare", "tolerance", "perturbed",
+           "stable", "as_list"]
 
 
 def wide_feeds(feeds: Mapping[str, np.ndarray], graph: Graph) -> dict[str, np.ndarray]:

@@ -80,7 +80,8 @@ def _aot(case: Case) -> Steps:
 def _jit(case: Case) -> Steps:
     """The graph replayed as a Python function over Tensors, traced by @gc.jit (parameters
     become constants: a jitted function has no state)."""
-    from .. import builder, jit, ops
+    from .. import builder, ops
+    from ..jit import jit
     graph = case.graph
 
     def replay(xs: dict) -> list:
@@ -93,7 +94,7 @@ def _jit(case: Case) -> Steps:
             got = ops.emit(n.op, *[env[v] for v in n.inputs], **n.attrs)
             env.update(zip(n.outputs, got if isinstance(got, tuple) else (got,)))
         return [env[v] for v in graph.outputs]
-    fn = jit.jit(replay)
+    fn = jit(replay)
     outs = fn({v.name: case.inputs[v.name] for v in graph.inputs})
     return [([np.array(a, copy=True) for a in as_list(outs)], {})]
 

@@ -1,0 +1,75 @@
+"""A budgeted slice of the differential fuzzer on fresh seeds, every run (README: Fuzzing).
+
+GRAPHC_FUZZ_SECONDS sets the budget (default 100 s); GRAPHC_FUZZ_SEED replays a slice.
+Any mismatch, crash or refusal fails the run and prints the minimised reproduction."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+from graphc.backends import available_backends
+from graphc.fuzz.cases import make_case
+from graphc.fuzz.check import check_case
+from graphc.fuzz.driver import fuzz
+from graphc.fuzz.oracle import compare, rounding_budget, widened
+from graphc.ir.types import TensorType
+
+pytestmark = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
+
+
+def test_fuzz_slice_on_fresh_seeds():
+    seconds = float(os.environ.get("GRAPHC_FUZZ_SECONDS", "100"))
+    seed = os.environ.get("GRAPHC_FUZZ_SEED")
+    log = io.StringIO()
+    report = fuzz(seconds=seconds, seed=int(seed) if seed else None, stream=log,
+                  minimize_seconds=30)
+    print(report.summary())
+    assert report.cases > 0 and sum(report.path_runs.values()) > report.cases
+    assert not report.failures, log.getvalue()[-20000:]
+
+
+def test_every_kind_and_path_is_exercised():
+    """The generator reaches gradients and train steps."""
+    kinds = {make_case(s).kind for s in range(40) if make_case(s) is not None}
+    assert kinds == {"inference", "grad", "train"}
+
+
+def test_oracle_rejects_a_wrong_answer_and_accepts_rounding():
+    t = TensorType((64,), "f32")
+    truth = np.random.default_rng(0).standard_normal(64)
+    ref = truth.astype(np.float32)
+    assert compare(ref, truth, ref, t, 4.0) is None
+    nudged = (ref * (1 + 4e-7)).astype(np.float32)  # a few ulp
+    assert compare(nudged, truth, ref, t, 4.0) is None
+    wrong = ref.copy()
+    wrong[5] += 1e-3
+    assert "element (5,)" in compare(wrong, truth, ref, t, 4.0)
+    assert compare(np.full(64, np.nan, np.float32), truth, ref, t, 4.0) is not None
+
+
+def test_widened_graph_computes_the_same_in_f64():
+    case = next(c for c in map(make_case, range(50)) if c is not None and c.kind == "grad")
+    wide = widened(case.graph)
+    assert wide is not None and all(v.dtype.name != "f32" for v in wide.all_values())
+    budget = rounding_budget(case.graph)
+    assert all(budget[v] > 0 for n in case.graph.nodes for v in n.outputs)
+
+
+def test_check_case_reports_a_planted_wrong_answer(monkeypatch):
+    """A path that returns a wrong value is reported as a mismatch, not let through."""
+    from graphc.fuzz import paths
+
+    def wrong(case):
+        steps = paths.run_steps(__import__("graphc").compile(case.graph, backend="reference",
+                                                             params=case.params), case)
+        outs, params = steps[0]
+        outs = [o + np.ones_like(o) if o.dtype.kind == "f" else o for o in outs]
+        return [(outs, params)] + steps[1:]
+    monkeypatch.setitem(paths.PATHS, "planted", paths.Path("planted", wrong))
+    case = next(c for c in map(make_case, range(50))
+                if c is not None and any(o.dtype.is_float for o in c.graph.outputs))
+    out = check_case(case, ["planted"])
+    assert [f.what for f in out.failures] == ["mismatch"], out
