@@ -2,7 +2,8 @@
 
 A pass is a name, a one-line description and a function that changes a graph in place and
 may return counts of what it did (and, under the key "notes", lines explaining its decisions). A Pipeline runs passes in order; after each it can run
-the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production), print the IR, and
+the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production) and, with
+GRAPHC_VERIFY=2, translation validation (ir/validate.py), print the IR, and
 write one numbered file per pass (like LLVM's -print-after-all). Every run leaves a ledger:
 per pass, its time, nodes and estimated FLOPs before and after, and its own counts.
 """
@@ -17,6 +18,7 @@ from typing import Callable, Iterable, Sequence, TextIO
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph
 from ..ir.summary import graph_cost
+from ..ir.validate import check_rewrite, verify_level
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def resolve(passes: Iterable["Pass | str"]) -> list[Pass]:
 
 
 def _verify_default() -> bool:
-    return os.environ.get("GRAPHC_VERIFY", "") not in ("", "0")
+    return verify_level() >= 1
 
 
 class Pipeline:
@@ -131,6 +133,9 @@ class Pipeline:
                  stream: TextIO | None = None) -> None:
         self.passes = resolve(passes)
         self.verify = _verify_default() if verify is None else verify
+        # GRAPHC_VERIFY=2: every pass is also checked by running the graph before and after
+        # it on random inputs (ir/validate.py), so a wrong pass names itself
+        self.validate = self.verify and verify_level() >= 2
         self.print_after = set(self.passes_named(print_after))
         self.dump_dir = dump_dir
         self.stream = stream
@@ -153,6 +158,7 @@ class Pipeline:
             self._write(0, "input", print_graph(graph))
         for i, p in enumerate(self.passes, 1):
             before_nodes, (before_flops, _) = len(graph.nodes), graph_cost(graph)
+            before = graph.copy() if self.validate else None
             t0 = time.perf_counter()
             details = dict(p.run(graph) or {})
             notes = list(details.pop("notes", []))
@@ -162,6 +168,8 @@ class Pipeline:
                     graph.verify()
                 except GraphcError as e:
                     raise GraphcError(f"the graph is invalid after pass {p.name!r}:\n{e}") from e
+            if before is not None:
+                check_rewrite(before, graph, p.name)
             ledger.append(LedgerEntry(p.name, seconds, before_nodes, len(graph.nodes), before_flops,
                                       graph_cost(graph)[0], dict(details), notes))
             if p.name in self.print_after:

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from ..ir.errors import GraphcError
 from .cases import Case
-from .oracle import compare, magnitudes, perturbed, rounding_budget, stable, wide_feeds, widened
+from ..ir.validate import TranslationValidationError
+from ..ir.tolerance import compare, magnitudes, rounding_budget, stable
+from .oracle import perturbed, wide_feeds, widened
 from .paths import PATHS, Steps, run_steps
 
 
@@ -130,9 +132,9 @@ def check_case(case: Case, paths: list[str]) -> Outcome:
         out.paths_run += 1
         try:
             got = path.run(case)
-        except GraphcError as e:
-            out.failures.append(Failure(case.seed, case.kind, name, "refused",
-                                        f"{type(e).__name__}: {e}"))
+        except GraphcError as e:  # a translation-validation error is a wrong answer
+            what = "mismatch" if isinstance(e, TranslationValidationError) else "refused"
+            out.failures.append(Failure(case.seed, case.kind, name, what, f"{type(e).__name__}: {e}"))
             continue
         except Exception:  # noqa: BLE001 - exactly what the fuzzer is looking for
             out.failures.append(Failure(case.seed, case.kind, name, "crash",

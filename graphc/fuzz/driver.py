@@ -78,7 +78,8 @@ def _check_seed(seed: int, paths: list[str], minimize_seconds: float) -> dict:
 
 
 def _worker(tasks, results, paths: list[str], minimize_seconds: float) -> None:
-    os.environ.setdefault("GRAPHC_VERIFY", "1")
+    # translation validation of every pass and lowering: a mismatch then names its stage
+    os.environ["GRAPHC_VERIFY"] = "2"
     while True:
         seed = tasks.get()
         if seed is None:

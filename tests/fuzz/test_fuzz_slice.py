@@ -14,7 +14,8 @@ from graphc.backends import available_backends
 from graphc.fuzz.cases import make_case
 from graphc.fuzz.check import check_case
 from graphc.fuzz.driver import fuzz
-from graphc.fuzz.oracle import compare, rounding_budget, widened
+from graphc.fuzz.oracle import widened
+from graphc.ir.tolerance import compare, rounding_budget
 from graphc.ir.types import TensorType
 
 pytestmark = pytest.mark.skipif("llvm" not in available_backends(), reason="llvm backend missing")
