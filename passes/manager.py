@@ -89,6 +89,8 @@ def _fusion(g: Graph) -> dict[str, int]:
 PASSES: dict[str, Pass] = {p.name: p for p in [
     Pass("dce", "remove nodes no output or update needs", _dce),
     Pass("simplify", "constant folding, CSE, algebraic identities, DCE (to a fixpoint)", _simplify),
+    Pass("resimplify", "simplify again after legalisation (-O3): CSE and folding across the "
+         "ops composite ops were decomposed into", _simplify),
     Pass("winograd", "Winograd 3x3 convolutions where the cost model says so", _winograd),
     Pass("legalize", "decompose composite ops into ops the backend has kernels for", _legalize),
     Pass("legalize_flat", "legalize, also decomposing ops whose kernels nest GEMMs in loops "
@@ -99,14 +101,31 @@ PASSES: dict[str, Pass] = {p.name: p for p in [
 ]}
 
 
+# What each level adds, in one place (README "Optimisation levels"). Backend passes not
+# listed for a level (legalisation: what running needs) always run.
+LEVEL_ADDS: dict[int, tuple[str, ...]] = {
+    0: ("dce",),            # debugging: the graph as built, pruned; no planning either
+    1: ("simplify",),       # folding, CSE, identities; memory planning in the lowering
+    2: ("winograd", "fusion"),  # the default: the backend's optimisations
+    3: ("resimplify",),     # CSE and folding again over what legalisation decomposed
+}
+
+
 def standard_passes(opt_level: int, backend_passes: Sequence[str] = ()) -> list[Pass]:
-    """-O0: only what running needs (DCE, the backend's legalisation); -O1 and up: simplify
-    and the backend's optimisations (fusion for the LLVM backend)."""
-    if opt_level not in (0, 1, 2, 3):
+    """The pipeline of -O`opt_level` for a backend whose passes are `backend_passes`:
+    -O0 only what running needs (DCE, legalisation), -O1 adds simplification (and the
+    lowering's memory plan), -O2 the backend's optimisations (Winograd, fusion), -O3 a
+    second simplification after legalisation."""
+    if opt_level not in LEVEL_ADDS:
         raise GraphcError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
-    names = ["dce"] if opt_level == 0 else ["simplify"]
+    on = {name for level, names in LEVEL_ADDS.items() if level <= opt_level for name in names}
+    names = ["simplify" if "simplify" in on else "dce"]
     for name in backend_passes:
-        if opt_level > 0 or name.startswith("legalize"):
+        if name.startswith("legalize"):
+            names.append(name)
+            if "resimplify" in on:
+                names.append("resimplify")
+        elif name in on:
             names.append(name)
     return [PASSES[n] for n in names]
 
