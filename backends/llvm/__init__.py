@@ -23,6 +23,7 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     compiled code may overwrite), batch_split (default True: an inference graph whose
     nodes are all batch-wise runs as one copy per thread over slices of its batch,
     backends/llvm/split.py)."""
+    from ...ir.validate import check_lowering, verify_level
     from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
     from . import codegen
     from .runtime import LLVMExecutable
@@ -32,7 +33,11 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     split = options.pop("batch_split", True)
 
     def lower_graph(g, donated=()):
-        return lower(g, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donated, gemm_panels=gemm_panels())
+        program = lower(g, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donated,
+                        gemm_panels=gemm_panels())
+        if verify_level() >= 2:  # the program computes what the graph does (ir/validate.py)
+            check_lowering(g, program)
+        return program
     threads = options.get("num_threads") or codegen.default_num_threads()
     if split and not donate and not params and opt_level >= 1:
         exe, _ = batch_split_executable(graph, threads, single_output, opt_level, lower_graph, **options)
