@@ -6,18 +6,27 @@
 An artifact `out/mlp` is five files:
 
     mlp.so       machine code (LLVM object code + the generated C API, linked by cc)
-    mlp.h        the C API: create / run / call / destroy, tensor name, shape, dtype tables
+    mlp.h        the C API: create / run / call / destroy, tensor name, shape, dtype tables,
+                 and mlp_open, which checks the .so's size and checksum before dlopen
     mlp.weights  parameters and constants, raw little-endian, 64-byte aligned (no pickle)
     mlp.json     the manifest (below)
     mlp.gcir     the optimised graph as text IR (what `graphc dump out/mlp` prints)
 
 The manifest records the artifact format version, the graphc version, the target (triple,
-CPU, enabled features), sha256 of the IR text, the shared object and every tensor, and
-the tensor table. `load` checks all of it before it runs any code from the artifact: a
-different format version, a CPU without a feature the code was compiled for (an AVX-512
-artifact on an AVX2 machine), a truncated or altered weights file or library, each is a
-clear `ArtifactError`, never a crash or SIGILL. (The C API checks the CPU features and the
-weights' size and checksum again on its own, for C programs that never see the manifest.)
+CPU, enabled features), sha256 of the IR text, the header, the shared object, the weights
+and every tensor, and the tensor table; its schema is graphc/aot_manifest.py. Artifacts
+are verified, never trusted. `load`, in this order, and before any code from the artifact
+is loaded: parses the manifest (UTF-8, JSON, an object) and checks it against the schema
+(every key present, of its type and range, sizes equal to shape x dtype, tensors aligned
+inside the weights file, names unique); checks the CPU; reads the four other files and
+checks each one's size or sha256 (always: a checksum is never optional), and each tensor's.
+Only then it loads the verified library bytes and compares the manifest with the facts the
+library was built with (`<prefix>_artifact_facts()`), so an edited manifest cannot make the
+library run with another tensor table or output structure. Each failure is an
+`ArtifactError` naming the file and the key, never another exception, a crash or SIGILL.
+(The C API checks its own tables, the CPU features and the weights' size and checksum on its
+own, and its header verifies the library before dlopen, for C programs that never see the
+manifest.)
 """
 from __future__ import annotations
 
@@ -32,13 +41,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .backends.llvm.shared import ArtifactError, SharedLibraryExecutable, open_library
+from . import aot_manifest
+from .aot_manifest import FORMAT, FORMAT_VERSION
+from .backends.llvm.shared import ArtifactError, SharedLibraryExecutable, library_facts, open_library
 from .ir.dtypes import dtype as to_dtype
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph
 
-FORMAT = "graphc-artifact"
-FORMAT_VERSION = 1
 _FILES = ("so", "h", "weights", "json", "gcir")
 
 
@@ -63,6 +72,9 @@ def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing: every artifact file (.so, .h, .weights, .json, .gcir) "
+                            "is needed; export the artifact again") from None
     except OSError as e:
         raise ArtifactError(f"cannot read {path}: {e.strerror}") from None
 
@@ -153,29 +165,27 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
     program = program or lower(graph, fuse_ops=None, plan=opt_level >= 1)
     t_lower = time.perf_counter()
     ir_text = print_graph(graph).rstrip("\n") + "\n"
-    lib = llvm_export.export_program(
-        graph, program, params, directory, name, max_threads=max_threads, cpu=cpu, features=features,
+    plan = llvm_export.prepare_library(
+        graph, program, params, name, max_threads=max_threads, cpu=cpu, features=features,
         description=f"graph @{graph.name}, exported by graphc {__version__} for "
                     f"{llvm_export.engine.host_target().triple}")
-    with open(os.path.join(directory, name + ".gcir"), "w", encoding="utf-8", newline="\n") as f:
-        f.write(ir_text)
-    weights = _read(lib.weights)
-    stages = {"passes": t_opt - t_start, "lower": t_lower - t_opt, **lib.seconds}
+    weights = plan.weights
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "graphc_version": __version__,
         "name": name,
         "graph": graph.name,
-        "c_prefix": lib.prefix,
-        "target": {"triple": lib.target.triple, "cpu": lib.target.cpu,
-                   "features": llvm_export.required_features(lib.target),
-                   "llvm": lib.target.key().rsplit("|", 1)[-1]},
-        "max_threads": lib.spec.max_threads,
+        "c_prefix": plan.prefix,
+        "target": {"triple": plan.target.triple, "cpu": plan.target.cpu,
+                   "features": llvm_export.required_features(plan.target),
+                   "llvm": plan.target.key().rsplit("|", 1)[-1]},
+        "max_threads": plan.spec.max_threads,
         "opt_level": opt_level,
         "single_output": bool(single),
         "ir_sha256": _sha256(ir_text.encode("utf-8")),
-        "library_sha256": _sha256(_read(lib.library)),
+        "library_sha256": None,  # after linking, below
+        "header_sha256": None,
         "weights_bytes": len(weights),
         "weights_sha256": _sha256(weights),
         "inputs": [{"name": v.name, "dtype": v.dtype.name, "shape": list(v.shape)} for v in graph.inputs],
@@ -184,11 +194,20 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
         "updates": sorted(graph.updates),
         "tensors": [{"name": e.name, "kind": e.kind, "dtype": e.dtype, "shape": list(e.shape),
                      "offset": e.offset, "nbytes": e.nbytes,
-                     "sha256": _sha256(weights[e.offset:e.offset + e.nbytes])} for e in lib.weights_table],
-        "compile_seconds": round(time.perf_counter() - t_start, 4),
-        "stage_seconds": {k: round(v, 4) for k, v in stages.items()},
+                     "sha256": _sha256(weights[e.offset:e.offset + e.nbytes])} for e in plan.weights_table],
+        "compile_seconds": 0.0,
+        "stage_seconds": {},
         "ledger": str(ledger) if ledger else "",
     }
+    lib = llvm_export.link_library(plan, directory, name, aot_manifest.facts_text(manifest))
+    with open(os.path.join(directory, name + ".gcir"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(ir_text)
+    stages = {"passes": t_opt - t_start, "lower": t_lower - t_opt, **lib.seconds}
+    manifest["library_sha256"] = _sha256(_read(lib.library))
+    manifest["header_sha256"] = _sha256(_read(lib.header))
+    manifest["compile_seconds"] = round(time.perf_counter() - t_start, 4)
+    manifest["stage_seconds"] = {k: round(v, 4) for k, v in stages.items()}
+    aot_manifest.validate(manifest, os.path.join(directory, name + ".json"), __version__)  # what load expects
     files = {ext: os.path.join(directory, f"{name}.{ext}") for ext in _FILES}
     with open(files["json"], "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
@@ -199,23 +218,13 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
 # --- load -----------------------------------------------------------------------------------
 
 def read_manifest(path: str) -> dict:
+    """The artifact's manifest, checked against the schema (aot_manifest.py)."""
     directory, name = _split(path)
     file = os.path.join(directory, name + ".json")
     if not os.path.isfile(file):
         raise ArtifactError(f"{file} not found: {path} is not a graphc artifact (expected "
                             f"{name}.so, .h, .weights, .json and .gcir)")
-    try:
-        manifest = json.loads(_read(file))
-    except ValueError as e:
-        raise ArtifactError(f"{file} is not valid JSON: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{file} is not a graphc artifact manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ArtifactError(f"{path} has artifact format version {version!r} (written by graphc "
-                            f"{manifest.get('graphc_version')}); this graphc {__version__} reads "
-                            f"version {FORMAT_VERSION}: export it again with this graphc")
-    return manifest
+    return aot_manifest.validate(aot_manifest.parse(_read(file), file), file, __version__)
 
 
 # LLVM feature name -> /proc/cpuinfo flag, for the features whose absence faults: vector
@@ -244,31 +253,33 @@ def missing_cpu_features(features: Sequence[str], flags: set[str]) -> list[str]:
 
 
 def _check_target(manifest: dict, path: str) -> None:
-    target = manifest.get("target", {})
-    arch = (target.get("triple") or "").split("-", 1)[0]
+    target = manifest["target"]
+    arch = target["triple"].split("-", 1)[0]
     machine = platform.machine().lower()
     if arch and machine and arch != machine:
-        raise ArtifactError(f"{path} was compiled for {target.get('triple')}; this machine is {machine}")
+        raise ArtifactError(f"{path} was compiled for {target['triple']} (manifest key 'target.triple'); "
+                            f"this machine is {machine}")
     flags = host_cpu_flags()
     if flags is None or machine != "x86_64":
         return
-    missing = missing_cpu_features(target.get("features", []), flags)
+    missing = missing_cpu_features(target["features"], flags)
     if missing:
         raise ArtifactError(
-            f"{path} was compiled for CPU {target.get('cpu')!r} with features this CPU lacks: "
-            f"{', '.join(missing)}; running it would fault on illegal instructions. Export it "
-            "again on (or for) this machine")
+            f"{path} was compiled for CPU {target['cpu']!r} with features this CPU lacks: "
+            f"{', '.join(missing)} (manifest key 'target.features'); running it would fault on "
+            "illegal instructions. Export it again on (or for) this machine")
 
 
-def _check_hash(data: bytes, want: str | None, what: str) -> None:
-    if want is not None and _sha256(data) != want:
-        raise ArtifactError(f"{what} does not match the manifest (sha256 differs): it was altered "
-                            "or comes from another export")
+def _check_hash(data: bytes, want: str, what: str, key: str) -> None:
+    if _sha256(data) != want:
+        raise ArtifactError(f"{what} does not match the manifest's {key} (sha256 differs): it was "
+                            "altered, or comes from another export")
 
 
 def load(path: str) -> SharedLibraryExecutable:
-    """An Executable over the artifact at `path` (directory/name), checked against its
-    manifest; compiles nothing. `exe.load_seconds` is how long this took."""
+    """An Executable over the artifact at `path` (directory/name), verified file by file
+    against its manifest before any of its code is loaded (see the module docstring);
+    compiles nothing. `exe.load_seconds` is how long this took."""
     from .ir.text import parse
 
     t0 = time.perf_counter()
@@ -276,25 +287,33 @@ def load(path: str) -> SharedLibraryExecutable:
     base = os.path.join(directory, name)
     manifest = read_manifest(path)
     _check_target(manifest, base)
-    ir_text = _read(base + ".gcir")
-    _check_hash(ir_text, manifest.get("ir_sha256"), f"{base}.gcir")
+    library, header, ir_text = _read(base + ".so"), _read(base + ".h"), _read(base + ".gcir")
     weights = _read(base + ".weights")
-    if len(weights) != manifest.get("weights_bytes"):
-        raise ArtifactError(f"{base}.weights has {len(weights)} bytes, the manifest says "
-                            f"{manifest.get('weights_bytes')}: truncated, or from another export")
+    _check_hash(library, manifest["library_sha256"], f"{base}.so", "library_sha256")
+    _check_hash(header, manifest["header_sha256"], f"{base}.h", "header_sha256")
+    _check_hash(ir_text, manifest["ir_sha256"], f"{base}.gcir", "ir_sha256")
+    if len(weights) != manifest["weights_bytes"]:
+        raise ArtifactError(f"{base}.weights has {len(weights)} bytes, the manifest's weights_bytes says "
+                            f"{manifest['weights_bytes']}: truncated, or from another export")
+    _check_hash(weights, manifest["weights_sha256"], f"{base}.weights", "weights_sha256")
+    for i, t in enumerate(manifest["tensors"]):
+        _check_hash(weights[t["offset"]:t["offset"] + t["nbytes"]], t["sha256"],
+                    f"tensor {t['name']!r} in {base}.weights", f"tensors[{i}].sha256")
+    try:
+        graph = parse(ir_text.decode("utf-8"))
+    except (UnicodeDecodeError, GraphcError) as e:  # verified text that does not parse: another graphc
+        raise ArtifactError(f"{base}.gcir does not parse with this graphc {__version__}: {e}") from None
+    lib = open_library(library, manifest["library_sha256"], base + ".so")
+    aot_manifest.check_against_library(manifest, library_facts(lib, manifest["c_prefix"], base + ".so"),
+                                       base + ".json", base + ".so")
     params: dict[str, np.ndarray] = {}
-    for t in manifest.get("tensors", []):
-        chunk = weights[t["offset"]:t["offset"] + t["nbytes"]]
-        _check_hash(chunk, t.get("sha256"), f"tensor {t['name']!r} in {base}.weights")
+    for t in manifest["tensors"]:
         if t["kind"] == "param":
             dt = to_dtype(t["dtype"]).np_dtype
+            chunk = weights[t["offset"]:t["offset"] + t["nbytes"]]
             params[t["name"]] = np.frombuffer(chunk, dt.newbyteorder("<")).astype(dt).reshape(t["shape"])
-    library = _read(base + ".so")
-    _check_hash(library, manifest.get("library_sha256"), f"{base}.so")
-    graph = parse(ir_text.decode("utf-8"))
-    lib = open_library(library, _sha256(library), base + ".so")
     exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
-                                  manifest.get("single_output", False), manifest.get("max_threads", 1))
+                                  manifest["single_output"], manifest["max_threads"])
     exe.manifest = manifest
     exe.load_seconds = time.perf_counter() - t0
     return exe
@@ -304,14 +323,17 @@ def describe(path: str) -> str:
     """The stored IR and the manifest of an artifact, for `graphc dump out/name`."""
     directory, name = _split(path)
     manifest = read_manifest(path)
-    ir_text = _read(os.path.join(directory, name + ".gcir")).decode("utf-8")
+    gcir = os.path.join(directory, name + ".gcir")
+    ir_bytes = _read(gcir)
+    _check_hash(ir_bytes, manifest["ir_sha256"], gcir, "ir_sha256")
+    ir_text = ir_bytes.decode("utf-8")
     shown = {k: v for k, v in manifest.items() if k not in ("tensors", "ledger")}
     lines = [ir_text.rstrip("\n"), "", "// manifest", json.dumps(shown, indent=1), "",
              "// tensors in " + name + ".weights"]
-    for t in manifest.get("tensors", []):
+    for t in manifest["tensors"]:
         lines.append(f"//   {t['kind']:5} {t['name']}: {t['dtype']}{t['shape']} @ {t['offset']} "
                      f"({t['nbytes']} bytes) sha256 {t['sha256'][:16]}...")
-    if manifest.get("ledger"):
+    if manifest["ledger"]:
         lines += ["", "// passes at export"] + ["// " + ln for ln in manifest["ledger"].splitlines()]
     return "\n".join(lines)
 

@@ -7,18 +7,32 @@ generated here turns that into an API a C program can use without knowing the ke
     int  <p>_run(<p>_model *m, const void *const *inputs, void *const *outputs);
     int  <p>_call(<p>_model *m, const void *const *inputs, const void *const *params,
                   void *const *outputs, void *const *updates);
+    int  <p>_run_sized(...), <p>_call_sized(...)   the same, with tensor counts and byte sizes
     const char *<p>_error(const <p>_model *m);
+    const char *<p>_artifact_facts(void);           the manifest keys it was built with (JSON)
     void <p>_destroy(<p>_model *m);
     void *<p>_param_data(<p>_model *m, int i);
     int  <p>_set_num_threads(int n);
     const graphc_tensor_info *<p>_inputs(void), *<p>_outputs(void), *<p>_params(void);
 
-`create` reads the weights file into one 64-byte aligned block (parameters and constants),
-checks its size and checksum and the CPU features the code was compiled for (with
-`__builtin_cpu_supports`, in code compiled for the baseline ISA, so a missing feature is an
-error message and never SIGILL), and allocates the arena and the program's output buffers.
+`create` checks its own tables (every tensor 64-byte aligned and inside the weights, every
+result inside its buffer), reads the weights file into one 64-byte aligned block
+(parameters and constants), checks its size and checksum and the CPU features the code was
+compiled for (with `__builtin_cpu_supports`, in code compiled for the baseline ISA, so a
+missing feature is an error message and never SIGILL), and allocates the arena and the
+program's output buffers. Every entry point checks its pointers before anything runs (the
+sized forms also the tensor counts and byte sizes) and returns GRAPHC_ERR_ARGUMENT with a
+message in `<p>_error(m)`.
+
+The header, written after linking, holds the library's size and checksum and a verifying
+loader, `<p>_open(library_path, &api, err, n)`: it reads the .so, refuses it if either
+differs (truncated, altered, another export), and only then dlopens it and resolves the
+API into a table of function pointers. A C program that links the .so instead has no such
+check: the dynamic loader maps whatever is there.
+
 `run` uses the model's parameters and applies parameter updates to them after a
-successful call (a training step); `call` is the functional form the Python loader uses.
+successful call (a training step); `call` is the functional form (the Python loader uses
+its sized form, `call_sized`).
 Results are copied out of the program's storage (an output can be a view of an input, a
 parameter or an arena temporary), so callers pass plain dense buffers. A model is used by
 one thread at a time; create one per thread for concurrent calls.
@@ -75,6 +89,7 @@ class CApiSpec:
     outputs: tuple[TensorInfo, ...]
     params: tuple[TensorInfo, ...]
     description: str                # a comment for the header
+    facts: str = "{}"               # JSON: the manifest keys bound to this build (aot_manifest.py)
 
 
 def c_identifier(name: str) -> str:
@@ -96,18 +111,24 @@ def c_string(s: str) -> str:
 
 
 def weights_checksum(data: bytes | memoryview) -> int:
-    """sum(word_i * (2i + 1)) mod 2**64 over the little-endian u64 words of the weights file
-    (its length is a multiple of 8): position-sensitive, so any changed word changes it
-    (odd multipliers are invertible mod 2**64), and cheap in numpy and in C. It guards
-    against truncation and accidental damage; the manifest's sha256 is the strong check."""
+    """sum(word_i * (2i + 1)) mod 2**64 over the little-endian u64 words of a file (the last
+    word zero-padded): position-sensitive, so any changed word changes it (odd multipliers
+    are invertible mod 2**64), and cheap in numpy and in C. With the size it guards the
+    weights and the library against truncation and accidental damage (not against an
+    adversary); the manifest's sha256 is the strong check."""
     import numpy as np
+    if len(data) % 8:
+        data = bytes(data) + b"\0" * (-len(data) % 8)
     words = np.frombuffer(data, "<u8")
     weights = np.arange(1, 2 * len(words) + 1, 2, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return int(np.sum(words * weights, dtype=np.uint64))
 
 
-def header(spec: CApiSpec) -> str:
+def header(spec: CApiSpec, library: tuple[int, int] | None = None) -> str:
+    """The C header; with library=(size, checksum) of the linked .so it also holds the
+    verifying loader `<p>_open` (the library itself is compiled against the header
+    without it)."""
     p = spec.prefix
     guard = f"GRAPHC_{p.upper()}_H"
 
@@ -126,8 +147,8 @@ def header(spec: CApiSpec) -> str:
  * Parameters (loaded from the .weights file by {p}_create):
 {table('params', spec.params)}
  *
- * Functions returning int give 0 on success and a nonzero code on error; {p}_error(m)
- * then says what went wrong. A model is used by one thread at a time.
+ * Functions returning int give GRAPHC_OK (0) on success and a nonzero code on error;
+ * {p}_error(m) then says what went wrong. A model is used by one thread at a time.
  */
 #ifndef {guard}
 #define {guard}
@@ -148,6 +169,12 @@ typedef struct graphc_tensor_info {{
     const int64_t *shape;
     size_t nbytes;
 }} graphc_tensor_info;
+
+#define GRAPHC_OK 0
+#define GRAPHC_ERR_ARGUMENT (-1)   /* a NULL pointer, a wrong tensor count or byte size */
+#define GRAPHC_ERR_ARTIFACT (-2)   /* a missing, truncated, altered or mismatched file */
+#define GRAPHC_ERR_MEMORY (-3)
+/* codes > 0: the compiled program reported an error (e.g. an index out of range) */
 #endif
 
 #define {p.upper()}_NUM_INPUTS {len(spec.inputs)}
@@ -164,6 +191,15 @@ int {p}_run({p}_model *m, const void *const *inputs, void *const *outputs);
    written to updates[i] (one buffer per parameter; NULL entries skip it), never applied. */
 int {p}_call({p}_model *m, const void *const *inputs, const void *const *params,
              void *const *outputs, void *const *updates);
+/* The same, checked: the caller says how many tensors it passes and each buffer's size in
+   bytes; a count or size that differs from the tables is GRAPHC_ERR_ARGUMENT and nothing
+   runs. (params may be NULL with n_params 0: the model's.) */
+int {p}_run_sized({p}_model *m, int n_inputs, const void *const *inputs, const size_t *input_bytes,
+                  int n_outputs, void *const *outputs, const size_t *output_bytes);
+int {p}_call_sized({p}_model *m, int n_inputs, const void *const *inputs, const size_t *input_bytes,
+                   int n_params, const void *const *params, const size_t *param_bytes,
+                   int n_outputs, void *const *outputs, const size_t *output_bytes,
+                   void *const *updates);
 const char *{p}_error(const {p}_model *m);
 void {p}_destroy({p}_model *m);
 /* The model's parameter storage (read or write between calls). */
@@ -174,12 +210,110 @@ int {p}_set_num_threads(int n);
 const graphc_tensor_info *{p}_inputs(void);
 const graphc_tensor_info *{p}_outputs(void);
 const graphc_tensor_info *{p}_params(void);
-
+/* The manifest keys this library was built with, as JSON (gc.load compares them). */
+const char *{p}_artifact_facts(void);
+{_loader(spec, library) if library else ""}
 #ifdef __cplusplus
 }}
 #endif
 
 #endif /* {guard} */
+"""
+
+
+def _loader(spec: CApiSpec, library: tuple[int, int]) -> str:
+    """The header's verifying loader: check the .so's size and checksum, then dlopen it."""
+    p, P = spec.prefix, spec.prefix.upper()
+    size, checksum = library
+    names = ("create", "run", "call", "run_sized", "call_sized", "error", "destroy", "param_data",
+             "set_num_threads", "inputs", "outputs", "params", "artifact_facts")
+    resolve = "\n".join(f'    if (!(*(void **)&api->{n} = dlsym(api->handle, "{p}_{n}"))) missing = "{p}_{n}";'
+                        for n in names)
+    return f"""
+/* --- the verifying loader --------------------------------------------------------------
+ * {p}_open reads the library, refuses it unless its size and checksum are the ones below
+ * (it is truncated, altered or from another export), and only then dlopens it; call
+ * through the returned table. (It guards against damage, not against someone replacing
+ * the file between the check and the dlopen.) Link with -ldl on glibc before 2.34. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define {P}_LIBRARY_BYTES {size}ull
+#define {P}_LIBRARY_CHECKSUM {checksum}ull
+
+typedef struct {p}_api {{
+    void *handle;
+    {p}_model *(*create)(const char *, char *, size_t);
+    int (*run)({p}_model *, const void *const *, void *const *);
+    int (*call)({p}_model *, const void *const *, const void *const *, void *const *, void *const *);
+    int (*run_sized)({p}_model *, int, const void *const *, const size_t *, int, void *const *,
+                     const size_t *);
+    int (*call_sized)({p}_model *, int, const void *const *, const size_t *, int, const void *const *,
+                      const size_t *, int, void *const *, const size_t *, void *const *);
+    const char *(*error)(const {p}_model *);
+    void (*destroy)({p}_model *);
+    void *(*param_data)({p}_model *, int);
+    int (*set_num_threads)(int);
+    const graphc_tensor_info *(*inputs)(void);
+    const graphc_tensor_info *(*outputs)(void);
+    const graphc_tensor_info *(*params)(void);
+    const char *(*artifact_facts)(void);
+}} {p}_api;
+
+static inline void {p}_close({p}_api *api) {{
+    if (api && api->handle) dlclose(api->handle);
+    if (api) memset(api, 0, sizeof *api);
+}}
+
+static inline int {p}_open(const char *library_path, {p}_api *api, char *error, size_t error_size) {{
+    char scratch[8];
+    if (!error) {{ error = scratch; error_size = sizeof scratch; }}
+    if (error_size) error[0] = 0;
+    if (!api || !library_path) {{
+        snprintf(error, error_size, "{p}_open: library_path and api must not be NULL");
+        return GRAPHC_ERR_ARGUMENT;
+    }}
+    memset(api, 0, sizeof *api);
+    FILE *f = fopen(library_path, "rb");
+    if (!f) {{
+        snprintf(error, error_size, "{p}: cannot open the library %s", library_path);
+        return GRAPHC_ERR_ARTIFACT;
+    }}
+    unsigned char *data = (unsigned char *)malloc({P}_LIBRARY_BYTES + 8);
+    if (!data) {{ fclose(f); snprintf(error, error_size, "{p}: out of memory"); return GRAPHC_ERR_MEMORY; }}
+    size_t got = fread(data, 1, {P}_LIBRARY_BYTES + 1, f);
+    fclose(f);
+    uint64_t h = 0;
+    for (size_t i = 0; got == {P}_LIBRARY_BYTES && i < (got + 7) / 8; i++) {{
+        uint64_t w = 0;
+        memcpy(&w, data + 8 * i, got - 8 * i < 8 ? got - 8 * i : 8);
+        h += w * (2 * (uint64_t)i + 1);
+    }}
+    free(data);
+    if (got != {P}_LIBRARY_BYTES || h != {P}_LIBRARY_CHECKSUM) {{
+        snprintf(error, error_size, "{p}: the library %s %s this header (%s): export it again",
+                 library_path, got != {P}_LIBRARY_BYTES ? "has another size than" : "does not match",
+                 got != {P}_LIBRARY_BYTES ? "truncated, or from another export" : "checksum differs: altered, "
+                 "or from another export");
+        return GRAPHC_ERR_ARTIFACT;
+    }}
+    api->handle = dlopen(library_path, RTLD_NOW | RTLD_LOCAL);
+    if (!api->handle) {{
+        const char *why = dlerror();
+        snprintf(error, error_size, "{p}: cannot load %s: %s", library_path, why ? why : "dlopen failed");
+        return GRAPHC_ERR_ARTIFACT;
+    }}
+    const char *missing = NULL;
+{resolve}
+    if (missing) {{
+        snprintf(error, error_size, "{p}: %s does not export %s", library_path, missing);
+        {p}_close(api);
+        return GRAPHC_ERR_ARTIFACT;
+    }}
+    return GRAPHC_OK;
+}}
 """
 
 
@@ -304,7 +438,8 @@ int {p}_set_num_threads(int n) {{
 const graphc_tensor_info *{p}_inputs(void) {{ return input_info; }}
 const graphc_tensor_info *{p}_outputs(void) {{ return output_info; }}
 const graphc_tensor_info *{p}_params(void) {{ return param_info; }}
-const char *{p}_error(const {p}_model *m) {{ return m ? m->error : "no model"; }}
+const char *{p}_error(const {p}_model *m) {{ return m ? m->error : "{p}: no model (NULL)"; }}
+const char *{p}_artifact_facts(void) {{ return {c_string(s.facts)}; }}
 
 void *{p}_param_data({p}_model *m, int i) {{
     if (!m || i < 0 || i >= N_PARAM) return NULL;
@@ -330,10 +465,49 @@ static uint64_t checksum(const unsigned char *p, size_t n) {{
     return h;
 }}
 
+/* The compiled tables, checked once before they are used: a damaged library must not make
+   create or run read or write out of bounds. NULL when they are consistent. */
+static const char *table_problem(void) {{
+    for (int i = 0; i < N_PARAM; i++) {{
+        if (param_offset[i] % 64 || param_offset[i] > WEIGHTS_BYTES
+            || param_info[i].nbytes > WEIGHTS_BYTES - param_offset[i]) return "a parameter lies outside the weights";
+        if (param_slot[i] < -1 || param_slot[i] >= N_EXT) return "a parameter slot is out of range";
+    }}
+    for (int i = 0; i < N_IN; i++)
+        if (input_slot[i] < -1 || input_slot[i] >= N_EXT) return "an input slot is out of range";
+    for (int i = 0; i < N_CONST; i++) {{
+        if (const_slot[i] < 0 || const_slot[i] >= N_EXT) return "a constant slot is out of range";
+        if (const_offset[i] % 64 || const_offset[i] > WEIGHTS_BYTES
+            || ext_bytes[const_slot[i]] > WEIGHTS_BYTES - const_offset[i]) return "a constant lies outside the weights";
+    }}
+    for (int i = 0; i < N_OWN; i++)
+        if (own_slot[i] < 0 || own_slot[i] >= N_EXT) return "an output slot is out of range";
+    for (int i = 0; i < N_OUT; i++) {{
+        if (result_slot[i] < -1 || result_slot[i] >= N_EXT) return "a result slot is out of range";
+        uint64_t room = result_slot[i] < 0 ? ARENA_BYTES : ext_bytes[result_slot[i]];
+        if (result_offset[i] > room || result_bytes[i] > room - result_offset[i]
+            || result_bytes[i] != output_info[i].nbytes) return "a result lies outside its buffer";
+    }}
+    for (int i = 0; i < N_UPD; i++) {{
+        if (update_param[i] < 0 || update_param[i] >= N_PARAM || update_slot[i] < -1 || update_slot[i] >= N_EXT)
+            return "an update refers to no parameter or slot";
+        uint64_t room = update_slot[i] < 0 ? ARENA_BYTES : ext_bytes[update_slot[i]];
+        if (update_offset[i] > room || update_bytes[i] > room - update_offset[i]
+            || update_bytes[i] != param_info[update_param[i]].nbytes) return "an update lies outside its buffer";
+        if (update_in_place[i] && param_slot[update_param[i]] < 0) return "an in-place update has no parameter slot";
+    }}
+    return NULL;
+}}
+
 {p}_model *{p}_create(const char *weights_path, char *error, size_t error_size) {{
     char scratch[8];
     if (!error) {{ error = scratch; error_size = sizeof scratch; }}
     if (error_size) error[0] = 0;
+    const char *bad_table = table_problem();
+    if (bad_table) {{
+        snprintf(error, error_size, "{p}: the library is damaged (%s): export it again", bad_table);
+        return NULL;
+    }}
     const char *feature = missing_cpu_feature();
     if (feature) {{
         snprintf(error, error_size, "{p}: this CPU lacks %s, which the artifact was compiled "
@@ -356,7 +530,7 @@ static uint64_t checksum(const unsigned char *p, size_t n) {{
     }}
     size_t off = 0;
     for (int i = 0; i < N_OWN; i++) {{ m->own_ptr[i] = m->owned + off; off += round64(ext_bytes[own_slot[i]]); }}
-    if (WEIGHTS_BYTES > 0) {{
+    if (WEIGHTS_BYTES > 0 || weights_path) {{
         FILE *f = weights_path ? fopen(weights_path, "rb") : NULL;
         if (!f) {{
             snprintf(error, error_size, "{p}: cannot open weights file %s", weights_path ? weights_path : "(null)");
@@ -393,19 +567,25 @@ static unsigned char *storage(void **args, int slot, uint64_t offset) {{
 
 static int invoke({p}_model *m, const void *const *inputs, const void *const *params,
                   void *const *outputs, void *const *updates, int apply_updates) {{
-    if (!m) return -1;
+    if (!m) return GRAPHC_ERR_ARGUMENT;
     m->error[0] = 0;
     if ((N_IN && !inputs) || (N_OUT && !outputs)) {{
         snprintf(m->error, sizeof m->error, "{p}: inputs and outputs must be arrays of %d and %d pointers",
                  N_IN, N_OUT);
-        return -1;
+        return GRAPHC_ERR_ARGUMENT;
+    }}
+    for (int i = 0; i < N_OUT; i++) {{
+        if (!outputs[i]) {{
+            snprintf(m->error, sizeof m->error, "{p}: output %d (%s) is NULL", i, output_info[i].name);
+            return GRAPHC_ERR_ARGUMENT;
+        }}
     }}
     void *args[N_EXT + 1];
     memset(args, 0, sizeof args);
     for (int i = 0; i < N_IN; i++) {{
         if (!inputs[i]) {{
             snprintf(m->error, sizeof m->error, "{p}: input %d (%s) is NULL", i, input_info[i].name);
-            return -1;
+            return GRAPHC_ERR_ARGUMENT;
         }}
         if (input_slot[i] >= 0) args[input_slot[i]] = (void *)inputs[i];
     }}
@@ -432,13 +612,8 @@ static int invoke({p}_model *m, const void *const *inputs, const void *const *pa
 {status_before}
     {s.entry}(args);
 {status_after}
-    for (int i = 0; i < N_OUT; i++) {{
-        if (!outputs[i]) {{
-            snprintf(m->error, sizeof m->error, "{p}: output %d (%s) is NULL", i, output_info[i].name);
-            return -1;
-        }}
+    for (int i = 0; i < N_OUT; i++)
         memcpy(outputs[i], storage(args, result_slot[i], result_offset[i]), result_bytes[i]);
-    }}
     if (updates) {{
         for (int i = 0; i < N_UPD; i++)
             if (updates[update_param[i]])
@@ -467,6 +642,50 @@ int {p}_call({p}_model *m, const void *const *inputs, const void *const *params,
 }}
 
 int {p}_run({p}_model *m, const void *const *inputs, void *const *outputs) {{
+    return invoke(m, inputs, NULL, outputs, NULL, 1);
+}}
+
+/* 0 when the caller's count and byte sizes agree with a tensor table, else a message */
+static int sizes_differ({p}_model *m, const char *what, int n, int want, const void *const *ptrs,
+                        const size_t *bytes, const graphc_tensor_info *info) {{
+    if (n != want) {{
+        snprintf(m->error, sizeof m->error, "{p}: %d %s given, the model has %d", n, what, want);
+        return 1;
+    }}
+    if (n && (!ptrs || !bytes)) {{
+        snprintf(m->error, sizeof m->error, "{p}: the %s and their byte sizes must not be NULL", what);
+        return 1;
+    }}
+    for (int i = 0; i < n; i++) {{
+        if (bytes[i] != info[i].nbytes) {{
+            snprintf(m->error, sizeof m->error, "{p}: %s %d (%s) has %zu bytes, expected %zu (%s, %d dims)",
+                     what, i, info[i].name, bytes[i], info[i].nbytes, info[i].dtype, info[i].rank);
+            return 1;
+        }}
+    }}
+    return 0;
+}}
+
+int {p}_call_sized({p}_model *m, int n_inputs, const void *const *inputs, const size_t *input_bytes,
+                   int n_params, const void *const *params, const size_t *param_bytes,
+                   int n_outputs, void *const *outputs, const size_t *output_bytes,
+                   void *const *updates) {{
+    if (!m) return GRAPHC_ERR_ARGUMENT;
+    m->error[0] = 0;
+    if (sizes_differ(m, "inputs", n_inputs, N_IN, inputs, input_bytes, input_info)
+        || sizes_differ(m, "outputs", n_outputs, N_OUT, (const void *const *)outputs, output_bytes, output_info)
+        || ((params || n_params) && sizes_differ(m, "params", n_params, N_PARAM, params, param_bytes, param_info)))
+        return GRAPHC_ERR_ARGUMENT;
+    return invoke(m, inputs, params, outputs, updates, 0);
+}}
+
+int {p}_run_sized({p}_model *m, int n_inputs, const void *const *inputs, const size_t *input_bytes,
+                  int n_outputs, void *const *outputs, const size_t *output_bytes) {{
+    if (!m) return GRAPHC_ERR_ARGUMENT;
+    m->error[0] = 0;
+    if (sizes_differ(m, "inputs", n_inputs, N_IN, inputs, input_bytes, input_info)
+        || sizes_differ(m, "outputs", n_outputs, N_OUT, (const void *const *)outputs, output_bytes, output_info))
+        return GRAPHC_ERR_ARGUMENT;
     return invoke(m, inputs, NULL, outputs, NULL, 1);
 }}
 """

@@ -1,6 +1,11 @@
 """Ahead-of-time export: a lowered program -> a shared object, its C header and its weights.
 
-    export_program(graph, program, directory, name) -> ExportedLibrary
+    plan = prepare_library(graph, program, params, name)    # machine code, weights, C API spec
+    lib = link_library(plan, directory, name, facts)         # name.so, name.h, name.weights
+
+Two steps, so that the caller (graphc/aot.py) can compile what the manifest will say into
+the library (`facts`, JSON, returned by `<prefix>_artifact_facts()`): the weights' layout
+and checksum are known after the first step.
 
 The program is generated as in the JIT (codegen.py) but with the GEMM library and the math
 library defined inside the module (`gemm_in_module`), no Python entry, and compiled for a
@@ -12,7 +17,8 @@ two artifacts, or an artifact and the JIT, never resolve each other's symbols.
 
 The weights file holds every parameter and constant the program reads, raw little-endian,
 each at a 64-byte aligned offset; the tensor table (offsets, shapes, dtypes) is returned
-for the manifest and compiled into the C API.
+for the manifest and compiled into the C API. The header is written after linking: it
+holds the library's size and checksum for its verifying loader (capi.py).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +49,18 @@ class WeightEntry:
     shape: tuple[int, ...]
     offset: int
     nbytes: int
+
+
+@dataclass
+class PreparedLibrary:
+    """Everything of a library but the linked file: its object code, weights and C API."""
+    object_code: bytes
+    weights: bytes
+    weights_table: list[WeightEntry]
+    prefix: str
+    target: engine.HostTarget
+    spec: capi.CApiSpec
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,10 +171,10 @@ def _run(cmd: list[str], what: str) -> None:
         raise ExportError(f"{what} failed ({' '.join(cmd)}):\n{r.stderr.strip()[-4000:]}")
 
 
-def export_program(graph: Graph, program: K.Program, params: dict[str, np.ndarray], directory: str,
-                   name: str, *, max_threads: int | None = None, cpu: str | None = None,
-                   features: str | None = None, description: str = "") -> ExportedLibrary:
-    """Write name.so, name.h and name.weights into `directory` (see the module docstring)."""
+def prepare_library(graph: Graph, program: K.Program, params: dict[str, np.ndarray], name: str, *,
+                    max_threads: int | None = None, cpu: str | None = None, features: str | None = None,
+                    description: str = "") -> PreparedLibrary:
+    """Generate and compile the program and lay out its weights (nothing is written)."""
     times: dict[str, float] = {}
     prefix = capi.c_identifier(name)
     target = _target(cpu, features)
@@ -169,16 +187,23 @@ def export_program(graph: Graph, program: K.Program, params: dict[str, np.ndarra
     t0 = time.perf_counter()
     obj = _emit_object(gen.text, target)
     times["llvm"] = time.perf_counter() - t0
-
     weights, table = layout_weights(graph, program, params)
     spec = _spec(graph, program, gen, options, prefix, table, weights, target, description)
+    return PreparedLibrary(obj, weights, table, prefix, target, spec, times)
+
+
+def link_library(plan: PreparedLibrary, directory: str, name: str, facts: str = "{}") -> ExportedLibrary:
+    """Link name.so (with `facts` compiled in), then write name.h and name.weights into
+    `directory`; files move into place only when everything was built."""
+    spec = replace(plan.spec, facts=facts)
+    prefix = plan.prefix
     os.makedirs(directory, exist_ok=True)
     paths = {ext: os.path.join(directory, f"{name}.{ext}") for ext in ("so", "h", "weights")}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="graphc-export-") as tmp:
         obj_path = os.path.join(tmp, "program.o")
         with open(obj_path, "wb") as f:
-            f.write(obj)
+            f.write(plan.object_code)
         h_name = f"{name}.h"
         with open(os.path.join(tmp, h_name), "w", encoding="utf-8") as f:
             f.write(capi.header(spec))
@@ -192,14 +217,18 @@ def export_program(graph: Graph, program: K.Program, params: dict[str, np.ndarra
         _run([_cc(), "-std=c11", "-O2", "-fPIC", "-shared", "-o", so_tmp, c_path, obj_path,
               f"-Wl,--version-script={script}", "-Wl,-z,noexecstack", "-lgomp", "-lm"],
              "linking the shared object")
+        with open(so_tmp, "rb") as f:
+            library = f.read()
+        with open(os.path.join(tmp, h_name), "w", encoding="utf-8") as f:
+            f.write(capi.header(spec, (len(library), capi.weights_checksum(library))))
         with open(os.path.join(tmp, "w"), "wb") as f:
-            f.write(weights)
-        # move into place only when everything was built
+            f.write(plan.weights)
         shutil.move(so_tmp, paths["so"])
         shutil.move(os.path.join(tmp, h_name), paths["h"])
         shutil.move(os.path.join(tmp, "w"), paths["weights"])
-    times["cc"] = time.perf_counter() - t0
-    return ExportedLibrary(paths["so"], paths["h"], paths["weights"], prefix, target, table, spec, times)
+    seconds = {**plan.seconds, "cc": time.perf_counter() - t0}
+    return ExportedLibrary(paths["so"], paths["h"], paths["weights"], prefix, plan.target, plan.weights_table,
+                           spec, seconds)
 
 
 def _spec(graph: Graph, program: K.Program, gen: codegen.GeneratedModule, options: codegen.CodegenOptions,

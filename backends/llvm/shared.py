@@ -1,9 +1,10 @@
 """An Executable over an exported shared object, called through its C API with ctypes.
 
 Nothing here imports llvmlite: loading an artifact runs no compiler. The C API is the one
-capi.py generates; this module drives its functional form (`<p>_call` with the
-executable's own parameter arrays, updates into fresh arrays) so that parameter state,
-argument checks and threading follow the base Executable exactly as for the JIT.
+capi.py generates; this module drives its checked functional form (`<p>_call_sized` with
+the executable's own parameter arrays and their sizes, updates into fresh arrays) so that
+parameter state, argument checks and threading follow the base Executable exactly as for
+the JIT, and the C side checks the counts and sizes again.
 
 Each concurrent call takes its own C model (arena and output buffers) from a pool; models
 are created on demand from the weights file and kept for reuse.
@@ -36,6 +37,11 @@ def _pointers(n: int):
     return t()
 
 
+def _sizes(nbytes: list[int]):
+    """(count, a size_t array of the byte sizes) for the sized C entry point."""
+    return len(nbytes), (ctypes.c_size_t * max(len(nbytes), 1))(*nbytes)
+
+
 def _private_dir() -> str:
     """A directory only this user can write, for the verified copies of loaded libraries."""
     import tempfile
@@ -57,7 +63,7 @@ def open_library(data: bytes, digest: str, original: str) -> ctypes.CDLL:
     path is loaded instead. libgomp, if this loads it, reads its settings now: unless the user chose,
     idle OpenMP workers sleep instead of spinning, as for the JIT (engine.load_gomp)."""
     path = os.path.join(_private_dir(), f"{digest}.so")
-    if not os.path.isfile(path):
+    if not _holds(path, data):  # absent, or a copy damaged since: write it again
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
             f.write(data)
@@ -75,6 +81,26 @@ def open_library(data: bytes, digest: str, original: str) -> ctypes.CDLL:
     finally:
         if set_policy:
             os.environ.pop("OMP_WAIT_POLICY", None)
+
+
+def _holds(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+def library_facts(lib: ctypes.CDLL, prefix: str, original: str) -> str:
+    """The manifest keys the library was built with (`<prefix>_artifact_facts()`, JSON)."""
+    try:
+        fn = getattr(lib, f"{prefix}_artifact_facts")
+    except AttributeError:
+        raise ArtifactError(f"{original} does not export {prefix}_artifact_facts: the manifest's c_prefix "
+                            f"{prefix!r} is not this library's, or it was built by another graphc") from None
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = []
+    return (fn() or b"").decode("utf-8", errors="replace")
 
 
 def _default_threads() -> int:
@@ -95,7 +121,7 @@ class SharedLibraryExecutable(Executable):
         self._weights_path = os.path.abspath(weights_path).encode()
         try:
             self._create = getattr(lib, f"{prefix}_create")
-            self._call = getattr(lib, f"{prefix}_call")
+            self._call = getattr(lib, f"{prefix}_call_sized")
             self._destroy = getattr(lib, f"{prefix}_destroy")
             self._error = getattr(lib, f"{prefix}_error")
             self._set_threads = getattr(lib, f"{prefix}_set_num_threads")
@@ -104,7 +130,8 @@ class SharedLibraryExecutable(Executable):
         self._create.restype = ctypes.c_void_p
         self._create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
         self._call.restype = ctypes.c_int
-        self._call.argtypes = [ctypes.c_void_p] * 5
+        i, p, sz = ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p
+        self._call.argtypes = [p, i, p, sz, i, p, sz, i, p, sz, p]
         self._destroy.argtypes = [ctypes.c_void_p]
         self._error.restype = ctypes.c_char_p
         self._error.argtypes = [ctypes.c_void_p]
@@ -113,6 +140,8 @@ class SharedLibraryExecutable(Executable):
         self.max_threads = max_threads
         self._pool: list[int] = [self._new_model()]  # fails here, at load, if anything is wrong
         self._out_specs = [(tuple(v.shape), v.dtype.np_dtype) for v in graph.outputs]
+        self._sizes = [_sizes([v.type.size * v.dtype.itemsize for v in vs])
+                       for vs in (graph.inputs, graph.params, graph.outputs)]
         self._param_names = [p.name for p in graph.params]
         self._update_specs = [(p.name, tuple(p.shape), p.dtype.np_dtype) if p.name in graph.updates
                               else None for p in graph.params]
@@ -157,7 +186,8 @@ class SharedLibraryExecutable(Executable):
         except IndexError:
             model = self._new_model()
         try:
-            code = self._call(model, ins, ps, ops, ups)
+            (n_in, in_bytes), (n_par, par_bytes), (n_out, out_bytes) = self._sizes
+            code = self._call(model, n_in, ins, in_bytes, n_par, ps, par_bytes, n_out, ops, out_bytes, ups)
             message = self._error(model).decode(errors="replace") if code else ""
         finally:
             self._pool.append(model)

@@ -138,18 +138,21 @@ def test_fresh_process_loads_without_llvm(artifacts, tmp_path):
 
 
 def _build_driver(path: str, tmp: pathlib.Path) -> pathlib.Path:
+    """The C driver, compiled against the artifact's header (it loads path.so at run time
+    through the header's verifying loader)."""
     m = json.loads(pathlib.Path(path + ".json").read_text())
     exe = tmp / f"driver_{m['name']}"
     directory, name = os.path.split(path)
-    r = subprocess.run([CC, "-std=c11", "-O1", f"-DPREFIX={m['c_prefix']}", f'-DHEADER="{name}.h"',
-                        f"-I{directory}", str(HERE / "aot_driver.c"), path + ".so", "-o", str(exe),
-                        f"-Wl,-rpath,{directory}"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([CC, "-std=c11", "-O1", "-Wall", f"-DPREFIX={m['c_prefix']}", f'-DHEADER="{name}.h"',
+                        f"-I{directory}", str(HERE / "aot_driver.c"), "-o", str(exe), "-ldl"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return exe
 
 
 def _run_driver(exe: pathlib.Path, weights: str, work: pathlib.Path, steps: int):
-    return subprocess.run([str(exe), weights, str(work), str(steps)], capture_output=True, text=True,
+    library = weights[:-len(".weights")] + ".so"
+    return subprocess.run([str(exe), library, weights, str(work), str(steps)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
@@ -322,8 +325,14 @@ def test_altered_library_is_refused(tiny, tmp_path):
     so = bytearray(pathlib.Path(path + ".so").read_bytes())
     so[-100] ^= 0xFF
     pathlib.Path(path + ".so").write_bytes(bytes(so))
-    with pytest.raises(ArtifactError, match=r"tiny\.so does not match the manifest"):
+    with pytest.raises(ArtifactError, match=r"tiny\.so does not match the manifest's library_sha256"):
         gc.load(path)
+    # a C program's loader refuses it too, before dlopen (exit 5: <prefix>_open failed)
+    x, idx = _tiny_inputs()
+    x.tofile(tmp_path / "in0.bin")
+    idx.tofile(tmp_path / "in1.bin")
+    r = _run_driver(_build_driver(path, tmp_path), path + ".weights", tmp_path, 1)
+    assert r.returncode == 5 and "does not match this header" in r.stderr, (r.returncode, r.stderr)
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path):
