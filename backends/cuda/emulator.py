@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from graphc.backends.cuda import codegen
-from graphc.ir import kernel as K
+from . import codegen
+from ...ir import kernel as K
 
 SHIM_FP16 = r"""
 #pragma once

@@ -151,13 +151,18 @@ def fuzz(*, seconds: float | None = None, cases: int | None = None, seed: int | 
     report = Report(seed)
     stream.write(f"graphc fuzz: first seed {seed}, paths {', '.join(paths)}\n")
     workers = _Workers(paths, minimize_seconds) if isolate else None
-    start = time.monotonic()
+    start = last_note = time.monotonic()
     s = seed
     try:
         while (seconds is None or time.monotonic() - start < seconds) and \
                 (cases is None or report.cases + report.empty < cases):
             r = workers.run(s, CASE_TIMEOUT) if workers else _check_seed(s, paths, minimize_seconds)
             s += 1
+            if time.monotonic() - last_note > 60:
+                last_note = time.monotonic()
+                stream.write(f"graphc fuzz: {report.cases} cases, {len(report.failures)} failures, "
+                             f"{last_note - start:.0f} s, at seed {s}\n")
+                stream.flush()
             if r.get("empty"):
                 report.empty += 1
                 continue

@@ -77,6 +77,38 @@ def _aot(case: Case) -> Steps:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _cuda_emulator(case: Case) -> Steps:
+    """The CUDA backend's program and generated CUDA C, run on the CPU by the emulator
+    (backends/cuda/emulator.py): its indexing, thread mapping and reductions, without a GPU."""
+    from ..backends.cuda import analysis, codegen, emulator, lower_for_cuda
+    from ..compile import optimize_graph
+    from ..ir.errors import GraphcError
+    work, _, _ = optimize_graph(case.graph, backend="cuda", opt_level=2)
+    program = lower_for_cuda(work)
+    body, launches, functions = codegen.render_body(program, prefix="gc_fuzz")
+    module = codegen.CudaModule("", launches, analysis.storage_map(program), program.arena_bytes,
+                                program.external(), functions)
+    tmp = tempfile.mkdtemp(prefix="graphc-fuzz-cuda-")
+    try:
+        from pathlib import Path as FsPath
+        lib = emulator.build(codegen.translation_unit([body]), functions, FsPath(tmp))
+        params = {p.name: np.array(case.params[p.name], copy=True) for p in work.params}
+        out: Steps = []
+        for _ in range(case.steps):
+            inputs = {buf: case.inputs[v.name] for v, buf in zip(work.inputs, program.inputs)}
+            arrays = emulator.external_arrays(program, inputs, params)
+            emulator.run(lib, module, arrays)
+            if program.status is not None and arrays[program.status][0]:
+                raise GraphcError(program.errors[int(arrays[program.status][0]) - 1])
+            outs = [arrays[b].reshape(v.shape).copy() for b, v in zip(program.outputs, work.outputs)]
+            for name, buf in program.updates.items():
+                params[name] = arrays[buf].reshape(params[name].shape).copy()
+            out.append((outs, dict(params)))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _jit(case: Case) -> Steps:
     """The graph replayed as a Python function over Tensors, traced by @gc.jit (parameters
     become constants: a jitted function has no state)."""
@@ -108,6 +140,7 @@ PATHS: dict[str, Path] = {p.name: p for p in [
     Path("kernel-interpreter", _kernel_interpreter, share=0.5),
     Path("jit", _jit, share=0.3, kinds=("inference", "grad")),
     Path("aot", _aot, share=0.1),
+    Path("cuda-emulator", _cuda_emulator, share=0.05),
 ]}
 
 
@@ -124,4 +157,7 @@ def available_paths() -> list[str]:
         names.append("kernel-interpreter")
     except ImportError:
         pass
+    from ..backends.cuda import emulator
+    if emulator.available():
+        names.append("cuda-emulator")
     return names

@@ -1,4 +1,4 @@
-"""Generated CUDA C executed on the CPU (tests/backends/cuda_emulator.py) equals the
+"""Generated CUDA C executed on the CPU (backends/cuda/emulator.py) equals the
 reference interpreter: every registry op, the GEMM variants (tensor-core f16 included),
 long reductions, seeded random graphs and a CNN training step. This checks the code generator's output itself (indexing, thread
 mapping, group reductions, GEMM tiling, dtype semantics) where no GPU is available; the
