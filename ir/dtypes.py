@@ -70,3 +70,19 @@ def dtype(x: "DType | str | np.dtype | type") -> DType:
 
 def from_numpy(d: np.dtype) -> DType:
     return dtype(d)
+
+
+def float_to_int(x: np.ndarray, to: DType) -> np.ndarray:
+    """graphc's float -> integer conversion: truncation toward zero, saturating at the
+    integer range, NaN to 0 (as CUDA's cvt.rzi, LLVM's fptosi.sat and WebAssembly's
+    trunc_sat define it; numpy leaves it to the CPU, INT_MIN on x86)."""
+    info = np.iinfo(to.np_dtype)
+    x = np.asarray(x)
+    hi = float(2 ** (info.bits - 1))
+    with np.errstate(invalid="ignore"):
+        out = np.trunc(np.where(np.isfinite(x), x, 0)).astype(np.float64)
+        out = np.clip(out, -hi, hi - 1).astype(to.np_dtype)  # within range: exact
+    out = np.where(x >= hi, info.max, out)
+    out = np.where(x < -hi, info.min, out)
+    return np.where(np.isnan(x), 0, out).astype(to.np_dtype)
+

@@ -85,6 +85,8 @@ class ExprWriter:
             if src.is_float:
                 return f"gc_round_half({code})"
             return f"gc_round_half((float)({code}))"
+        if src.is_float and dst.is_int:  # saturating, NaN -> 0, as the hardware's cvt.rzi
+            return f"gc_float_to_int<{reg_type(dst)}>({code})"
         return f"(({reg_type(dst)})({code}))"
 
     # .. index expressions (loop variables and constants only) ..

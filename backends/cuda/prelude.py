@@ -23,6 +23,17 @@ typedef long long gc_i64;
 __device__ __forceinline__ float gc_round_half(float x) { return __half2float(__float2half_rn(x)); }
 __device__ __forceinline__ float gc_round_half(double x) { return __half2float(__double2half(x)); }
 
+// float -> int as ir.dtypes.float_to_int: truncate, saturate, NaN -> 0. (On the GPU a plain
+// conversion is cvt.rzi, which does the same; spelling it out keeps the CPU emulator exact.)
+template <typename T, typename F> __device__ __forceinline__ T gc_float_to_int(F x) {
+  const bool wide = sizeof(T) == 8;
+  const F hi = wide ? (F)9223372036854775808.0 : (F)2147483648.0;
+  if (x != x) return (T)0;
+  if (x >= hi) return wide ? (T)0x7fffffffffffffffLL : (T)0x7fffffff;
+  if (x < -hi) return wide ? (T)(-0x7fffffffffffffffLL - 1) : (T)(-0x7fffffff - 1);
+  return (T)x;
+}
+
 template <typename T> __device__ __forceinline__ T gc_wadd(T a, T b);
 template <> __device__ __forceinline__ int gc_wadd<int>(int a, int b) { return (int)((unsigned)a + (unsigned)b); }
 template <> __device__ __forceinline__ gc_i64 gc_wadd<gc_i64>(gc_i64 a, gc_i64 b) { return (gc_i64)((unsigned long long)a + (unsigned long long)b); }

@@ -95,8 +95,8 @@ Scalar semantics (numpy's, as the reference interpreter computes them)
     * Cast: float->float fpext/fptrunc (to f16: round to half precision, kept in float;
       f64 -> f16 rounds once, through float with round-to-odd, as LLVM would otherwise
       call compiler-rt's __truncdfhf2, which is not in the process);
-      float->int fptosi (truncation toward zero; out-of-range and NaN are undefined, as in
-      numpy: x86 gives INT_MIN); int->float sitofp; int->int sext/trunc; x->bool is
+      float->int fptosi (truncation toward zero) with selects that saturate out-of-range
+      values and map NaN to 0 (ir.dtypes.float_to_int, as CUDA's cvt.rzi); int->float sitofp; int->int sext/trunc; x->bool is
       `x != 0` (NaN -> true); bool->x zext/uitofp.
 
 GEMM
@@ -1366,8 +1366,14 @@ class _FuncGen:
             if st == dt_:
                 return v
             return b.fpext(v, dt_) if dt_ == F64 else b.fptrunc(v, dt_)
-        if src.is_float:
-            return b.fptosi(v, dt_)
+        if src.is_float:  # saturating, NaN -> 0 (ir.dtypes.float_to_int); selects vectorise
+            hi = float(2 ** (dt_.width - 1))
+            out = b.fptosi(v, dt_)
+            out = b.select(b.fcmp_ordered(">=", v, ir.Constant(st, hi)),
+                           ir.Constant(dt_, 2 ** (dt_.width - 1) - 1), out)
+            out = b.select(b.fcmp_ordered("<", v, ir.Constant(st, -hi)),
+                           ir.Constant(dt_, -(2 ** (dt_.width - 1))), out)
+            return b.select(b.fcmp_unordered("uno", v, v), ir.Constant(dt_, 0), out)
         if dst.is_float:
             v = b.sitofp(v, dt_)
             # |ints| < 2**24 convert to f32 exactly; larger ones are inf in f16 either way

@@ -280,6 +280,8 @@ def _cast_infer(ts: list[TensorType], a: dict) -> TensorType:
 
 
 def _cast_ref(x: np.ndarray, to) -> np.ndarray:
+    if x.dtype.kind == "f" and to.is_int:
+        return dtypes.float_to_int(x, to)
     return x.astype(to.np_dtype)
 
 
@@ -292,4 +294,5 @@ def _cast_vjp(b, n, g):
 
 register(OpDef("cast", Fusion.ELEMENTWISE, _cast_infer, _cast_ref, 1, {"to": Attr("dtype")},
                _cast_vjp, elementwise_cost(1), scalar=lambda xs, a, dt: K.Cast(xs[0], dt),
-               doc="convert the dtype (float to int truncates toward zero, as C does)"))
+               doc="convert the dtype (float to int truncates toward zero, saturates at the integer "
+                   "range and maps NaN to 0)"))
