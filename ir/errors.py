@@ -82,3 +82,9 @@ class BuildError(GraphcError):
 
 class ConcretizationError(BuildError):
     """Python needed a concrete value (`if t > 0:`, `float(t)`) of a symbolic tensor."""
+
+
+class KernelRuntimeError(GraphcError):
+    """A kernel flagged bad data at run time through Program.status (e.g. a gather index out
+    of range), with the message the lowering registered; raised by the kernel-IR interpreter
+    where the native runtimes raise their KernelError with the same text."""

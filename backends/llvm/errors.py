@@ -2,8 +2,9 @@
 runs compiled code without loading LLVM)."""
 from __future__ import annotations
 
-from ...ir.errors import GraphcError
+from ...ir.errors import KernelRuntimeError
 
 
-class KernelError(GraphcError):
-    """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""
+class KernelError(KernelRuntimeError):
+    """A compiled kernel flagged bad data at run time (e.g. an index out of range); one
+    `except KernelRuntimeError` catches it and the kernel-IR interpreter's alike."""

@@ -5,10 +5,12 @@ import traceback
 from dataclasses import dataclass, field
 
 from ..ir.errors import GraphcError
+from ..ir.graph import Graph
 from .cases import Case
 from ..ir.validate import TranslationValidationError
 from ..ir.tolerance import compare, magnitudes, rounding_budget, stable
-from .oracle import perturbed, wide_feeds, widened
+from ..ir.widen import wide_feeds, widened
+from .oracle import perturbed, perturbed_constants
 from .paths import PATHS, Steps, run_steps
 
 
@@ -65,9 +67,9 @@ class Oracle:
         mags = magnitudes(g, env)
         return {v: mags.get(w, 0.0) for v, w in zip(self.case.graph.all_values(), g.all_values())}
 
-    def _wide_run(self, inputs, params) -> Steps:
+    def _wide_run(self, inputs, params, graph: Graph | None = None) -> Steps:
         from ..compile import compile as gc_compile
-        exe = gc_compile(self.wide, backend="reference", opt_level=0,
+        exe = gc_compile(graph or self.wide, backend="reference", opt_level=0,
                          params=wide_feeds(params, self.wide))
         return run_steps(exe, self.case, wide_feeds(inputs, self.wide))
 
@@ -75,7 +77,8 @@ class Oracle:
         """The truth on inputs and parameters moved by rounding noise (computed once)."""
         if self._moved is None and self.wide is not None:
             self._moved = self._wide_run(perturbed(self.case.inputs, self.case.seed),
-                                         perturbed(self.case.params, self.case.seed + 1))
+                                         perturbed(self.case.params, self.case.seed + 1),
+                                         perturbed_constants(self.wide, self.case.seed + 2))
         return self._moved
 
     def judge(self, got: Steps) -> tuple[str | None, int]:

@@ -24,78 +24,47 @@ comparison), and the value is counted as unstable instead.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
-from ..ir import dtypes
-from ..ir.errors import GraphcError
-from ..ir.graph import Graph, Value
-from ..ir.types import TensorType
-
-WIDE = {"f16": dtypes.f64, "f32": dtypes.f64}
-
-
-def _wide_type(t: TensorType) -> TensorType:
-    return TensorType(t.shape, WIDE.get(t.dtype.name, t.dtype))
-
-
-def _wide_attr(v):
-    if isinstance(v, dtypes.DType):
-        return WIDE.get(v.name, v)
-    return v
-
-
-def widened(graph: Graph) -> Graph | None:
-    """The same computation with every f16/f32 value in f64 (None when some op refuses
-    f64: then the float32 reference is the only oracle)."""
-    g = Graph(graph.name)
-    m: dict[Value, Value] = {}
-    try:
-        for v in graph.inputs:
-            m[v] = g.add_input(v.name, _wide_type(v.type))
-        for v in graph.params:
-            m[v] = g.add_param(v.name, _wide_type(v.type), init=v.init, trainable=v.trainable)
-        for name, arr in graph.param_values.items():
-            g.param_values[name] = arr.astype(WIDE.get(graph.param(name).dtype.name,
-                                                       graph.param(name).dtype).np_dtype)
-        for v in graph.constants:
-            t = _wide_type(v.type)
-            m[v] = g.add_constant(np.asarray(v.data).astype(t.dtype.np_dtype), t.dtype, name=v.name)
-        for n in graph.nodes:
-            attrs = {k: _wide_attr(a) for k, a in n.attrs.items()}
-            new = g.add_node(n.op, [m[v] for v in n.inputs], attrs, n.loc)
-            m.update(zip(n.outputs, new.outputs))
-    except GraphcError:
-        return None
-    g.outputs = [m[v] for v in graph.outputs]
-    g.updates = {k: m[v] for k, v in graph.updates.items()}
-    return g
+from ..ir.graph import Graph
 
 
 def perturbed(arrays: Mapping[str, np.ndarray], seed: int, scale: float = 16.0
               ) -> dict[str, np.ndarray]:
-    """The same float arrays moved by about `scale` eps of their dtype, relative."""
+    """The same float arrays moved by about `scale` eps of their dtype, relative; exact
+    zeros move too (by as much as the array's other values would), so a result that
+    hangs on the sign of an exact zero (rsqrt of a sum of zeros) shows as unstable."""
     rng = np.random.default_rng(seed)
-    out = {}
-    for k, a in arrays.items():
-        a = np.asarray(a)
-        if a.dtype.kind == "f":
-            eps = float(np.finfo(a.dtype).eps) * scale
-            a = (a * (1 + eps * rng.standard_normal(a.shape))).astype(a.dtype)
-        out[k] = a
-    return out
+    return {k: _moved(np.asarray(a), rng, scale) for k, a in arrays.items()}
+
+
+def _moved(a: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    if a.dtype.kind != "f" or not a.size:
+        return a
+    eps = float(np.finfo(a.dtype).eps) * scale
+    finite = a[np.isfinite(a)]
+    floor = max(float(np.sqrt(np.mean(finite.astype(np.float64) ** 2))) if finite.size else 0.0,
+                float(np.finfo(a.dtype).tiny))
+    noise = rng.standard_normal(a.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(a == 0, eps * floor * noise, a * (1 + eps * noise)).astype(a.dtype)
+
+
+def perturbed_constants(graph: Graph, seed: int, scale: float = 16.0) -> Graph:
+    """A copy of graph whose float constants are moved as `perturbed` moves arrays."""
+    g = graph.copy()
+    rng = np.random.default_rng(seed)
+    for c in g.constants:
+        data = _moved(np.asarray(c.data), rng, scale)
+        data.setflags(write=False)
+        c.data = data
+    return g
 
 
 def as_list(result) -> list[np.ndarray]:
     return list(result) if isinstance(result, (tuple, list)) else [result]
 
 
-__all__ = ["widened", "wide_feeds", "perturbed", "as_list"]
-
-
-def wide_feeds(feeds: Mapping[str, np.ndarray], graph: Graph) -> dict[str, np.ndarray]:
-    types = {v.name: v.type for v in list(graph.inputs) + list(graph.params)}
-    return {k: np.asarray(a).astype(_wide_type(types[k]).dtype.np_dtype) if k in types else a
-            for k, a in feeds.items()}
-
+__all__ = ["perturbed", "perturbed_constants", "as_list"]

@@ -152,11 +152,7 @@ def available_paths() -> list[str]:
         names += ["llvm-O0", "llvm-O1", "llvm-O2", "llvm-O3", "jit"]
         if shutil.which(os.environ.get("CC", "cc")):
             names.append("aot")
-    try:
-        from ..ir import interpret  # noqa: F401
-        names.append("kernel-interpreter")
-    except ImportError:
-        pass
+    names.append("kernel-interpreter")
     from ..backends.cuda import emulator
     if emulator.available():
         names.append("cuda-emulator")

@@ -14,7 +14,7 @@ from graphc.backends import available_backends
 from graphc.fuzz.cases import make_case
 from graphc.fuzz.check import check_case
 from graphc.fuzz.driver import fuzz
-from graphc.fuzz.oracle import widened
+from graphc.ir.widen import widened
 from graphc.ir.tolerance import compare, rounding_budget
 from graphc.ir.types import TensorType
 
