@@ -304,7 +304,9 @@ def lower_copy_map(ctx: LowerCtx, node: Node, index_of: Callable[[list[Var]], Ex
             value: Expr = Load(sb, idx, src.dtype)
         else:
             ok = guard(vs)
-            value = Select(ok, Load(sb, Select(ok, idx, c64(0), i64), src.dtype), fill, out.dtype)
+            # an empty source has no element 0 to read instead: then every position is fill
+            value = fill if src.type.size == 0 else \
+                Select(ok, Load(sb, Select(ok, idx, c64(0), i64), src.dtype), fill, out.dtype)
         return [Store(ob, linear_index(vs, ostr), value)]
     ctx.kernel(ctx.loops(out.shape, body), [sb], [ob])
 

@@ -89,6 +89,8 @@ RUNS = 8  # images (or planes) processed in parallel; each run keeps its own scr
 def image_runs(ctx, n_img: int, body: Callable[[K.Expr, K.Expr, bool], list]) -> tuple[list, int]:
     """(loops calling body(image, run, parallel) once for every image, number of runs). Runs
     get equal shares; the remainder images form a second parallel loop, one image per run."""
+    if n_img == 0:  # an empty batch: nothing to compute (its output has no elements)
+        return [], 1
     if n_img == 1:
         return body(L.c64(0), L.c64(0), True), 1
     runs = min(n_img, RUNS)
@@ -130,7 +132,9 @@ class PaddedPlane:
             a["strides"], a["padding"], a["dilations"])
         self.hp = self.hh + self.pt + pb
         self.wq = -(-(self.ww + self.pl + pr) // self.sw)  # columns per phase
-        self.size = self.hp * self.wq * self.sw
+        # A stride wider than the padded row leaves the phases past it empty: columns c <
+        # W + pads sit at phase c, and no tap reads beyond (its span fits the padded row).
+        self.size = self.hp * self.wq * min(self.sw, self.ww + self.pl + pr)
 
     def copy(self, ctx, xb: str, x_dtype, src: K.Expr, pad: str, base: K.Expr, ct,
              planes: int = 1, parallel: bool = False) -> list:
