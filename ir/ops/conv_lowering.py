@@ -96,12 +96,14 @@ def _epilogue_at(epilogue, n, group, row, col, acc: K.Expr, dtype) -> K.Expr:
 
 
 def _weighted_sum(terms: list, ct) -> K.Expr:
-    """x0*w0 + x1*w1 + ... left to right, each step free to be one fused multiply-add
-    (K.Binary.contract): half the instructions of the tap sums, and one rounding per tap."""
-    acc = None
+    """0 + x0*w0 + x1*w1 + ... left to right, each step free to be one fused multiply-add
+    (K.Binary.contract): half the instructions of the tap sums, and one rounding per tap.
+    Starting from +0 (the first step's fma costs what its multiply did) makes a window of
+    zeros (padding) sum to +0 as numpy's does, not -0 from 0 * negative weight, whose
+    rsqrt or reciprocal would be -inf."""
+    acc: K.Expr = K.Const(0.0 if ct.is_float else 0, ct)
     for x, w in terms:
-        term = K.Binary("mul", x, w, ct, contract=True)
-        acc = term if acc is None else K.Binary("add", acc, term, ct, contract=True)
+        acc = K.Binary("add", acc, K.Binary("mul", x, w, ct, contract=True), ct, contract=True)
     return acc
 
 

@@ -195,3 +195,19 @@ def test_dense_map_only_for_constant_weights_within_one_window():
         return str(lower(work))
     assert "derived" in text(3, True)
     assert "derived" not in text(4, True) and "derived" not in text(3, False)  # 16 > 9 taps; a parameter
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_padding_sums_to_plus_zero(groups):
+    """A window over padding only sums to +0 as numpy's does (it was -0 from 0 * negative
+    weight, and rsqrt of it -inf where the reference says +inf); found by the fuzzer."""
+    g = gc.Graph("pad_zero")
+    with g:
+        x = gc.placeholder("x", (1, 2, 2, 3))
+        w = gc.constant(-np.abs(np.random.default_rng(0).standard_normal((2, 2 // groups, 1, 1)))
+                        .astype(np.float32))
+        g.set_outputs([gc.rsqrt(gc.conv2d(x, w, padding=1, groups=groups))])
+    xv = np.abs(np.random.default_rng(1).standard_normal((1, 2, 2, 3))).astype(np.float32)
+    want = gc.compile(g, backend="reference")(xv)[0]
+    got = gc.compile(g, backend="llvm")(xv)[0]
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
