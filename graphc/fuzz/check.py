@@ -78,7 +78,8 @@ class Oracle:
         if self._moved is None and self.wide is not None:
             self._moved = self._wide_run(perturbed(self.case.inputs, self.case.seed),
                                          perturbed(self.case.params, self.case.seed + 1),
-                                         perturbed_constants(self.wide, self.case.seed + 2))
+                                         widened(perturbed_constants(self.case.graph,
+                                                                     self.case.seed + 2)))
         return self._moved
 
     def judge(self, got: Steps) -> tuple[str | None, int]:

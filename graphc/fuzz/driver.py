@@ -59,6 +59,7 @@ def _check_seed(seed: int, paths: list[str], minimize_seconds: float) -> dict:
     if case is None:
         return {"seed": seed, "empty": True}
     chosen = [p for p in paths if case.kind in PATHS[p].kinds
+              and len(case.graph.nodes) <= PATHS[p].max_nodes
               and random.Random(f"{seed}/{p}").random() < PATHS[p].share]
     out = check_case(case, chosen)
     result = {"seed": seed, "kind": case.kind, "skipped": out.skipped, "unstable": out.unstable,
