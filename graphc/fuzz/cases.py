@@ -11,7 +11,7 @@ import numpy as np
 from ..ir.errors import DifferentiationError
 from ..ir.graph import Graph, Value
 from ..ir.registry import all_ops
-from ..ir.types import TensorType
+from ..ir.validate import random_array
 from ..passes.dce import eliminate_dead_code
 from .graphs import build_random_graph
 
@@ -31,15 +31,6 @@ class Case:
     def describe(self) -> str:
         return (f"seed {self.seed}: {self.kind}, {len(self.graph.nodes)} nodes, "
                 f"ops {sorted({n.op for n in self.graph.nodes})}")
-
-
-def random_array(t: TensorType, rng: np.random.Generator) -> np.ndarray:
-    dt = t.dtype
-    if dt.is_bool:
-        return rng.random(t.shape) < 0.5
-    if dt.is_int:
-        return rng.integers(-5, 6, t.shape).astype(dt.np_dtype)
-    return rng.standard_normal(t.shape).astype(dt.np_dtype)
 
 
 def op_weights() -> dict[str, float]:
