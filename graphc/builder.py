@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .args import as_array, as_bool, as_dtype, as_shape
 from .ir import dtypes
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph, Value
@@ -69,12 +70,7 @@ def current_graph() -> Graph:
 
 
 def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
-    if isinstance(shape, (int, np.integer)):
-        return (int(shape),)
-    try:
-        return tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise BuildError(f"shape {shape!r} is not a sequence of ints", loc=capture_loc()) from None
+    return as_shape(shape, "shape")
 
 
 def placeholder(name: str, shape: Sequence[int] | int, dtype: str = "f32"):
@@ -82,37 +78,72 @@ def placeholder(name: str, shape: Sequence[int] | int, dtype: str = "f32"):
     from .tensor import Tensor
     g = current_graph()
     try:
-        return Tensor(g.add_input(name, TensorType(_shape(shape), dtypes.dtype(dtype))), g)
+        return Tensor(g.add_input(name, TensorType(_shape(shape), as_dtype(dtype))), g)
     except GraphcError as e:
         raise e.attach(loc=capture_loc())
 
 
 def param(name: str, shape: Sequence[int] | int, dtype: str = "f32", *, init: Init | None = None,
           value: Any = None, trainable: bool = True):
-    """A named persistent parameter, initialised by `init` or set to `value`."""
+    """A named persistent parameter, initialised by `init` (a gc.init initialiser) or set to
+    `value` (an array of the declared shape)."""
     from .tensor import Tensor
     g = current_graph()
     if init is None and value is None:
         raise BuildError(f"parameter {name!r} needs init=... or value=...", loc=capture_loc())
     if init is not None and value is not None:
         raise BuildError(f"parameter {name!r}: give init or value, not both", loc=capture_loc())
+    if init is not None and not isinstance(init, Init):
+        raise BuildError(f"parameter {name!r}: init must be a gc.init initialiser (gc.init.zeros(), "
+                         f"gc.init.normal(...)), got {init!r}", loc=capture_loc())
     try:
-        return Tensor(g.add_param(name, TensorType(_shape(shape), dtypes.dtype(dtype)), init=init,
-                                  value=value, trainable=trainable), g)
+        t = TensorType(_shape(shape), as_dtype(dtype))
+        if value is not None:
+            value = _checked_data(as_array(value, f"parameter {name!r} value"), t.dtype,
+                                  f"parameter {name!r} value")
+        return Tensor(g.add_param(name, t, init=init, value=value,
+                                  trainable=as_bool(trainable, "trainable")), g)
     except GraphcError as e:
         raise e.attach(loc=capture_loc())
+
+
+def _checked_data(arr: np.ndarray, dt: dtypes.DType, what: str) -> np.ndarray:
+    """arr, refused when converting it to dt would change a value's kind or wrap it."""
+    k = arr.dtype.kind
+    if dt.is_int and k in "fc":
+        raise BuildError(f"{what}: {arr.dtype} data for an {dt} tensor would be truncated; "
+                         "round or cast it first", loc=capture_loc())
+    if dt.is_int and k in "iu" and arr.size:
+        info = np.iinfo(dt.np_dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise BuildError(f"{what}: values {arr.min()}..{arr.max()} do not fit {dt}",
+                             loc=capture_loc())
+    return arr
 
 
 def constant(value: Any, dtype: str | None = None, name: str | None = None):
-    """A constant baked into the graph (and into the text IR)."""
+    """A constant baked into the graph (and into the text IR). Without a dtype, Python
+    floats are f32 and ints i32 (i64 when they need it); numpy data keeps its dtype."""
     from .tensor import Tensor
-    arr = np.asarray(value)
-    if dtype is None and not isinstance(value, (np.ndarray, np.generic)):
-        # Python numbers and lists: floats are f32 and ints i32, as in most DL tools;
-        # numpy data keeps its own dtype.
-        dtype = {"f": "f32", "i": "i32", "u": "i32"}.get(arr.dtype.kind)
     g = current_graph()
     try:
-        return Tensor(g.add_constant(arr, dtype, name), g)
+        arr = as_array(value, "constant")
+        if dtype is None and not isinstance(value, (np.ndarray, np.generic)):
+            dtype = default_dtype(arr)
+        dt = as_dtype(dtype) if dtype is not None else None
+        if dt is not None:
+            arr = _checked_data(arr, dt, "constant")
+        return Tensor(g.add_constant(arr, dt, name), g)
     except GraphcError as e:
         raise e.attach(loc=capture_loc())
+
+
+def default_dtype(arr: np.ndarray) -> str | None:
+    """The dtype of Python data (numbers, nested lists) without a tensor to follow: floats
+    f32, ints i32 (i64 when a value needs it), bools bool."""
+    if arr.dtype.kind == "f":
+        return "f32"
+    if arr.dtype.kind in "iu":
+        fits = not arr.size or (np.iinfo(np.int32).min <= arr.min() and arr.max() <= np.iinfo(np.int32).max)
+        return "i32" if fits else "i64"
+    return None

@@ -46,8 +46,12 @@ def load_target(target: str) -> Graph:
     if not fn_name:
         if not os.path.isfile(target):
             raise CLIError(f"no such file: {target} (expected FILE.py:FUNCTION or a text IR file)")
-        with open(target, encoding="utf-8") as f:
-            return parse(f.read())
+        try:
+            with open(target, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CLIError(f"cannot read {target} as a text IR file: {e}") from None
+        return parse(text)
     module = _load_module(path)
     fn = getattr(module, fn_name, None)
     if not callable(fn):
@@ -102,8 +106,11 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     else:
         out = summarize(g)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(out if out.endswith("\n") else out + "\n")
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(out if out.endswith("\n") else out + "\n")
+        except OSError as e:
+            raise CLIError(f"cannot write {args.output}: {e}") from None
     else:
         print(out.rstrip("\n"))
     return 0

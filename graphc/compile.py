@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from .args import is_int
 from .backends import backend_graph_passes, compile_graph
 from .backends.executable import Executable
 from .ir.errors import BuildError, GraphcError, InputError
 from .ir.graph import Graph as IRGraph, Value
 from .ir.loc import capture_loc
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
-from .passes.manager import Pipeline, resolve, standard_passes
+from .passes.manager import Pass, Pipeline, resolve, standard_passes
 from .passes.winograd import configure as configure_winograd
 from .tensor import Tensor
 
@@ -39,11 +40,25 @@ def _param_name(graph: IRGraph, key: Any) -> str:
 def resolve_outputs(graph: IRGraph, outputs: Any) -> tuple[list[Value], bool]:
     """Output values and whether a single (unlisted) output was given."""
     single = isinstance(outputs, (Tensor, Value))
-    return [_value(graph, t, "output") for t in ([outputs] if single else outputs)], single
+    if not single and not isinstance(outputs, (list, tuple)):
+        raise BuildError(f"outputs must be a Tensor or a list of Tensors, got "
+                         f"{type(outputs).__name__}")
+    return [_value(graph, t, f"output {i}") for i, t in
+            enumerate([outputs] if single else outputs)], single
 
 
 def resolve_updates(graph: IRGraph, updates: UpdatesLike) -> dict[str, Value]:
-    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    if isinstance(updates, Mapping):
+        pairs = list(updates.items())
+    elif isinstance(updates, (list, tuple)):
+        pairs = list(updates)
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise BuildError(f"updates[{i}] must be a (parameter, new value) pair, got "
+                                 f"{type(pair).__name__} {pair!r:.80}")
+    else:
+        raise BuildError("updates must map parameters to new values ({param: new} or a list of "
+                         f"(param, new) pairs), got {type(updates).__name__}")
     out: dict[str, Value] = {}
     for key, new in pairs:
         name = _param_name(graph, key)
@@ -127,6 +142,9 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
     """
     loc = capture_loc()
     try:
+        _check_options(graph, backend, params, opt_level, passes, donate, winograd)
+        if state_updates is not None and not isinstance(state_updates, bool):
+            raise BuildError(f"state_updates must be True, False or None, got {state_updates!r}")
         names = {v.name for v in graph.inputs}
         unknown = [d for d in donate if d not in names]
         if unknown:
@@ -141,3 +159,26 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
         return exe
     except GraphcError as e:
         raise e.attach(loc=loc)
+
+
+def _check_options(graph: Any, backend: Any, params: Any, opt_level: Any, passes: Any,
+                   donate: Any, winograd: Any) -> None:
+    """The kinds of compile's arguments, checked before any work (their values are checked
+    where they are used: the backend registry, the pass manager, the parameter store)."""
+    if not isinstance(graph, IRGraph):
+        raise BuildError(f"compile takes a graph (gc.Graph), got {type(graph).__name__}")
+    if not isinstance(backend, str):
+        raise BuildError(f"backend must be a backend name (a string), got {backend!r}")
+    if params is not None and not (isinstance(params, Mapping)
+                                   and all(isinstance(k, str) for k in params)):
+        raise BuildError(f"params must map parameter names to arrays, got {type(params).__name__}")
+    if not (is_int(opt_level) and int(opt_level) in (0, 1, 2, 3)):
+        raise BuildError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    if passes is not None and (isinstance(passes, str) or not isinstance(passes, (list, tuple))
+                               or not all(isinstance(p, (str, Pass)) for p in passes)):
+        raise BuildError(f"passes must be a list of pass names, got {passes!r:.80}")
+    if isinstance(donate, str) or not isinstance(donate, (list, tuple, set, frozenset)) \
+            or not all(isinstance(d, str) for d in donate):
+        raise BuildError(f"donate must be a list of input names, got {donate!r:.80}")
+    if not isinstance(winograd, str):
+        raise BuildError(f"winograd must be 'auto', 'off', 'F2' or 'F4', got {winograd!r}")

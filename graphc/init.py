@@ -5,7 +5,20 @@ re-creates the same initial values.
 """
 from __future__ import annotations
 
+from typing import Callable
+
+from .args import as_float, as_int
+from .ir.errors import GraphcError
+from .ir.loc import capture_loc
 from .ir.init import Fill, GlorotUniform, HeNormal, Init, Normal, Ones, Uniform, Zeros
+
+
+def _made(make: Callable[[], Init]) -> Init:
+    """An initialiser, or its refusal of its arguments at the caller's line."""
+    try:
+        return make()
+    except GraphcError as e:
+        raise e.attach(loc=capture_loc())
 
 
 def zeros() -> Init:
@@ -17,23 +30,23 @@ def ones() -> Init:
 
 
 def fill(value: float) -> Init:
-    return Fill(float(value))
+    return _made(lambda: Fill(as_float(value, "fill value")))
 
 
 def normal(std: float = 1.0, *, mean: float = 0.0, seed: int = 0) -> Init:
-    return Normal(float(mean), float(std), int(seed))
+    return _made(lambda: Normal(as_float(mean, "mean"), as_float(std, "std"), as_int(seed, "seed")))
 
 
 def uniform(low: float = 0.0, high: float = 1.0, *, seed: int = 0) -> Init:
-    return Uniform(float(low), float(high), int(seed))
+    return _made(lambda: Uniform(as_float(low, "low"), as_float(high, "high"), as_int(seed, "seed")))
 
 
 def he_normal(seed: int = 0) -> Init:
-    return HeNormal(int(seed))
+    return _made(lambda: HeNormal(as_int(seed, "seed")))
 
 
 def glorot_uniform(seed: int = 0) -> Init:
-    return GlorotUniform(int(seed))
+    return _made(lambda: GlorotUniform(as_int(seed, "seed")))
 
 
 __all__ = ["Init", "zeros", "ones", "fill", "normal", "uniform", "he_normal", "glorot_uniform"]

@@ -222,11 +222,20 @@ class JittedFunction:
                  opt_level: int = 2, cache_size: int = 64) -> None:
         if not callable(fn):
             raise BuildError(f"gc.jit wraps a function, not {type(fn).__name__}")
+        if not (isinstance(cache_size, int) and not isinstance(cache_size, bool) and cache_size >= 1):
+            raise BuildError(f"gc.jit: cache_size must be an int >= 1, got {cache_size!r}")
         self.fn = fn
         self.backend = backend
         self.opt_level = opt_level
         self.cache_size = cache_size
-        self._signature = inspect.signature(fn)
+        try:
+            self._signature = inspect.signature(fn)
+        except (TypeError, ValueError) as e:
+            raise BuildError(f"gc.jit cannot read the signature of {fn!r}: {e}") from None
+        if isinstance(static_argnames, str) or not all(
+                isinstance(n, str) for n in _iterable(static_argnames, "static_argnames")):
+            raise BuildError(f"gc.jit: static_argnames must be a list of parameter names, got "
+                             f"{static_argnames!r}")
         self.static_argnames = tuple(static_argnames)
         unknown = [n for n in self.static_argnames if n not in self._signature.parameters]
         if unknown:
@@ -234,7 +243,9 @@ class JittedFunction:
                              f"{self._signature}")
         params = list(self._signature.parameters.values())
         plain = all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
-        self._positional = [p.name for p in params] if plain else [None]  # [None]: never matches
+        # The common call's fast path binds positionally; other signatures (*args, **kw,
+        # keyword-only) always go through inspect's binding rules.
+        self._positional: list[str] | None = [p.name for p in params] if plain else None
         self._cache: OrderedDict[tuple, _Entry] = OrderedDict()
         self._lock = threading.RLock()  # the cache is shared by threads calling the function
         self.retraces = 0  # traces after the first (tests and users read it)
@@ -242,7 +253,7 @@ class JittedFunction:
 
     # .. argument handling ..
     def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, list, list[str], inspect.BoundArguments]:
-        if not kwargs and len(args) == len(self._positional):
+        if not kwargs and self._positional is not None and len(args) == len(self._positional):
             arguments = dict(zip(self._positional, args))  # the common call: no binding rules
             bound = inspect.BoundArguments(self._signature, arguments)  # type: ignore[arg-type]
         else:
@@ -452,10 +463,18 @@ def _text(graph, outputs=None) -> str:
     return print_graph(graph)
 
 
+def _iterable(v: Any, what: str) -> tuple:
+    try:
+        return tuple(v)
+    except TypeError:
+        raise BuildError(f"gc.jit: {what} must be a list, got {type(v).__name__} {v!r}") from None
+
+
 def jit(fn: Callable | None = None, *, static_argnames: Sequence[str] | str = (), backend: str = "llvm",
         opt_level: int = 2, cache_size: int = 64) -> Any:
     """Decorator: `@gc.jit` or `@gc.jit(static_argnames=("n",), backend="reference")`."""
-    names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    names = (static_argnames,) if isinstance(static_argnames, str) else _iterable(
+        static_argnames, "static_argnames")
 
     def wrap(f: Callable) -> JittedFunction:
         return JittedFunction(f, static_argnames=names, backend=backend, opt_level=opt_level,

@@ -9,13 +9,29 @@ from typing import Any, Sequence
 
 from . import init as initializers
 from . import ops
+from .args import as_bool, as_float, as_int, as_shape
 from .builder import current_graph, param
+from .ir.errors import BuildError
 from .ir.init import Init
+from .ir.loc import capture_loc
 from .tensor import Tensor
 
 
 def _prefix(name: str | None, kind: str) -> str:
+    if name is not None and not isinstance(name, str):
+        raise BuildError(f"a layer name is a string, got {name!r}", loc=capture_loc())
     return name if name is not None else current_graph().unique_name(kind)
+
+
+def _or(init: Init | None, default: Any) -> Init:
+    return init if init is not None else default()
+
+
+def _count(v: Any, what: str, low: int = 0) -> int:
+    n = as_int(v, what)
+    if n < low:
+        raise BuildError(f"{what} must be >= {low}, got {n}", loc=capture_loc())
+    return n
 
 
 class Linear:
@@ -24,14 +40,16 @@ class Linear:
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  name: str | None = None, init: Init | None = None, dtype: str = "f32") -> None:
         g = current_graph()
+        in_features, out_features = _count(in_features, "in_features"), _count(out_features,
+                                                                               "out_features")
         self.name = _prefix(name, "linear")
         self.weight = param(f"{self.name}.w", (in_features, out_features), dtype,
-                            init=init or initializers.glorot_uniform(seed=g.next_seed()))
+                            init=_or(init, lambda: initializers.glorot_uniform(seed=g.next_seed())))
         self.bias = param(f"{self.name}.b", (out_features,), dtype, init=initializers.zeros()) \
-            if bias else None
+            if as_bool(bias, "bias") else None
 
     def __call__(self, x: Tensor) -> Tensor:
-        y = x @ self.weight
+        y = ops.matmul(x, self.weight)
         return y + self.bias if self.bias is not None else y
 
 
@@ -44,12 +62,18 @@ class Conv2d:
                  init: Init | None = None, dtype: str = "f32") -> None:
         g = current_graph()
         kh, kw = ops._pair(kernel_size, "kernel_size")
+        groups = _count(groups, "groups", 1)
+        in_channels, out_channels = _count(in_channels, "in_channels"), _count(out_channels,
+                                                                               "out_channels")
+        if in_channels % groups or out_channels % groups:
+            raise BuildError(f"Conv2d: groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}", loc=capture_loc())
         self.name = _prefix(name, "conv")
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
-        self.weight = param(f"{self.name}.w", (out_channels, in_channels // max(groups, 1), kh, kw),
-                            dtype, init=init or initializers.he_normal(seed=g.next_seed()))
+        self.weight = param(f"{self.name}.w", (out_channels, in_channels // groups, kh, kw),
+                            dtype, init=_or(init, lambda: initializers.he_normal(seed=g.next_seed())))
         self.bias = param(f"{self.name}.b", (out_channels,), dtype, init=initializers.zeros()) \
-            if bias else None
+            if as_bool(bias, "bias") else None
 
     def __call__(self, x: Tensor) -> Tensor:
         return ops.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
@@ -67,8 +91,9 @@ class BatchNorm:
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
                  axis: int = 1, name: str | None = None, dtype: str = "f32") -> None:
         self.name = _prefix(name, "bn")
-        self.momentum, self.eps, self.axis = momentum, eps, axis
-        c = (num_features,)
+        self.momentum, self.eps = as_float(momentum, "momentum"), as_float(eps, "eps")
+        self.axis = as_int(axis, "axis")
+        c = (_count(num_features, "num_features"),)
         self.gamma = param(f"{self.name}.gamma", c, dtype, init=initializers.ones())
         self.beta = param(f"{self.name}.beta", c, dtype, init=initializers.zeros())
         self.running_mean = param(f"{self.name}.running_mean", c, dtype,
@@ -77,11 +102,12 @@ class BatchNorm:
                                  init=initializers.ones(), trainable=False)
 
     def __call__(self, x: Tensor, training: bool = True) -> Tensor:
-        if not training:
+        if not as_bool(training, "training"):
             return ops.batch_norm_inference(x, self.gamma, self.beta, self.running_mean,
                                             self.running_var, eps=self.eps, axis=self.axis)
         y, mean, var = ops.batch_norm(x, self.gamma, self.beta, eps=self.eps, axis=self.axis)
-        n = x.size // x.shape[self.axis]
+        x = ops._t(x)
+        n = x.size // x.shape[self.axis] if x.shape[self.axis] else 0
         m = self.momentum
         unbiased = var * (n / max(n - 1, 1))  # running variance is unbiased, as in PyTorch
         new_mean = self.running_mean * (1.0 - m) + ops.stop_gradient(mean) * m
@@ -97,9 +123,9 @@ class LayerNorm:
 
     def __init__(self, shape: int | Sequence[int], *, eps: float = 1e-5, name: str | None = None,
                  dtype: str = "f32") -> None:
-        self.shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.shape = as_shape(shape, "LayerNorm shape")
         self.name = _prefix(name, "ln")
-        self.eps = eps
+        self.eps = as_float(eps, "eps")
         self.gamma = param(f"{self.name}.gamma", self.shape, dtype, init=initializers.ones())
         self.beta = param(f"{self.name}.beta", self.shape, dtype, init=initializers.zeros())
 
@@ -114,9 +140,10 @@ class Embedding:
     def __init__(self, num_embeddings: int, dim: int, *, name: str | None = None,
                  init: Init | None = None, dtype: str = "f32") -> None:
         g = current_graph()
+        num_embeddings, dim = _count(num_embeddings, "num_embeddings"), _count(dim, "dim")
         self.name = _prefix(name, "embedding")
         self.weight = param(f"{self.name}.w", (num_embeddings, dim), dtype,
-                            init=init or initializers.normal(1.0, seed=g.next_seed()))
+                            init=_or(init, lambda: initializers.normal(1.0, seed=g.next_seed())))
 
     def __call__(self, ids: Tensor) -> Tensor:
         return ops.take(self.weight, ids, axis=0)

@@ -8,11 +8,14 @@ an entry raises `UntraceableError` naming it: never a silent fallback to concret
 """
 from __future__ import annotations
 
+import builtins
+import math
 from typing import Any, Callable
 
 import numpy as np
 
 from . import ops
+from .args import as_array, as_dtype, as_shape
 from .ir.errors import BuildError
 from .ir.loc import capture_loc
 
@@ -104,11 +107,12 @@ def _concatenate(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
 
 
 def _stack(arrays, axis=0, out=None, **kw):
+    if out is not None:
+        raise _untraceable("numpy.stack(..., out=...)")
     arrays = list(arrays)
     if not arrays:
         raise BuildError("numpy.stack needs at least one array", loc=capture_loc())
-    rank = ops._t(arrays[0]).ndim + 1
-    ax = axis % rank if -rank <= axis < rank else axis
+    ax = ops._axis(axis, ops._rank(arrays[0]) + 1)
     return ops.concat([ops.expand_dims(a, ax) for a in arrays], ax)
 
 
@@ -125,11 +129,9 @@ def _clip(a, a_min=None, a_max=None, out=None, **kw):
 def _pad(array, pad_width, mode="constant", constant_values=0, **kw):
     if mode != "constant":
         raise _untraceable(f"numpy.pad(mode={mode!r})", "only mode='constant' is traced")
-    x = ops._t(array)
-    pw = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
     if np.ndim(constant_values) != 0:
         raise _untraceable("numpy.pad with per-axis constant_values")
-    return ops.pad(x, pw.tolist(), float(constant_values))
+    return ops.pad(array, pad_width, constant_values)
 
 
 def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
@@ -138,8 +140,8 @@ def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     x = ops._t(a)
     m = ops.mean(x, axis, keepdims=True)
     d = x - m
-    n = x.size // m.size  # elements per reduced group
-    return ops.sum(d * d, axis, keepdims) / (n - ddof)
+    n = math.prod(x.shape[i] for i in ops._axes(axis, x.ndim))  # elements per reduced group
+    return ops.sum(d * d, axis, keepdims) / builtins.max(n - ddof, 0)  # numpy's clamp
 
 
 def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
@@ -156,9 +158,12 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     """A constant broadcast to a's shape: no data of `a` is needed, only its type."""
     from .builder import constant
     x = ops._t(a)
-    shp = x.shape if shape is None else tuple(int(d) for d in np.atleast_1d(shape))
-    dt = x.dtype.np_dtype if dtype is None else np.dtype(dtype)
-    return ops.broadcast_to(constant(np.asarray(fill_value, dtype=dt)), shp)
+    shp = x.shape if shape is None else as_shape(shape)
+    dt = x.dtype if dtype is None else as_dtype(dtype)
+    fill = as_array(fill_value, "fill_value")
+    if fill.ndim:
+        raise _untraceable("numpy.full_like with an array fill_value")
+    return ops.broadcast_to(constant(fill.astype(dt.np_dtype), dt.name), shp)
 
 
 def _dot(a, b, out=None):
@@ -184,11 +189,25 @@ def _transpose(a, axes=None):
 
 
 def _swapaxes(a, axis1, axis2):
-    n = ops._t(a).ndim
+    n = ops._rank(a)
     perm = list(range(n))
-    i, j = axis1 % n, axis2 % n
+    i, j = ops._axis(axis1, n), ops._axis(axis2, n)
     perm[i], perm[j] = perm[j], perm[i]
     return ops.transpose(a, perm)
+
+
+def _take(a, indices, axis=None, out=None, mode="raise"):
+    if out is not None or mode != "raise":
+        raise _untraceable(f"numpy.take(..., {'out=...' if out is not None else f'mode={mode!r}'})",
+                           "graphc gathers with mode='raise' (out-of-range indices are an error)")
+    if axis is None:
+        return ops.take(ops.reshape(a, -1), indices, 0)
+    return ops.take(a, indices, axis)
+
+
+def _size(a, axis=None):
+    x = ops._t(a)
+    return x.size if axis is None else x.shape[ops._axis(axis, x.ndim)]
 
 
 FUNCTIONS: dict[Callable, Callable[..., Any]] = {
@@ -200,11 +219,10 @@ FUNCTIONS: dict[Callable, Callable[..., Any]] = {
     np.expand_dims: lambda a, axis: ops.expand_dims(a, axis),
     np.broadcast_to: lambda array, shape, subok=False: ops.broadcast_to(array, shape),
     np.ravel: lambda a, order="C": _reshape(a, -1, order),
-    np.pad: _pad, np.take: lambda a, indices, axis=None, out=None, mode="raise":
-        ops.take(a if axis is not None else ops.reshape(a, -1), indices, axis or 0),
+    np.pad: _pad, np.take: _take,
     np.dot: _dot, np.var: _var, np.std: _std, np.outer: _outer,
     np.shape: lambda a: ops._t(a).shape, np.ndim: lambda a: ops._t(a).ndim,
-    np.size: lambda a, axis=None: ops._t(a).size if axis is None else ops._t(a).shape[axis],
+    np.size: _size,
     np.zeros_like: lambda a, dtype=None, order="K", subok=True, shape=None: _full_like(a, 0, dtype, shape=shape),
     np.ones_like: lambda a, dtype=None, order="K", subok=True, shape=None: _full_like(a, 1, dtype, shape=shape),
     np.full_like: _full_like,

@@ -12,15 +12,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .builder import Graph, current_graph
-from .ir import dtypes
+from .args import as_array, as_bool, as_float, as_int, as_ints, as_shape, is_int
+from .builder import Graph, current_graph, default_dtype
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Value
 from .ir.loc import capture_loc
+from .ir.registry import get_op
 from .passes.autodiff import grad as _grad
 from .tensor import Tensor
 
-TensorLike = Any  # Tensor, Python number, or numpy array
+TensorLike = Any  # "Tensor", a Python number, or a numpy array
 
 __all__ = ["neg", "abs", "sign", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu",
            "erf", "sin", "cos", "stop_gradient", "logical_not", "leaky_relu", "gelu", "add",
@@ -43,22 +44,40 @@ def _graph_of(args: Sequence[Any]) -> Graph:
     return next(iter(graphs.values())) if graphs else current_graph()
 
 
-def _lift(x: TensorLike, g: Graph, like: "Value | None") -> Value:
+def _index_dtype(arr: np.ndarray, python: bool) -> str | None:
+    """The dtype of a non-tensor index, label or mask operand: integers stay integers (i32
+    or i64, as given; other widths take the narrowest of those that holds them), bools stay
+    bool. Floats keep their kind, so the op's shape rule refuses them: an index is never
+    truncated from a float."""
+    k = arr.dtype.kind
+    if k in "iu":
+        if arr.dtype in (np.dtype(np.int32), np.dtype(np.int64)) and not python:
+            return None
+        dt = default_dtype(arr)
+        if dt == "i64" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise BuildError(f"index values up to {arr.max()} do not fit i64", loc=capture_loc())
+        return dt
+    return default_dtype(arr) if python else None
+
+
+def _lift(x: TensorLike, g: Graph, like: "Value | None", *, index: bool = False) -> Value:
     """A graph value for x: Tensors as they are, numbers and arrays as constants.
 
-    Numbers and arrays take the dtype of the tensor they combine with (weak typing, as in
-    JAX) when that loses no kind: ints into float or int tensors, floats into float
-    tensors. Alone, Python floats become f32 and ints i32; numpy data keeps its dtype.
+    The dtype of a number or array follows its role in the op. Index-like operands (the
+    registry's `nondiff_inputs`: indices, labels, masks) keep their own integer or bool
+    dtype. Data operands take the dtype of the op's (first) data tensor when that loses no
+    kind: ints into float or int tensors, floats into float tensors (weak typing, as in
+    JAX). Without a data tensor, Python floats become f32 and ints i32; numpy data keeps its
+    dtype.
     """
     if isinstance(x, Tensor):
         return x.value
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiub":
-        raise BuildError(f"cannot use {type(x).__name__} as a tensor", loc=capture_loc())
+    arr = as_array(x, "operand")
+    python = not isinstance(x, (np.ndarray, np.generic))
+    if index:
+        return g.add_constant(arr, _index_dtype(arr, python))
     if like is None:
-        python_number = not isinstance(x, (np.ndarray, np.generic))
-        dtype = {"f": "f32", "i": "i32", "u": "i32"}.get(arr.dtype.kind) if python_number else None
-        return g.add_constant(arr, dtype)
+        return g.add_constant(arr, default_dtype(arr) if python else None)
     t = like.dtype
     fits = ((t.is_float and arr.dtype.kind in "fiu") or (t.is_int and arr.dtype.kind in "iu")
             or (t.is_bool and arr.dtype.kind == "b"))
@@ -66,18 +85,30 @@ def _lift(x: TensorLike, g: Graph, like: "Value | None") -> Value:
         info = np.iinfo(t.np_dtype)
         fits = info.min <= arr.min() and arr.max() <= info.max
     if not fits:
-        raise BuildError(f"cannot combine {arr.dtype} value {x!r} with a {like.type} tensor "
+        raise BuildError(f"cannot combine {arr.dtype} value {_short(x)} with a {like.type} tensor "
                          "without losing information; cast explicitly", loc=capture_loc())
     return g.add_constant(arr, t)
 
 
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def emit(op: str, *args: TensorLike, **attrs: Any) -> Any:
-    """Append one registry op to the operands' graph; returns a Tensor (or a tuple)."""
-    g = _graph_of(args)
-    like = next((a.value for a in args if isinstance(a, Tensor)), None)
+    """Append one registry op to the operands' graph; returns a Tensor (or a tuple).
+
+    Non-tensor operands become constants of the dtype their role needs (see `_lift`); the
+    roles come from the registry entry, so no op names are listed here."""
     loc = capture_loc()
     try:
-        values = [_lift(a, g, like) for a in args]
+        opdef = get_op(op, loc)
+        g = _graph_of(args)
+        index = set(opdef.nondiff_inputs)
+        like = next((a.value for i, a in enumerate(args) if isinstance(a, Tensor) and i not in index),
+                    None)
+        values = [_lift(a, g, None if i in index else like, index=i in index)
+                  for i, a in enumerate(args)]
         node = g.add_node(op, values, attrs, loc)
     except GraphcError as e:
         raise e.attach(loc=loc)
@@ -85,206 +116,289 @@ def emit(op: str, *args: TensorLike, **attrs: Any) -> Any:
     return outs[0] if len(outs) == 1 else outs
 
 
+def _data_operands(*xs: TensorLike) -> list[Tensor]:
+    """Operands of one op that must share a dtype, as Tensors: numbers and arrays among
+    them take the dtype of the first Tensor (as `emit` does for its data operands)."""
+    tensors = [x for x in xs if isinstance(x, Tensor)]
+    g = _graph_of(xs)
+    like = tensors[0].value if tensors else None
+    try:
+        return [x if isinstance(x, Tensor) else Tensor(_lift(x, g, like), g) for x in xs]
+    except GraphcError as e:
+        raise e.attach(loc=capture_loc())
+
+
 # --- argument canonicalisation ---------------------------------------------------------
 
 def _axes(axis: int | Sequence[int] | None, rank: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(rank))
-    items = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
     out = []
-    for a in items:
+    for a in as_ints(axis, "axis"):
         if not -rank <= a < rank:
             raise BuildError(f"axis {a} is out of range for rank {rank}", loc=capture_loc())
-        out.append(int(a) % rank)
+        out.append(a % rank)
     if len(set(out)) != len(out):
         raise BuildError(f"axis {axis} repeats an axis", loc=capture_loc())
     return tuple(sorted(out))
 
 
 def _axis(axis: int, rank: int) -> int:
-    return _axes(axis, rank)[0]
+    a = as_int(axis, "axis")
+    if not -rank <= a < rank:
+        raise BuildError(f"axis {a} is out of range for rank {rank}", loc=capture_loc())
+    return a % rank
+
+
+def _rank(x: TensorLike) -> int:
+    return x.ndim if isinstance(x, Tensor) else np.ndim(as_array(x, "operand"))
 
 
 def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
-    if isinstance(v, (int, np.integer)):
-        return int(v), int(v)
-    t = tuple(int(x) for x in v)
+    t = as_ints(v, what)
+    if len(t) == 1:
+        return t[0], t[0]
     if len(t) != 2:
         raise BuildError(f"{what} must be an int or a pair, got {v!r}", loc=capture_loc())
     return t  # type: ignore[return-value]
 
 
+def _is_seq(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim >= 1)
+
+
 def _padding4(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, ...]:
-    """(top, bottom, left, right) from an int, a pair, four ints, 'valid' or 'same'."""
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        th, tw = (dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1))
-        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    if isinstance(padding, (int, np.integer)):
-        p = int(padding)
-        return (p, p, p, p)
-    t = tuple(int(x) for x in padding)
-    if len(t) == 2:
-        return (t[0], t[0], t[1], t[1])
-    if len(t) == 4:
-        return t
-    raise BuildError(f"padding must be an int, a pair, four ints, 'same' or 'valid', got {padding!r}",
+    """(top, bottom, left, right) from an int, an (h, w) pair, four ints (top, bottom, left,
+    right), the nested pairs ((top, bottom), (left, right)), 'valid' or 'same'."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            th, tw = (dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1))
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    elif _is_seq(padding) and len(padding) == 2 and all(_is_seq(p) for p in padding):
+        (t, b), (l, r) = (_pair_strict(p, "padding") for p in padding)
+        return (t, b, l, r)
+    elif is_int(padding) or (_is_seq(padding) and not any(_is_seq(p) for p in padding)):
+        t4 = as_ints(padding, "padding")
+        if len(t4) in (1, 2, 4):
+            return (t4 * 4 if len(t4) == 1 else (t4[0], t4[0], t4[1], t4[1]) if len(t4) == 2
+                    else t4)
+    raise BuildError("padding must be an int, an (h, w) pair, four ints (top, bottom, left, "
+                     f"right), ((top, bottom), (left, right)), 'same' or 'valid'; got {padding!r}",
                      loc=capture_loc())
 
 
+def _pair_strict(v: Any, what: str) -> tuple[int, int]:
+    t = as_ints(v, what, scalar=False)
+    if len(t) != 2:
+        raise BuildError(f"{what}: each nested item must be a (before, after) pair, got {v!r}",
+                         loc=capture_loc())
+    return t  # type: ignore[return-value]
+
+
 def _t(x: TensorLike) -> Tensor:
-    return x if isinstance(x, Tensor) else Tensor(_lift(x, current_graph(), None), current_graph())
+    if isinstance(x, Tensor):
+        return x
+    g = current_graph()
+    try:
+        return Tensor(_lift(x, g, None), g)
+    except GraphcError as e:
+        raise e.attach(loc=capture_loc())
 
 
 # --- elementwise -----------------------------------------------------------------------
 
-def neg(x): return emit("neg", x)
-def abs(x): return emit("abs", x)  # noqa: A001
-def sign(x): return emit("sign", x)
-def exp(x): return emit("exp", x)
-def log(x): return emit("log", x)
-def sqrt(x): return emit("sqrt", x)
-def rsqrt(x): return emit("rsqrt", x)
-def tanh(x): return emit("tanh", x)
-def sigmoid(x): return emit("sigmoid", x)
-def relu(x): return emit("relu", x)
-def erf(x): return emit("erf", x)
-def sin(x): return emit("sin", x)
-def cos(x): return emit("cos", x)
-def stop_gradient(x): return emit("stop_gradient", x)
-def logical_not(x): return emit("logical_not", x)
+def neg(x: TensorLike) -> Tensor: return emit("neg", x)
+def abs(x: TensorLike) -> Tensor: return emit("abs", x)  # noqa: A001
+def sign(x: TensorLike) -> Tensor: return emit("sign", x)
+def exp(x: TensorLike) -> Tensor: return emit("exp", x)
+def log(x: TensorLike) -> Tensor: return emit("log", x)
+def sqrt(x: TensorLike) -> Tensor: return emit("sqrt", x)
+def rsqrt(x: TensorLike) -> Tensor: return emit("rsqrt", x)
+def tanh(x: TensorLike) -> Tensor: return emit("tanh", x)
+def sigmoid(x: TensorLike) -> Tensor: return emit("sigmoid", x)
+def relu(x: TensorLike) -> Tensor: return emit("relu", x)
+def erf(x: TensorLike) -> Tensor: return emit("erf", x)
+def sin(x: TensorLike) -> Tensor: return emit("sin", x)
+def cos(x: TensorLike) -> Tensor: return emit("cos", x)
+def stop_gradient(x: TensorLike) -> Tensor: return emit("stop_gradient", x)
+def logical_not(x: TensorLike) -> Tensor: return emit("logical_not", x)
 
 
-def leaky_relu(x, alpha: float = 0.01):
+def leaky_relu(x: TensorLike, alpha: float = 0.01) -> Tensor:
     return emit("leaky_relu", x, alpha=alpha)
 
 
-def gelu(x, approximate: bool | str = False):
-    """GELU; approximate=True (or 'tanh') uses the tanh form."""
-    mode = "tanh" if approximate in (True, "tanh") else "none"
+def gelu(x: TensorLike, approximate: bool | str = False) -> Tensor:
+    """GELU; approximate=True (or 'tanh') uses the tanh form, False (or 'none') the erf one."""
+    modes = {"tanh": "tanh", "none": "none"}
+    if isinstance(approximate, (bool, np.bool_)):
+        mode = "tanh" if approximate else "none"
+    elif isinstance(approximate, str) and approximate in modes:
+        mode = modes[approximate]
+    else:
+        raise BuildError(f"gelu: approximate must be True, False, 'tanh' or 'none', got "
+                         f"{approximate!r}", loc=capture_loc())
     return emit("gelu", x, approximate=mode)
 
 
-def add(a, b): return emit("add", a, b)
-def sub(a, b): return emit("sub", a, b)
-def mul(a, b): return emit("mul", a, b)
-def div(a, b): return emit("div", a, b)
-def pow(a, b): return emit("pow", a, b)  # noqa: A001
-def maximum(a, b): return emit("maximum", a, b)
-def minimum(a, b): return emit("minimum", a, b)
-def equal(a, b): return emit("equal", a, b)
-def not_equal(a, b): return emit("not_equal", a, b)
-def less(a, b): return emit("less", a, b)
-def less_equal(a, b): return emit("less_equal", a, b)
-def greater(a, b): return emit("greater", a, b)
-def greater_equal(a, b): return emit("greater_equal", a, b)
-def logical_and(a, b): return emit("logical_and", a, b)
-def logical_or(a, b): return emit("logical_or", a, b)
+def add(a: TensorLike, b: TensorLike) -> Tensor: return emit("add", a, b)
+def sub(a: TensorLike, b: TensorLike) -> Tensor: return emit("sub", a, b)
+def mul(a: TensorLike, b: TensorLike) -> Tensor: return emit("mul", a, b)
+def div(a: TensorLike, b: TensorLike) -> Tensor: return emit("div", a, b)
+def pow(a: TensorLike, b: TensorLike) -> Tensor: return emit("pow", a, b)  # noqa: A001
+def maximum(a: TensorLike, b: TensorLike) -> Tensor: return emit("maximum", a, b)
+def minimum(a: TensorLike, b: TensorLike) -> Tensor: return emit("minimum", a, b)
+def equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("equal", a, b)
+def not_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("not_equal", a, b)
+def less(a: TensorLike, b: TensorLike) -> Tensor: return emit("less", a, b)
+def less_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("less_equal", a, b)
+def greater(a: TensorLike, b: TensorLike) -> Tensor: return emit("greater", a, b)
+def greater_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("greater_equal", a, b)
+def logical_and(a: TensorLike, b: TensorLike) -> Tensor: return emit("logical_and", a, b)
+def logical_or(a: TensorLike, b: TensorLike) -> Tensor: return emit("logical_or", a, b)
 
 
-def where(cond, x, y):
-    """x where cond else y; numbers take the dtype of the tensor operand."""
-    g = _graph_of([cond, x, y])
-    like = next((a.value for a in (x, y) if isinstance(a, Tensor)), None)
-    return emit("where", cond, Tensor(_lift(x, g, like), g), Tensor(_lift(y, g, like), g))
+def where(cond: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
+    """x where cond else y. A non-tensor condition becomes a bool constant; numbers and
+    arrays for x or y take the dtype of the other (tensor) one."""
+    return emit("where", cond, x, y)
 
 
-def cast(x, dtype: str):
-    return emit("cast", x, to=dtypes.dtype(dtype))
+def cast(x: TensorLike, dtype: Any) -> Tensor:
+    """Convert to `dtype` ('f32', np.int64, ...); float to int truncates toward zero."""
+    return emit("cast", x, to=dtype)
 
 
-def square(x): return emit("mul", x, x)
+def square(x: TensorLike) -> Tensor: return emit("mul", x, x)
 
 
-def clip(x, lo: float | None = None, hi: float | None = None):
+def clip(x: TensorLike, lo: TensorLike | None = None, hi: TensorLike | None = None) -> Tensor:
+    """max(min(x, hi), lo); bounds are numbers or tensors (broadcast), None for no bound."""
     out = x
     if lo is not None:
         out = maximum(out, lo)
     if hi is not None:
         out = minimum(out, hi)
-    return out
+    return _t(out)
 
 
 # --- reductions -------------------------------------------------------------------------
 
-def _reduce(op: str, x, axis, keepdims: bool):
+def _reduce(op: str, x: TensorLike, axis: Any, keepdims: bool) -> Tensor:
     x = _t(x)
     return emit(op, x, axes=_axes(axis, x.ndim), keepdims=keepdims)
 
 
-def sum(x, axis=None, keepdims: bool = False): return _reduce("sum", x, axis, keepdims)  # noqa: A001
-def mean(x, axis=None, keepdims: bool = False): return _reduce("mean", x, axis, keepdims)
-def max(x, axis=None, keepdims: bool = False): return _reduce("max", x, axis, keepdims)  # noqa: A001
-def min(x, axis=None, keepdims: bool = False): return _reduce("min", x, axis, keepdims)  # noqa: A001
+def sum(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
+        keepdims: bool = False) -> Tensor:
+    return _reduce("sum", x, axis, keepdims)
 
 
-def argmax(x, axis: int | None = None, keepdims: bool = False):
+def mean(x: TensorLike, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+    return _reduce("mean", x, axis, keepdims)
+
+
+def max(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
+        keepdims: bool = False) -> Tensor:
+    return _reduce("max", x, axis, keepdims)
+
+
+def min(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
+        keepdims: bool = False) -> Tensor:
+    return _reduce("min", x, axis, keepdims)
+
+
+def argmax(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """Index of the largest element along axis (of the flattened tensor when axis is None;
+    keepdims then keeps every axis as size 1, as numpy)."""
     x = _t(x)
     if axis is None:
-        return emit("argmax", reshape(x, (-1,)), axis=0, keepdims=False)
+        flat = emit("argmax", reshape(x, (-1,)), axis=0, keepdims=False)
+        return reshape(flat, (1,) * x.ndim) if as_bool(keepdims, "keepdims") else flat
     return emit("argmax", x, axis=_axis(axis, x.ndim), keepdims=keepdims)
 
 
 # --- layout -----------------------------------------------------------------------------
 
-def reshape(x, shape: Sequence[int] | int):
+def reshape(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
+    """New shape, same elements in row-major order; one dimension may be -1."""
     x = _t(x)
-    shape = [int(shape)] if isinstance(shape, (int, np.integer)) else [int(d) for d in shape]
-    if shape.count(-1) > 1:
-        raise BuildError(f"reshape: at most one -1 in {tuple(shape)}", loc=capture_loc())
-    if -1 in shape:
-        known = math.prod(d for d in shape if d != -1)
-        if known == 0 or x.size % known:
-            raise BuildError(f"reshape: cannot reshape {x.type} to {tuple(shape)}", loc=capture_loc())
-        shape[shape.index(-1)] = x.size // known
-    return emit("reshape", x, shape=tuple(shape))
+    dims = list(as_ints(shape, "shape"))
+    if dims.count(-1) > 1:
+        raise BuildError(f"reshape: at most one -1 in {tuple(dims)}", loc=capture_loc())
+    if -1 in dims:
+        known = math.prod(d for d in dims if d != -1)
+        if known <= 0 or x.size % known:
+            raise BuildError(f"reshape: cannot reshape {x.type} to {tuple(dims)}", loc=capture_loc())
+        dims[dims.index(-1)] = x.size // known
+    return emit("reshape", x, shape=tuple(dims))
 
 
-def transpose(x, axes: Sequence[int] | None = None):
+def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
     x = _t(x)
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(_axis(a, x.ndim) for a in axes)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    else:
+        perm = tuple(_axis(a, x.ndim) for a in as_ints(axes, "axes", scalar=False))
     return emit("transpose", x, perm=perm)
 
 
-def broadcast_to(x, shape: Sequence[int]):
-    return emit("broadcast_to", x, shape=tuple(int(d) for d in shape))
+def broadcast_to(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
+    return emit("broadcast_to", x, shape=as_shape(shape))
 
 
-def expand_dims(x, axis: int | Sequence[int]):
+def expand_dims(x: TensorLike, axis: int | Sequence[int]) -> Tensor:
     x = _t(x)
-    items = [axis] if isinstance(axis, (int, np.integer)) else list(axis)
+    items = as_ints(axis, "axis")
     return emit("expand_dims", x, axes=_axes(items, x.ndim + len(items)))
 
 
-def squeeze(x, axis: int | Sequence[int] | None = None):
+def squeeze(x: TensorLike, axis: int | Sequence[int] | None = None) -> Tensor:
     x = _t(x)
     axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else _axes(axis, x.ndim)
     return emit("squeeze", x, axes=axes)
 
 
-def concat(xs: Sequence[Tensor], axis: int = 0):
+def concat(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis (a list or tuple of them)."""
+    if isinstance(xs, Tensor) or not isinstance(xs, (list, tuple)):
+        raise BuildError(f"concat takes a list or tuple of tensors, got {type(xs).__name__}",
+                         loc=capture_loc())
     xs = list(xs)
     if not xs:
         raise BuildError("concat needs at least one tensor", loc=capture_loc())
-    return emit("concat", *xs, axis=_axis(axis, _t(xs[0]).ndim))
+    return emit("concat", *xs, axis=_axis(axis, _rank(xs[0])))
 
 
-def pad(x, pad_width: Sequence[Sequence[int]] | int, value: float = 0.0):
-    """numpy-style pad_width: an int, or one (before, after) pair per axis."""
+def pad(x: TensorLike, pad_width: Sequence[Sequence[int]] | Sequence[int] | int,
+        value: float = 0.0) -> Tensor:
+    """numpy-style pad_width: an int, one (before, after) pair for every axis, or one pair
+    per axis."""
     x = _t(x)
-    if isinstance(pad_width, (int, np.integer)):
-        pairs = [(int(pad_width), int(pad_width))] * x.ndim
+    if is_int(pad_width) or (_is_seq(pad_width) and not any(_is_seq(p) for p in pad_width)):
+        flat = as_ints(pad_width, "pad_width")
+        if len(flat) not in (1, 2):
+            raise BuildError(f"pad: pad_width {pad_width!r} must be an int, a (before, after) "
+                             "pair, or one pair per axis", loc=capture_loc())
+        pairs = [(flat[0], flat[-1])] * x.ndim
+    elif _is_seq(pad_width):
+        pairs = [_pair_strict(p, f"pad_width[{i}]") for i, p in enumerate(pad_width)]
+        if len(pairs) == 1:
+            pairs = pairs * x.ndim
     else:
-        pairs = [tuple(int(v) for v in p) for p in pad_width]
-    if len(pairs) != x.ndim or any(len(p) != 2 for p in pairs):
+        raise BuildError(f"pad: pad_width must be an int or (before, after) pairs, got "
+                         f"{pad_width!r}", loc=capture_loc())
+    if len(pairs) != x.ndim:
         raise BuildError(f"pad: need one (before, after) pair per axis of {x.type}", loc=capture_loc())
     return emit("pad", x, low=tuple(p[0] for p in pairs), high=tuple(p[1] for p in pairs),
-                interior=(0,) * x.ndim, value=float(value))
+                interior=(0,) * x.ndim, value=as_float(value, "pad value"))
 
 
-def take(x, indices, axis: int = 0):
-    """Gather slices of x at integer indices along axis (embedding lookup)."""
+def take(x: TensorLike, indices: TensorLike, axis: int = 0) -> Tensor:
+    """Gather slices of x at integer indices along axis (embedding lookup). numpy indices
+    keep their integer dtype (i32 or i64); float indices are an error, never truncated."""
     x = _t(x)
     return emit("gather", x, indices, axis=_axis(axis, x.ndim))
 
@@ -294,13 +408,13 @@ gather = take
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """Basic numpy indexing: ints, slices with positive steps, None, Ellipsis; an integer
-    tensor (or array) indexes axis 0."""
-    if isinstance(key, Tensor) or (isinstance(key, (np.ndarray, list)) and np.asarray(key).dtype.kind in "iu"):
-        return take(x, key if isinstance(key, Tensor) else _index_constant(key), 0)
+    tensor (or array, or list of ints) indexes axis 0."""
+    if isinstance(key, Tensor) or (isinstance(key, (np.ndarray, list)) and _int_array(key)):
+        return take(x, key, 0)
     key = key if isinstance(key, tuple) else (key,)
     if any(isinstance(k, (Tensor, np.ndarray, list)) for k in key):
-        raise BuildError("advanced indexing is supported only as x[indices] on axis 0; use "
-                         "gc.take(x, indices, axis)", loc=capture_loc())
+        raise BuildError("advanced indexing is supported only as x[indices] on axis 0 with "
+                         "integer indices; use gc.take(x, indices, axis)", loc=capture_loc())
     n_ell = builtins.sum(k is Ellipsis for k in key)
     if n_ell > 1:
         raise BuildError("an index can only have one Ellipsis", loc=capture_loc())
@@ -321,7 +435,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             out_pos += 1
             continue
         d = x.shape[axis]
-        if isinstance(k, (int, np.integer)):
+        if is_int(k):
             i = int(k)
             if not -d <= i < d:
                 raise BuildError(f"index {i} is out of range for axis {axis} of size {d}",
@@ -330,13 +444,21 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             starts.append(i), stops.append(i + 1), steps.append(1)
             drop.append(axis)
         elif isinstance(k, slice):
+            for part in (k.start, k.stop, k.step):
+                if part is not None and not is_int(part):
+                    if isinstance(part, Tensor):
+                        part.__index__()  # a ConcretizationError that says why
+                    raise BuildError(f"slice bounds must be ints or None, got {k!r}",
+                                     loc=capture_loc())
             lo, hi, st = k.indices(d)
             if st < 1:
                 raise BuildError("slices with negative steps are not supported", loc=capture_loc())
             starts.append(lo), stops.append(builtins.max(hi, lo)), steps.append(st)
             out_pos += 1
         else:
-            raise BuildError(f"unsupported index {k!r}", loc=capture_loc())
+            why = " (a bool is a mask in numpy; graphc does not index by masks)" \
+                if isinstance(k, (bool, np.bool_)) else ""
+            raise BuildError(f"unsupported index {k!r}{why}", loc=capture_loc())
         axis += 1
     out = x
     if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * x.ndim, x.shape, (1,) * x.ndim):
@@ -348,16 +470,21 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     return out
 
 
-def _index_constant(key: Any) -> Tensor:
-    g = current_graph()
-    return Tensor(g.add_constant(np.asarray(key), "i64"), g)
+def _int_array(key: Any) -> bool:
+    try:
+        return np.asarray(key).dtype.kind in "iu"
+    except (TypeError, ValueError):
+        return False
 
 
 # --- contraction ------------------------------------------------------------------------
 
-def matmul(a, b):
+def matmul(a: TensorLike, b: TensorLike) -> Tensor:
     """numpy.matmul semantics, including 1-D operands and batch broadcasting."""
-    a, b = _t(a), _t(b)
+    a, b = _data_operands(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise BuildError(f"matmul: operands must have rank >= 1, got {a.type} @ {b.type} (use * "
+                         "for scalars)", loc=capture_loc())
     va, vb = a.ndim == 1, b.ndim == 1
     if va:
         a = emit("reshape", a, shape=(1,) + a.shape)
@@ -372,71 +499,88 @@ def matmul(a, b):
 
 # --- nn ---------------------------------------------------------------------------------
 
-def conv2d(x, w, bias=None, stride: int | Sequence[int] = 1, padding: Any = 0,
-           dilation: int | Sequence[int] = 1, groups: int = 1):
-    """2-D convolution, NCHW input and (K, C/groups, KH, KW) weights; bias of shape (K,)."""
-    w = _t(w)
+def conv2d(x: TensorLike, w: TensorLike, bias: TensorLike | None = None,
+           stride: int | Sequence[int] = 1, padding: Any = 0,
+           dilation: int | Sequence[int] = 1, groups: int = 1) -> Tensor:
+    """2-D convolution, NCHW input and (K, C/groups, KH, KW) weights; bias of shape (K,).
+
+    stride and dilation: an int or an (h, w) pair. padding: an int (all sides), an (h, w)
+    pair (symmetric, as torch's padding=(ph, pw)), four ints (top, bottom, left, right),
+    the nested pairs ((top, bottom), (left, right)), 'valid' (none) or 'same' (the output
+    keeps the input's size at stride 1; odd totals put the extra row/column at the bottom
+    and right). ONNX's pads=[top, left, bottom, right] orders them differently: write
+    ((top, bottom), (left, right)) to be explicit. Negative padding is refused.
+    """
+    x, w = _data_operands(x, w)
     dil = _pair(dilation, "dilation")
     out = emit("conv2d", x, w, strides=_pair(stride, "stride"),
                padding=_padding4(padding, (w.shape[2], w.shape[3]) if w.ndim == 4 else (1, 1), dil),
                dilations=dil, groups=groups)
     if bias is not None:
-        out = out + reshape(bias, (1, -1, 1, 1))
+        (b,) = _data_operands(out, bias)[1:]
+        out = out + reshape(b, (1, -1, 1, 1))
     return out
 
 
-def max_pool2d(x, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
-               padding: Any = 0):
+def max_pool2d(x: TensorLike, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
+               padding: Any = 0) -> Tensor:
+    """Max over kernel windows of NCHW x; stride defaults to the kernel; padding as for
+    conv2d (padded positions never win)."""
     k = _pair(kernel, "kernel")
     return emit("max_pool2d", x, kernel=k, strides=_pair(stride if stride is not None else k, "stride"),
                 padding=_padding4(padding, k, (1, 1)))
 
 
-def avg_pool2d(x, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
-               padding: Any = 0, count_include_pad: bool = True):
+def avg_pool2d(x: TensorLike, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
+               padding: Any = 0, count_include_pad: bool = True) -> Tensor:
+    """Mean over kernel windows of NCHW x; padding as for conv2d."""
     k = _pair(kernel, "kernel")
     return emit("avg_pool2d", x, kernel=k, strides=_pair(stride if stride is not None else k, "stride"),
                 padding=_padding4(padding, k, (1, 1)), count_include_pad=count_include_pad)
 
 
-def global_avg_pool2d(x, keepdims: bool = False):
+def global_avg_pool2d(x: TensorLike, keepdims: bool = False) -> Tensor:
     """Mean over H and W of an NCHW tensor: a `mean` reduction, so fusion sees a reduction."""
     return mean(x, axis=(2, 3), keepdims=keepdims)
 
 
-def softmax(x, axis: int = -1):
+def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     x = _t(x)
     return emit("softmax", x, axis=_axis(axis, x.ndim))
 
 
-def log_softmax(x, axis: int = -1):
+def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     x = _t(x)
     return emit("log_softmax", x, axis=_axis(axis, x.ndim))
 
 
-def one_hot(labels, depth: int, dtype: str = "f32"):
-    return emit("one_hot", labels, depth=depth, dtype=dtypes.dtype(dtype))
+def one_hot(labels: TensorLike, depth: int, dtype: Any = "f32") -> Tensor:
+    return emit("one_hot", labels, depth=depth, dtype=dtype)
 
 
-def softmax_cross_entropy(logits, labels, reduction: str = "mean"):
-    """Cross-entropy of softmax(logits) (N, C) against integer labels (N,); mean by default."""
+def softmax_cross_entropy(logits: TensorLike, labels: TensorLike, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of softmax(logits) (N, C) against integer labels (N,); reduction
+    'mean' (default), 'sum' or 'none'. numpy labels keep their integer dtype."""
     return emit("softmax_cross_entropy", logits, labels, reduction=reduction)
 
 
-def batch_norm(x, gamma, beta, *, eps: float = 1e-5, axis: int = 1):
+def batch_norm(x: TensorLike, gamma: TensorLike, beta: TensorLike, *, eps: float = 1e-5,
+               axis: int = 1) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode batch norm: returns (y, batch_mean, batch_var)."""
-    x = _t(x)
+    x, gamma, beta = _data_operands(x, gamma, beta)
     return emit("batch_norm", x, gamma, beta, axis=_axis(axis, x.ndim), eps=eps)
 
 
-def batch_norm_inference(x, gamma, beta, mean, var, *, eps: float = 1e-5, axis: int = 1):
-    x = _t(x)
+def batch_norm_inference(x: TensorLike, gamma: TensorLike, beta: TensorLike, mean: TensorLike,
+                         var: TensorLike, *, eps: float = 1e-5, axis: int = 1) -> Tensor:
+    x, gamma, beta, mean, var = _data_operands(x, gamma, beta, mean, var)
     return emit("batch_norm_inference", x, gamma, beta, mean, var, axis=_axis(axis, x.ndim), eps=eps)
 
 
-def layer_norm(x, gamma, beta, *, axis: int | Sequence[int] = -1, eps: float = 1e-5):
-    """Normalise over the trailing axes `axis` (which must be the last ones)."""
-    x = _t(x)
+def layer_norm(x: TensorLike, gamma: TensorLike, beta: TensorLike, *,
+               axis: int | Sequence[int] | None = -1, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing axes `axis` (which must be the last ones; None: all)."""
+    x, gamma, beta = _data_operands(x, gamma, beta)
     axes = _axes(axis, x.ndim)
     if axes != tuple(range(x.ndim - len(axes), x.ndim)):
         raise BuildError(f"layer_norm normalises trailing axes; got {axis} for rank {x.ndim}",
@@ -446,13 +590,25 @@ def layer_norm(x, gamma, beta, *, axis: int | Sequence[int] = -1, eps: float = 1
 
 # --- autodiff ---------------------------------------------------------------------------
 
-def grad(y: Tensor, xs: Tensor | Sequence[Tensor], seed: Tensor | None = None):
+def grad(y: Tensor, xs: Tensor | Sequence[Tensor], seed: Tensor | None = None) -> Any:
     """Gradients of scalar y (or of sum(seed * y)) with respect to each of xs.
 
     Appends the backward graph; returns one Tensor per x (a single Tensor if xs is one).
     """
     single = isinstance(xs, Tensor)
+    if not isinstance(y, Tensor):
+        raise BuildError(f"grad: y must be a Tensor, got {type(y).__name__}", loc=capture_loc())
+    if not single and not isinstance(xs, (list, tuple)):
+        raise BuildError(f"grad: xs must be a Tensor or a list of Tensors, got {type(xs).__name__}",
+                         loc=capture_loc())
     xs_list = [xs] if single else list(xs)
+    for i, x in enumerate(xs_list):
+        if not isinstance(x, Tensor):
+            raise BuildError(f"grad: xs[{i}] is a {type(x).__name__}, not a Tensor",
+                             loc=capture_loc())
+    if seed is not None and not isinstance(seed, Tensor):
+        raise BuildError(f"grad: seed must be a Tensor or None, got {type(seed).__name__}",
+                         loc=capture_loc())
     g = _graph_of([y, *xs_list] + ([seed] if seed is not None else []))
     loc = capture_loc()
     try:

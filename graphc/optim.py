@@ -10,18 +10,40 @@ from typing import Sequence
 
 from . import init as initializers
 from . import ops
+from .args import as_bool, as_float
 from .builder import param
 from .ir.errors import BuildError
+from .ir.loc import capture_loc
 from .tensor import Tensor
 
 
 def _trainable(loss: Tensor, params: Sequence[Tensor] | None) -> list[Tensor]:
+    if not isinstance(loss, Tensor):
+        raise BuildError(f"updates(loss): loss must be a Tensor, got {type(loss).__name__}",
+                         loc=capture_loc())
     if params is not None:
         return list(params)
     found = [Tensor(p, loss.graph) for p in loss.graph.params if p.trainable]
     if not found:
-        raise BuildError(f"graph {loss.graph.name!r} has no trainable parameters")
+        raise BuildError(f"graph {loss.graph.name!r} has no trainable parameters", loc=capture_loc())
     return found
+
+
+def _params(params: Sequence[Tensor] | None) -> list[Tensor] | None:
+    if params is None:
+        return None
+    if isinstance(params, Tensor) or not isinstance(params, (list, tuple)):
+        raise BuildError(f"params must be a list of parameter Tensors, got {type(params).__name__}",
+                         loc=capture_loc())
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor) or p.value.kind != "param":
+            raise BuildError(f"params[{i}] is not a parameter (gc.param): {p!r:.80}",
+                             loc=capture_loc())
+    return list(params)
+
+
+def _lr(lr: float | Tensor) -> float | Tensor:
+    return lr if isinstance(lr, Tensor) else as_float(lr, "lr")
 
 
 def _slot(p: Tensor, slot: str, init=None) -> Tensor:
@@ -34,10 +56,11 @@ class SGD:
 
     def __init__(self, lr: float | Tensor = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, params: Sequence[Tensor] | None = None) -> None:
-        if nesterov and momentum <= 0:
-            raise BuildError("Nesterov momentum needs momentum > 0")
-        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
-        self.params = params
+        momentum, weight_decay = as_float(momentum, "momentum"), as_float(weight_decay, "weight_decay")
+        if as_bool(nesterov, "nesterov") and momentum <= 0:
+            raise BuildError("Nesterov momentum needs momentum > 0", loc=capture_loc())
+        self.lr, self.momentum, self.weight_decay, self.nesterov = _lr(lr), momentum, weight_decay, nesterov
+        self.params = _params(params)
 
     def updates(self, loss: Tensor) -> dict[Tensor, Tensor]:
         params = _trainable(loss, self.params)
@@ -63,9 +86,13 @@ class Adam:
     def __init__(self, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = True,
                  params: Sequence[Tensor] | None = None) -> None:
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.weight_decay, self.decoupled = weight_decay, decoupled
-        self.params = params
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise BuildError(f"Adam: betas must be a pair of numbers, got {betas!r}", loc=capture_loc())
+        self.lr, self.eps = _lr(lr), as_float(eps, "eps")
+        self.betas = (as_float(betas[0], "betas[0]"), as_float(betas[1], "betas[1]"))
+        self.weight_decay = as_float(weight_decay, "weight_decay")
+        self.decoupled = as_bool(decoupled, "decoupled")
+        self.params = _params(params)
 
     def updates(self, loss: Tensor) -> dict[Tensor, Tensor]:
         params = _trainable(loss, self.params)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .args import is_int
 from .ir.dtypes import DType
 from .ir.errors import BuildError, ConcretizationError
 from .ir.graph import Graph, Value
@@ -130,12 +131,14 @@ class Tensor:
     def T(self) -> "Tensor":
         return ops.transpose(self)
 
-    def reshape(self, *shape) -> "Tensor":
-        return ops.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+    def reshape(self, *shape: Any) -> "Tensor":
+        """t.reshape(2, 3) or t.reshape((2, 3)), as numpy."""
+        return ops.reshape(self, shape[0] if len(shape) == 1 and not is_int(shape[0]) else shape)
 
-    def transpose(self, *axes) -> "Tensor":
-        if len(axes) == 1 and not isinstance(axes[0], int):
-            axes = tuple(axes[0])
+    def transpose(self, *axes: Any) -> "Tensor":
+        """t.transpose(), t.transpose(1, 0) or t.transpose((1, 0)), as numpy."""
+        if len(axes) == 1 and not is_int(axes[0]):
+            return ops.transpose(self, axes[0])
         return ops.transpose(self, axes or None)
 
     def astype(self, dtype) -> "Tensor": return ops.cast(self, dtype)

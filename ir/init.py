@@ -10,6 +10,7 @@ from math import prod, sqrt
 
 import numpy as np
 
+from .errors import GraphcError
 from .types import TensorType
 
 
@@ -31,6 +32,18 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
         return shape[0], shape[1]
     receptive = prod(shape[2:])  # conv weights (out, in/groups, kh, kw)
     return shape[1] * receptive, shape[0] * receptive
+
+
+def _check_seed(init: Init) -> None:
+    seed = init.seed  # type: ignore[attr-defined]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GraphcError(f"{init.to_text()}: the seed must be a non-negative int, got {seed!r}")
+
+
+def _check_finite(init: Init, **values: float) -> None:
+    for name, v in values.items():
+        if not np.isfinite(v):
+            raise GraphcError(f"{init.to_text()}: {name} must be finite, got {v!r}")
 
 
 def _num(x: float) -> str:
@@ -72,6 +85,12 @@ class Normal(Init):
     std: float = 1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_finite(self, mean=self.mean, std=self.std)
+        if self.std < 0:
+            raise GraphcError(f"{self.to_text()}: std must be >= 0, got {self.std!r}")
+        _check_seed(self)
+
     def materialize(self, t: TensorType) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         return rng.normal(self.mean, self.std, t.shape).astype(t.dtype.np_dtype)
@@ -86,6 +105,12 @@ class Uniform(Init):
     high: float = 1.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_finite(self, low=self.low, high=self.high, range=self.high - self.low)
+        if self.low > self.high:
+            raise GraphcError(f"{self.to_text()}: low must be <= high")
+        _check_seed(self)
+
     def materialize(self, t: TensorType) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         return rng.uniform(self.low, self.high, t.shape).astype(t.dtype.np_dtype)
@@ -99,6 +124,9 @@ class HeNormal(Init):
     """He et al. 2015: std = sqrt(2 / fan_in), for layers followed by ReLU."""
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_seed(self)
+
     def materialize(self, t: TensorType) -> np.ndarray:
         fan_in, _ = _fans(t.shape)
         return Normal(0.0, sqrt(2.0 / max(fan_in, 1)), self.seed).materialize(t)
@@ -111,6 +139,9 @@ class HeNormal(Init):
 class GlorotUniform(Init):
     """Glorot & Bengio 2010: U(-a, a) with a = sqrt(6 / (fan_in + fan_out))."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_seed(self)
 
     def materialize(self, t: TensorType) -> np.ndarray:
         fan_in, fan_out = _fans(t.shape)

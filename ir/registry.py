@@ -28,6 +28,7 @@ class Fusion(enum.Enum):
 
 
 _REQUIRED = object()
+_INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
 ATTR_KINDS = ("int", "float", "bool", "str", "ints", "floats", "dtype")
 
 
@@ -51,10 +52,16 @@ def _coerce(name: str, spec: Attr, value: Any) -> Any:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise bad("expected an int")
         out: Any = int(value)
+        if not _INT64_MIN <= out <= _INT64_MAX:  # kernels index and print attributes as int64
+            raise bad("does not fit in 64 bits")
     elif k == "float":
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-            raise bad("expected a number")
-        out = float(value)
+        if isinstance(value, (bool, np.bool_, complex, np.complexfloating)) or \
+                not isinstance(value, (int, float, np.number)):
+            raise bad("expected a real number")
+        try:
+            out = float(value)
+        except OverflowError:
+            raise bad("too large for a float") from None
     elif k == "bool":
         if not isinstance(value, (bool, np.bool_)):
             raise bad("expected true or false")
@@ -64,14 +71,16 @@ def _coerce(name: str, spec: Attr, value: Any) -> Any:
             raise bad("expected a string")
         out = value
     elif k in ("ints", "floats"):
-        if not isinstance(value, (list, tuple, np.ndarray)):
-            raise bad("expected a list")
+        if not isinstance(value, (list, tuple, np.ndarray)) or getattr(value, "ndim", 1) != 1:
+            raise bad("expected a flat list")
         item = Attr("int" if k == "ints" else "float")
         out = tuple(_coerce(name, item, v) for v in value)
     elif k == "dtype":
         try:
+            if value is None or isinstance(value, (bool, int, float, np.bool_)):
+                raise TypeError  # numpy reads None as float64 and some ints as type codes
             out = dtypes.dtype(value)
-        except GraphcError:
+        except (GraphcError, TypeError, ValueError):
             raise bad(f"expected one of {', '.join(dtypes.BY_NAME)}") from None
     else:  # pragma: no cover - schema typo
         raise AssertionError(k)
@@ -196,6 +205,8 @@ def register(opdef: OpDef) -> OpDef:
 
 def get_op(name: str, loc: Any = None) -> OpDef:
     _load_ops()
+    if not isinstance(name, str):
+        raise UnknownOpError(f"an op name is a string, not {type(name).__name__} {name!r}", loc=loc)
     try:
         return _REGISTRY[name]
     except KeyError:

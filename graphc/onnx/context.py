@@ -20,6 +20,9 @@ Converter = Callable[["NodeContext"], "list[Value | None]"]
 CONVERTERS: dict[str, Converter] = {}  # ONNX op type -> converter, filled as modules import
 
 _MISSING = object()
+# The largest tensor the importer computes itself (a ConstantOfShape, a Range, a folded
+# constant subgraph): 2**28 elements, 1 GiB of f32.
+MAX_CONSTANT_ELEMENTS = 2**28
 
 
 def converter(*op_types: str) -> Callable[[Converter], Converter]:
@@ -71,14 +74,19 @@ class NodeContext:
             if default is _MISSING:
                 raise Unsupported(f"required attribute {name!r} is missing")
             return default
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            return v.decode("utf-8")
-        if isinstance(v, list) and v and isinstance(v[0], bytes):
-            return [s.decode("utf-8") for s in v]
-        if hasattr(v, "data_type") and hasattr(v, "dims"):  # a TensorProto
-            return numpy_helper.to_array(v)
-        return v
+        try:  # the onnx package reading the model's data: a damaged value is an OnnxError
+            v = helper.get_attribute_value(a)
+            if isinstance(v, bytes):
+                return v.decode("utf-8")
+            if isinstance(v, list) and v and isinstance(v[0], bytes):
+                return [s.decode("utf-8") for s in v]
+            if hasattr(v, "data_type") and hasattr(v, "dims"):  # a TensorProto
+                return numpy_helper.to_array(v)
+            return v
+        except Exception as e:  # noqa: BLE001
+            from .errors import OnnxError
+            raise OnnxError(f"{self.op}: attribute {name!r} cannot be read (damaged model?): "
+                            f"{type(e).__name__}: {str(e).strip()[:200]}") from None
 
     def has_attr(self, name: str) -> bool:
         return name in self._attrs
@@ -129,6 +137,29 @@ class NodeContext:
 
     def unsupported(self, why: str) -> NoReturn:
         raise Unsupported(why)
+
+    def expect_shape(self, v: Value, shape: tuple, what: str) -> None:
+        """A broken model, not a coverage gap: the operand's shape contradicts the op's
+        definition (None in `shape`: any size; a rank alone as an int)."""
+        want = (None,) * shape if isinstance(shape, int) else tuple(shape)
+        if v.type.rank != len(want) or any(w is not None and w != d for w, d in zip(want, v.shape)):
+            shown = "rank " + str(len(want)) if isinstance(shape, int) else \
+                "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+            from .errors import OnnxError
+            raise OnnxError(f"{self.op}: {what} must have shape {shown}, got {v.type}")
+
+    def check_size(self, shape: Any, what: str) -> tuple[int, ...]:
+        """A shape for a tensor the importer builds itself (ConstantOfShape, Range): sizes
+        non-negative and the tensor no larger than MAX_CONSTANT_ELEMENTS."""
+        from .errors import OnnxError
+        dims = tuple(int(d) for d in shape)
+        if any(d < 0 for d in dims):
+            raise OnnxError(f"{self.op}: {what} {list(dims)} has a negative dimension")
+        n = int(np.prod(dims, dtype=object)) if dims else 1
+        if n > MAX_CONSTANT_ELEMENTS:
+            raise OnnxError(f"{self.op}: {what} {list(dims)} would be a constant of {n} elements; "
+                            f"graphc builds constants of at most {MAX_CONSTANT_ELEMENTS} at import")
+        return dims
 
     # -- helpers --------------------------------------------------------------------
     def axis(self, a: int, rank: int) -> int:

@@ -26,7 +26,7 @@ from ..ir.graph import Graph, Value
 from ..ir.loc import Loc
 from ..ir.reference import run_node
 from ..ir.types import TensorType
-from .context import CONVERTERS, NodeContext, Unsupported, graphc_dtype
+from .context import CONVERTERS, MAX_CONSTANT_ELEMENTS, NodeContext, Unsupported, graphc_dtype
 from .errors import OnnxError, UnsupportedOnnxError
 
 MIN_OPSET = 13
@@ -52,36 +52,76 @@ def _load_converters() -> None:
 
 
 def read_model(model: Any) -> tuple[Any, str]:
-    """A checked ModelProto and a short name for locations, from a path, bytes or a proto."""
+    """A checked ModelProto and a short name for locations, from a path, bytes or a proto.
+
+    Whatever the onnx package raises while reading or checking (protobuf's DecodeError on
+    damaged bytes, the checker's ValidationError, a missing external-data file, ...) is an
+    OnnxError naming the file: the onnx library is the boundary, its exceptions stop here."""
     onnx = _onnx()
-    from google.protobuf.message import DecodeError
     if isinstance(model, onnx.ModelProto):
         proto, source = model, model.graph.name or "model"
     elif isinstance(model, (bytes, bytearray)):
         try:
             proto = onnx.load_model_from_string(bytes(model))
-        except (DecodeError, ValueError, RuntimeError) as e:
-            raise OnnxError(f"malformed ONNX model bytes: {e}") from None
+        except Exception as e:  # noqa: BLE001  (the onnx package's exceptions, see above)
+            raise OnnxError(f"malformed ONNX model bytes: {type(e).__name__}: {_first_line(e)}") from None
         source = proto.graph.name or "model"
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        if not os.path.isfile(path):
-            raise OnnxError(f"no such ONNX file: {path}")
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise OnnxError(f"no such ONNX file: {path!r}")
         try:
             proto = onnx.load(path)
-        except (DecodeError, ValueError, RuntimeError, OSError) as e:
-            raise OnnxError(f"{path} is not a readable ONNX model (malformed or truncated "
-                            f"file): {type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001
+            what = ("its external data cannot be read" if _external_data_error(e)
+                    else "it is not a readable ONNX model (malformed or truncated file)")
+            raise OnnxError(f"{path}: {what}: {type(e).__name__}: {_first_line(e)}") from None
         source = os.path.basename(path)
     else:
         raise OnnxError(f"cannot load an ONNX model from a {type(model).__name__}; give a path, "
                         "bytes or an onnx.ModelProto")
+    if not isinstance(source, str):  # a damaged name: see _undecodable
+        source = "model"
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid model"
-        raise OnnxError(f"{source} is not a valid ONNX model: {first}") from None
+    except Exception as e:  # noqa: BLE001  (ValidationError, and what protobuf raises)
+        raise OnnxError(f"{source} is not a valid ONNX model: {_first_line(e) or 'invalid model'}") from None
+    bad = _undecodable(proto)
+    if bad:
+        raise OnnxError(f"{source} is not a valid ONNX model: {bad} is not valid UTF-8 text "
+                        "(a damaged file?)")
     return proto, source
+
+
+def _undecodable(msg: Any, path: str = "model") -> str | None:
+    """The first string field that protobuf could not decode (it hands those over as bytes,
+    and onnx's checker does not look), as a field path; None when every string is text."""
+    for field, value in msg.ListFields():
+        where = f"{path}.{field.name}"
+        repeated = getattr(field, "is_repeated", None)  # protobuf >= 6; `label` before
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        if field.type == field.TYPE_STRING:
+            items = value if repeated else [value]
+            if any(isinstance(v, bytes) for v in items):
+                return where
+        elif field.type == field.TYPE_MESSAGE:
+            items = value if repeated else [value]
+            for i, item in enumerate(items):
+                found = _undecodable(item, f"{where}[{i}]")
+                if found:
+                    return found
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _external_data_error(e: BaseException) -> bool:
+    text = str(e)
+    return "external" in text.lower() or "should be stored in" in text
 
 
 def _opset(proto: Any, source: str) -> int:
@@ -194,7 +234,11 @@ class _Importer:
                 self.problem(-1, "initializer", t.name, str(e))
                 self.env[t.name] = None
                 continue
-            arr = numpy_helper.to_array(t).astype(dt.np_dtype)
+            try:
+                arr = numpy_helper.to_array(t).astype(dt.np_dtype)
+            except Exception as e:  # noqa: BLE001  (the onnx package reading damaged data)
+                raise OnnxError(f"{self.source}: initializer {t.name!r} cannot be read: "
+                                f"{type(e).__name__}: {_first_line(e)}") from None
             if self.initializers == "params" and dt.is_float:
                 name = _identifier(t.name, self.names)
                 self.env[t.name] = self.graph.add_param(name, TensorType(arr.shape, dt), value=arr)
@@ -308,6 +352,8 @@ class _Importer:
     def _fold(self, start: int, outs: list[Value | None]) -> list[Value | None]:
         """Evaluate the nodes a constant-only ONNX node produced; they become constants."""
         new = self.graph.nodes[start:]
+        if any(v.type.size > MAX_CONSTANT_ELEMENTS for n in new for v in n.outputs):
+            return outs  # too large to compute here: it stays a computation in the graph
         env: dict[Value, np.ndarray] = {}
         for n in new:
             args = [env[v] if v.kind == "node" else v.data for v in n.inputs]
@@ -336,5 +382,41 @@ def load(model: Any, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
     """
     if initializers not in ("constants", "params"):
         raise OnnxError(f"initializers must be 'constants' or 'params', not {initializers!r}")
+    shapes = _checked_shapes(input_shapes)
+    constants = _checked_constants(constant_inputs)
     proto, source = read_model(model)
-    return _Importer(proto, source, initializers, input_shapes or {}, constant_inputs or {}).run()
+    return _Importer(proto, source, initializers, shapes, constants).run()
+
+
+def _checked_shapes(input_shapes: Any) -> dict[str, tuple[int, ...]]:
+    if input_shapes is None:
+        return {}
+    if not isinstance(input_shapes, Mapping):
+        raise OnnxError(f"input_shapes must map input names to shapes, got "
+                        f"{type(input_shapes).__name__}")
+    out = {}
+    for name, shape in input_shapes.items():
+        dims = list(shape) if isinstance(shape, (list, tuple)) else None
+        if dims is None or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                                   and d >= 0 for d in dims):
+            raise OnnxError(f"input_shapes[{name!r}] = {shape!r} is not a tuple of non-negative ints")
+        out[name] = tuple(int(d) for d in dims)
+    return out
+
+
+def _checked_constants(constant_inputs: Any) -> dict[str, np.ndarray]:
+    if constant_inputs is None:
+        return {}
+    if not isinstance(constant_inputs, Mapping):
+        raise OnnxError(f"constant_inputs must map input names to arrays, got "
+                        f"{type(constant_inputs).__name__}")
+    out = {}
+    for name, value in constant_inputs.items():
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as e:
+            raise OnnxError(f"constant_inputs[{name!r}] cannot be read as an array: {e}") from None
+        if arr.dtype.kind not in "fiub":
+            raise OnnxError(f"constant_inputs[{name!r}] has dtype {arr.dtype}; give numbers")
+        out[name] = arr
+    return out

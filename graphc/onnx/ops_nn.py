@@ -79,6 +79,7 @@ def _pair(v: list[int], fill: int) -> tuple[int, int]:
 def _add_channel_bias(ctx: NodeContext, y: Value, bias: Value | None) -> Value:
     if bias is None:
         return y
+    ctx.expect_shape(bias, (y.shape[1],), "the bias B (one value per output channel)")
     shape = (bias.shape[0],) + (1,) * (y.type.rank - 2)
     if bias.kind == "const":
         return ctx.b.add(y, ctx.b.const(bias.data.reshape(shape), bias.dtype))
@@ -88,6 +89,7 @@ def _add_channel_bias(ctx: NodeContext, y: Value, bias: Value | None) -> Value:
 @converter("Conv")
 def _conv(ctx: NodeContext):
     x, was_1d = _as_2d(ctx, ctx.x(0), "Conv")
+    ctx.expect_shape(ctx.x(1), ctx.x(0).type.rank, "the weight W (of X's rank)")
     w, _ = _as_2d(ctx, ctx.x(1), "Conv weight")
     n = 1 if was_1d else 2
     kernel = list(ctx.x(1).shape[2:])
@@ -103,6 +105,7 @@ def _conv(ctx: NodeContext):
 def _conv_transpose(ctx: NodeContext):
     x0 = ctx.x(0)
     x, was_1d = _as_2d(ctx, x0, "ConvTranspose")
+    ctx.expect_shape(ctx.x(1), x0.type.rank, "the weight W (of X's rank)")
     w, _ = _as_2d(ctx, ctx.x(1), "ConvTranspose weight")
     n = 1 if was_1d else 2
     sizes, kernel = list(x0.shape[2:]), list(ctx.x(1).shape[2:])

@@ -41,16 +41,29 @@ class _Rnn:
         b = ctx.b
         self.layout = int(ctx.attr("layout", 0))
         x = ctx.x(0)
+        ctx.expect_shape(x, 3, "X")
         if self.layout:
             x = b.transpose(x, perm=(1, 0, 2))
         self.x = x
-        self.seq, self.batch, _ = x.shape
+        self.seq, self.batch, n_in = x.shape
+        ctx.expect_shape(ctx.x(2), 3, "R")
         self.h = int(ctx.attr("hidden_size", ctx.x(2).shape[-1]))
         self.gates = gates
         direction = ctx.attr("direction", "forward")
         if direction not in ("forward", "reverse", "bidirectional"):
             ctx.unsupported(f"direction={direction!r}")
         self.dirs = ["forward", "reverse"] if direction == "bidirectional" else [direction]
+        nd, g = len(self.dirs), gates * self.h
+        ctx.expect_shape(ctx.x(1), (nd, g, n_in), "W (directions, gates*hidden, input)")
+        ctx.expect_shape(ctx.x(2), (nd, g, self.h), "R (directions, gates*hidden, hidden)")
+        if ctx.has_input(3):
+            ctx.expect_shape(ctx.x(3), (nd, 2 * g), "B (directions, 2*gates*hidden)")
+        for i in (5, 6):  # initial_h, initial_c
+            if ctx.has_input(i):
+                want = (self.batch, nd, self.h) if self.layout else (nd, self.batch, self.h)
+                ctx.expect_shape(ctx.x(i), want, f"input {i} (an initial state)")
+        if ctx.has_input(7):  # LSTM peepholes
+            ctx.expect_shape(ctx.x(7), (nd, 3 * self.h), "P (directions, 3*hidden)")
         if ctx.has_input(4):
             lens = ctx.const_ints(4, "sequence_lens")
             if any(n != self.seq for n in lens):

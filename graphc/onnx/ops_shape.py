@@ -12,6 +12,7 @@ from ..ir import dtypes
 from ..ir.errors import GraphcError
 from ..ir.graph import Value
 from .context import NodeContext, Unsupported, converter, graphc_dtype
+from .errors import OnnxError
 
 
 @converter("Identity")
@@ -74,8 +75,10 @@ def _constant(ctx: NodeContext):
 
 @converter("ConstantOfShape")
 def _constant_of_shape(ctx: NodeContext):
-    shape = ctx.const_ints(0, "the shape")
+    shape = ctx.check_size(ctx.const_ints(0, "the shape"), "shape")
     fill = np.asarray(ctx.attr("value", np.zeros(1, np.float32))).reshape(-1)
+    if fill.size != 1:
+        raise OnnxError(f"ConstantOfShape: value must hold one element, it holds {fill.size}")
     dt = graphc_dtype(_onnx_elem(fill.dtype), "the fill value")
     return [ctx.b.const(np.full(shape, fill[0], dt.np_dtype), dt)]
 
@@ -90,6 +93,8 @@ def _reshape(ctx: NodeContext):
     x = ctx.x(0)
     shape = ctx.const_ints(1, "the target shape")
     allowzero = ctx.attr("allowzero", 0)
+    if not allowzero and any(d == 0 and i >= x.type.rank for i, d in enumerate(shape)):
+        raise OnnxError(f"Reshape: shape {shape} copies (0) a dimension {x.type} does not have")
     out = [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(shape)]
     if out.count(-1) > 1:
         ctx.unsupported(f"shape {shape} has more than one -1")
@@ -122,6 +127,10 @@ def _transpose(ctx: NodeContext):
 @converter("Concat")
 def _concat(ctx: NodeContext):
     xs = [v for v in ctx.inputs if v is not None]
+    if not xs:
+        ctx.unsupported("Concat of no inputs")
+    for k, v in enumerate(xs[1:], 1):
+        ctx.expect_shape(v, xs[0].type.rank, f"input {k} (as input 0, {xs[0].type})")
     axis = ctx.axis(ctx.attr("axis"), xs[0].type.rank)
     parts = [v for v in xs if v.shape[axis] > 0]  # empty pieces add nothing
     if not parts:
@@ -147,6 +156,8 @@ def _split(ctx: NodeContext):
     sizes = ctx.ints_from("split", 1, "split sizes")
     if sizes is None:
         n = ctx.attr("num_outputs", ctx.num_outputs)
+        if not 1 <= n <= ctx.num_outputs:
+            raise OnnxError(f"Split: num_outputs={n}, but the node has {ctx.num_outputs} outputs")
         chunk = -(-d // n)
         sizes = [min(chunk, d - i * chunk) for i in range(n)]
     if sum(sizes) != d or any(s < 0 for s in sizes):
@@ -259,7 +270,10 @@ def _pad(ctx: NodeContext):
         low[a], high[a] = pads[k], pads[k + len(axes)]
     value = 0.0
     if ctx.has_input(2):
-        value = float(np.asarray(ctx.const(2, "constant_value")).reshape(-1)[0])
+        cv = np.asarray(ctx.const(2, "constant_value")).reshape(-1)
+        if cv.size != 1:
+            raise OnnxError(f"Pad: constant_value must hold one element, it holds {cv.size}")
+        value = float(cv[0])
     elif ctx.has_attr("value"):
         value = float(ctx.attr("value"))
     out = x
@@ -313,7 +327,15 @@ def _tile(ctx: NodeContext):
 
 @converter("Range")
 def _range(ctx: NodeContext):
-    vals = [np.asarray(ctx.const(i, name)).reshape(()) for i, name in
-            enumerate(("start", "limit", "delta"))]
+    vals = []
+    for i, name in enumerate(("start", "limit", "delta")):
+        v = np.asarray(ctx.const(i, name))
+        if v.size != 1:
+            raise OnnxError(f"Range: {name} must be a scalar, got shape {list(v.shape)}")
+        vals.append(v.reshape(()).item())
+    start, limit, delta = vals
+    if delta == 0 or not all(np.isfinite(vals)):
+        raise OnnxError(f"Range: start={start}, limit={limit}, delta={delta} is not a range")
+    ctx.check_size((max(int(np.ceil((limit - start) / delta)), 0),), "the range's length")
     dt = ctx.x(0).dtype
-    return [ctx.b.const(np.arange(vals[0], vals[1], vals[2]).astype(dt.np_dtype), dt)]
+    return [ctx.b.const(np.arange(start, limit, delta).astype(dt.np_dtype), dt)]

@@ -14,7 +14,7 @@ from .. import batch
 from .. import dtypes
 from .. import kernel as K
 from .. import lowering as L
-from ..errors import GraphcError, ShapeError
+from ..errors import AttrError, GraphcError, ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import TensorType, format_shape
 from ._common import check_axes, require_int, same_dtype
@@ -221,6 +221,18 @@ _layout("slice", _slice_infer, _slice_ref, _slice_vjp,
         doc="x[start:stop:step] on every axis (steps >= 1)", lower=_lower_slice)
 
 
+def _representable(v: float, dt: dtypes.DType) -> bool:
+    """Whether the float attribute v is a value of dt (pad's fill for int and bool tensors)."""
+    if dt.is_float:
+        return True
+    if not (np.isfinite(v) and v == int(v)):
+        return False
+    if dt.is_bool:
+        return v in (0, 1)
+    info = np.iinfo(dt.np_dtype)
+    return info.min <= v <= info.max
+
+
 def _pad_infer(ts, a):
     (t,) = ts
     low, high = a["low"], a["high"]
@@ -229,6 +241,8 @@ def _pad_infer(ts, a):
         raise ShapeError(f"pad: low/high/interior need one entry per axis of {t}")
     if any(v < 0 for v in (*low, *high, *interior)):
         raise ShapeError("pad: amounts must be >= 0 (use slice to crop)")
+    if not _representable(a["value"], t.dtype):
+        raise AttrError(f"pad: value={a['value']!r} is not a {t.dtype} value (padding {t})")
     return t.with_shape(tuple(lo + hi + d + max(d - 1, 0) * it
                               for lo, hi, d, it in zip(low, high, t.shape, interior)))
 

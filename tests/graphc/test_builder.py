@@ -210,3 +210,48 @@ def test_params_with_values_and_initialisers():
     out, vv = exe(xv)
     np.testing.assert_allclose(out, xv @ w0 + 0.5, rtol=1e-6)
     np.testing.assert_allclose(vv, np.random.default_rng(3).normal(0, 0.1, (4, 5)).astype(np.float32))
+
+
+def test_numpy_indices_and_labels_keep_their_integer_dtype():
+    """Issue 14 item 5: a numpy operand takes the dtype of its role (the registry's
+    nondiff_inputs), not the first tensor's: indices stay i32/i64, never become f32."""
+    xv = RNG.standard_normal((5, 3)).astype(np.float32)
+    g = gc.Graph("t")
+    with g:
+        x = gc.placeholder("x", (5, 3))
+        a = gc.take(x, np.array([0, 2], np.int32))
+        b = x[np.array([4, 1])]
+        loss = gc.softmax_cross_entropy(x, np.array([0, 1, 2, 0, 1], np.int64), reduction="none")
+        c = gc.where(np.array([True, False, True]), x, 0.0)
+    assert [t.value.producer.inputs[i].dtype.name for t, i in ((a, 1), (b, 1), (loss, 1), (c, 0))] \
+        == ["i32", "i64", "i64", "bool"]
+    got = gc.compile(g, [a, b, c])(x=xv)
+    np.testing.assert_array_equal(got[0], xv[[0, 2]])
+    np.testing.assert_array_equal(got[1], xv[[4, 1]])
+    np.testing.assert_array_equal(got[2], np.where([True, False, True], xv, 0))
+    with g:
+        with pytest.raises(gc.DTypeError, match="integer index"):
+            gc.take(x, np.array([0.0, 2.0]))  # a float index is refused, never truncated
+
+
+def test_conv2d_padding_forms_and_int_arguments_are_checked():
+    x0 = RNG.standard_normal((1, 2, 6, 7)).astype(np.float32)
+    w0 = RNG.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    g = gc.Graph("t")
+    with g:
+        x = gc.placeholder("x", x0.shape)
+        w = gc.placeholder("w", w0.shape)
+        nested = gc.conv2d(x, w, padding=((1, 2), (0, 1)))      # ((top, bottom), (left, right))
+        flat = gc.conv2d(x, w, padding=(1, 2, 0, 1))            # (top, bottom, left, right)
+        for bad in [((1, 1), (1, 1), (1, 1)), ((1,), (1, 1)), 1.5, (1, None), "full", -1]:
+            with pytest.raises(gc.GraphcError, match="padding"):
+                gc.conv2d(x, w, padding=bad)
+        with pytest.raises(gc.BuildError, match="kernel.*must be an int"):
+            gc.max_pool2d(x, kernel=(2, 2.5))                    # never truncated to 2
+        with pytest.raises(gc.BuildError, match="stride must be"):
+            gc.conv2d(x, w, stride=None)
+        with pytest.raises(gc.BuildError, match="shape.*must be an int"):
+            gc.placeholder("z", (2.5,))
+    assert nested.shape == flat.shape == (1, 3, 7, 6)
+    a, b = gc.compile(g, [nested, flat])(x=x0, w=w0)
+    np.testing.assert_array_equal(a, b)

@@ -209,3 +209,17 @@ def test_bad_arguments_are_clear():
         f({"k": [1, {2}]})  # a set: not an array, and unhashable
     with pytest.raises(gc.GraphcError, match="static_argnames"):
         gc.jit(lambda x: x, static_argnames=("y",))
+
+
+def test_varargs_kwargs_and_numpy_indices_trace():
+    """Issue 14 a and b: `def f(*xs)` called with one argument traces (it hit a TypeError in
+    naming the input), and np.take with numpy integer indices works under @gc.jit."""
+    @gc.jit(backend="reference")
+    def f(*xs, **kw):
+        return np.take(xs[0], np.array([2, 0]), axis=0) * kw.get("scale", 1.0)
+
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    _close(f(x), x[[2, 0]])
+    _close(f(x, scale=2.0), 2 * x[[2, 0]])
+    with pytest.raises(gc.GraphcError, match="integer index"):
+        gc.jit(lambda a: np.take(a, np.array([0.5])), backend="reference")(x)

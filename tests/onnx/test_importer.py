@@ -124,3 +124,27 @@ def test_cli_dumps_an_onnx_model(capsys):
     assert len(g.nodes) == len(gc.onnx.load(MODELS / "mobilenetv2.onnx").nodes)
     assert main(["dump", str(MODELS / "missing.onnx")]) == 1
     assert "no such ONNX file" in capsys.readouterr().err
+
+
+def test_unreadable_models_are_onnx_errors_naming_the_file(tmp_path):
+    """Issue 14 c: whatever the onnx package raises while reading (a missing external-data
+    file, protobuf's DecodeError, invalid UTF-8 in a name) is an OnnxError."""
+    from onnx.external_data_helper import convert_model_to_external_data
+    w = numpy_helper.from_array(np.ones((3, 4), np.float32), "w")
+    m = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [2, 3])],
+               [_vi("y", [2, 4])], [w])
+    convert_model_to_external_data(m, all_tensors_to_one_file=True, location="weights.bin",
+                                   size_threshold=0)
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(path))
+    assert gc.onnx.load(str(path)).name == "m"
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(OnnxError, match="ext.onnx: its external data cannot be read"):
+        gc.onnx.load(str(path))
+    with pytest.raises(OnnxError, match="malformed ONNX model bytes"):
+        gc.onnx.load(b"\x0a\xff\xff\xff\xff\x0f garbage")
+    good = _model([helper.make_node("Relu", ["x"], ["y"], name="n0")], [_vi("x", [2])],
+                  [_vi("y", [2])]).SerializeToString()
+    damaged = good.replace(b"n0", b"n\xf8")  # the node name is no longer UTF-8
+    with pytest.raises(OnnxError, match="not valid UTF-8"):
+        gc.onnx.load(damaged)

@@ -419,3 +419,24 @@ def test_a_cached_value_is_read_back_before_its_home_is_overwritten():
     got = gc.compile(g, [home, y], backend="llvm")(x=xv)
     for w, v in zip(want, got):
         np.testing.assert_allclose(v, w, rtol=1e-4, atol=1e-4)
+
+
+@needs_llvm
+@pytest.mark.parametrize("b_shape", [(1, 1, 6, 1), (6, 1), (1, 4, 6, 1), (1, 1, 1, 6), (4, 1, 1),
+                                     (4, 6, 6)])
+def test_an_epilogue_operand_broadcast_over_rows_after_an_activation(b_shape):
+    """tanh(conv2d(x, w)) - b with b broadcast over H (issue 14 f). The conv's GEMM result
+    is (N, K, OH*OW): whether b can be indexed from its coordinates must be judged on that
+    shape, not on the activation's (N, K, OH, OW); judged on the latter, fusion admitted the
+    sub and the lowering found no strides for b (a TypeError at opt_level 1 and 2)."""
+    g = gc.Graph("conv_epi")
+    with g:
+        x = gc.placeholder("x", (2, 3, 8, 8))
+        w = gc.placeholder("w", (4, 3, 3, 3))
+        b = gc.placeholder("b", b_shape)
+        y = gc.tanh(gc.conv2d(x, w)) - b
+    feeds = _feeds(g)
+    want = gc.compile(g, y, backend="reference")(**feeds)
+    for level in (0, 1, 2):
+        got = gc.compile(g, y, backend="llvm", opt_level=level)(**feeds)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=f"opt_level={level}")
