@@ -126,5 +126,6 @@ def check_lowering(graph: Graph, program, seed: int = 0) -> None:
         return
     params = {p.name: np.array(feeds[p.name], copy=True) for p in graph.params}
     outs, updates = run_program(program, {v.name: feeds[v.name] for v in graph.inputs}, params)
-    _judge("lowering to kernel IR", graph, truth, env,
-           list(outs) + [updates[k] for k in graph.updates], seed)
+    got = list(outs) + [updates[k] for k in graph.updates]  # flat buffers: give them shapes
+    got = [np.asarray(a).reshape(v.shape) for a, (_, v, _) in zip(got, _results(graph, env))]
+    _judge("lowering to kernel IR", graph, truth, env, got, seed)
