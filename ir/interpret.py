@@ -49,6 +49,7 @@ meets them.
 from __future__ import annotations
 
 import math
+import operator
 from math import prod
 from typing import Any, Mapping, Sequence
 
@@ -227,15 +228,14 @@ def _int_pow(a, b):
     return np.where(b < 0, neg, acc)[()]
 
 
+_RING = {"add": operator.add, "sub": operator.sub, "mul": operator.mul}
+
+
 def binary(op: str, a, b, dt: DType, in_reduction: bool = False):
     """a op b for values of dt; in_reduction: an Assign in a `reduce` loop."""
+    if not dt.is_bool and op in _RING:  # wrapping for ints, IEEE for floats: numpy's own
+        return _RING[op](a, b)
     if dt.is_float:
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
         if op == "div":
             return a / b
         if op == "pow":  # through float64, as the other math functions
@@ -257,12 +257,6 @@ def binary(op: str, a, b, dt: DType, in_reduction: bool = False):
         if op == "sub":
             return np.logical_xor(a, b)
     else:
-        if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
         if op in ("div", "mod"):
             return _int_div_mod(op, a, b)
         if op == "max":

@@ -1,6 +1,14 @@
-"""How far a computed value may be from the true one: error budgets derived per op from
-the registry and from the magnitudes a value is computed from (graphc/fuzz/oracle.py
-explains the rule). Used by the differential fuzzer and by translation validation
+"""How far a computed value may be from the true one (the graph run in float64):
+
+    eps(dtype) * (8 + budget(v)) * (|truth_i| + max(rms(truth), scale(v)))  +  4 * max|ref32 - truth|
+
+`budget(v)` sums, along v's worst path, the rounding each producer may add in eps units
+(elementwise ops a few ulp; reductions, contractions and windows one per term, estimated
+from the registry: `rounding_budget`); `scale(v)` is the largest magnitude v is computed
+from (`magnitudes`: x - mean(x) is near 0, its rounding error is not); the last term is the
+float32 reference's own distance from the truth (a program may be as ill-conditioned for a
+candidate as it visibly is for numpy). Integer and bool results must equal the float32
+reference's. Used by the differential fuzzer (graphc/fuzz) and by translation validation
 (ir/validate.py), so both judge a result the same way."""
 from __future__ import annotations
 

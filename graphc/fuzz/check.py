@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph
-from .cases import Case
-from ..ir.validate import TranslationValidationError
 from ..ir.tolerance import compare, magnitudes, rounding_budget, stable
+from ..ir.validate import TranslationValidationError, evaluate_all
 from ..ir.widen import wide_feeds, widened
+from .cases import Case
 from .oracle import perturbed, perturbed_constants
 from .paths import PATHS, Steps, run_steps
 
@@ -57,14 +57,8 @@ class Oracle:
 
     def _scales(self) -> dict:
         """magnitudes() of the case's values, from the truth's first step."""
-        from ..backends.reference.interpreter import evaluate
         g = self.wide or self.case.graph
-        feeds = wide_feeds({**self.case.inputs, **self.case.params}, g)
-        env = evaluate(g, {v: feeds[v.name] for v in list(g.inputs) + list(g.params)},
-                       [o for n in g.nodes for o in n.outputs])
-        env.update({v: feeds[v.name] for v in list(g.inputs) + list(g.params)})
-        env.update({c: c.data for c in g.constants})
-        mags = magnitudes(g, env)
+        mags = magnitudes(g, evaluate_all(g, wide_feeds({**self.case.inputs, **self.case.params}, g)))
         return {v: mags.get(w, 0.0) for v, w in zip(self.case.graph.all_values(), g.all_values())}
 
     def _wide_run(self, inputs, params, graph: Graph | None = None) -> Steps:

@@ -20,13 +20,11 @@ from .cases import Case, random_array
 from .check import Failure, check_case
 
 
-def _rebuild(case: Case, edit: Callable[[Graph, dict[Value, Value]], None] | None,
+def _rebuild(case: Case, edit: Callable[[Graph], None] | None,
              outputs: list[int] | None = None, updates: list[str] | None = None) -> Case | None:
     """A copy of the case with outputs/updates kept by index/name and `edit` applied to
-    the copy (given the old-to-new value map); None when the result is not a valid graph."""
+    the copy; None when the result is not a valid graph."""
     g = case.graph.copy()
-    old = list(case.graph.all_values())
-    mapping = dict(zip(old, g.all_values()))
     if outputs is not None:
         g.outputs = [g.outputs[i] for i in outputs]
     if updates is not None:
@@ -36,7 +34,7 @@ def _rebuild(case: Case, edit: Callable[[Graph, dict[Value, Value]], None] | Non
     inputs = dict(case.inputs)
     try:
         if edit is not None:
-            edit(g, mapping)
+            edit(g)
         eliminate_dead_code(g, prune_signature_too=True)
         g.verify()
     except GraphcError:
@@ -50,8 +48,8 @@ def _rebuild(case: Case, edit: Callable[[Graph, dict[Value, Value]], None] | Non
                 case.steps)
 
 
-def _cut(index: int) -> Callable[[Graph, dict[Value, Value]], None]:
-    def edit(g: Graph, mapping: dict[Value, Value]) -> None:
+def _cut(index: int) -> Callable[[Graph], None]:
+    def edit(g: Graph) -> None:
         node = g.nodes[index]
         taken = {v.name for v in g.all_values() if v.name}
         repl = {}
@@ -64,8 +62,8 @@ def _cut(index: int) -> Callable[[Graph, dict[Value, Value]], None]:
     return edit
 
 
-def _bypass(index: int) -> Callable[[Graph, dict[Value, Value]], None]:
-    def edit(g: Graph, mapping: dict[Value, Value]) -> None:
+def _bypass(index: int) -> Callable[[Graph], None]:
+    def edit(g: Graph) -> None:
         node = g.nodes[index]
         out = node.outputs[0]
         same = [v for v in node.inputs if v.type == out.type]

@@ -1,26 +1,10 @@
-"""What a right answer is: the reference interpreter in float64 as the truth, and
-tolerances derived from the graph and from the reference's own rounding.
+"""Rounding noise for the fuzzer's stability check.
 
-A float32 result can differ from numpy's float32 result for good reasons (another
-summation order, fused multiply-adds, vector transcendental functions), so comparing two
-float32 programs with one fixed tolerance either misses real bugs or drowns in false
-alarms. Instead every candidate is compared with the *truth* (the same graph widened to
-float64 and run by the reference interpreter), and it may be as far from the truth as
-
-    eps(dtype) * (8 + budget(v)) * (|truth_i| + max(rms(truth), scale(v)))   +   4 * max|ref32 - truth|
-
-where rms(truth) is at least the scale of the values v is computed from
-(`magnitudes`: a difference of nearly equal terms keeps their rounding error, not its
-own size), `budget(v)` is the rounding error the ops on v's path may add, in units of eps,
-summed over its producers (see `rounding_budget`), and the last term is the float32
-reference's own distance from the truth: a program may be as ill-conditioned for the
-candidate as it visibly is for numpy. Integer and bool results must be equal to the
-float32 reference's; where that reference itself differs from the truth (a comparison or
-argmax whose operands are within rounding of a tie) the value is ill-conditioned and not
-compared. A mismatch is only reported when the truth is stable: re-run on inputs
-perturbed by a few eps, the truth must move less than the tolerance, otherwise a rounding
+A result is judged against the truth with ir/tolerance.py's rule. Before a disagreement is
+reported, the truth is re-run on inputs, parameters and constants moved by a few eps (exact
+zeros included): if the truth itself moves by more than the tolerance, a rounding
 difference can legitimately flip a discrete choice (relu at 0, max-pool routing, a
-comparison), and the value is counted as unstable instead.
+comparison, the sign of a zero sum) and the value is counted unstable, not wrong.
 """
 from __future__ import annotations
 

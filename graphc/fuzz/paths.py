@@ -7,6 +7,7 @@ available paths (the slow ones, AOT export and the CUDA emulator, less often).
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -92,8 +93,7 @@ def _cuda_emulator(case: Case) -> Steps:
                                 program.external(), functions)
     tmp = tempfile.mkdtemp(prefix="graphc-fuzz-cuda-")
     try:
-        from pathlib import Path as FsPath
-        lib = emulator.build(codegen.translation_unit([body]), functions, FsPath(tmp))
+        lib = emulator.build(codegen.translation_unit([body]), functions, pathlib.Path(tmp))
         params = {p.name: np.array(case.params[p.name], copy=True) for p in work.params}
         out: Steps = []
         for _ in range(case.steps):

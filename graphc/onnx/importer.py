@@ -21,7 +21,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ..ir.errors import GraphcError
+from ..args import as_shape
+from ..ir.errors import BuildError, GraphcError
 from ..ir.graph import Graph, Value
 from ..ir.loc import Loc
 from ..ir.reference import run_node
@@ -396,11 +397,10 @@ def _checked_shapes(input_shapes: Any) -> dict[str, tuple[int, ...]]:
                         f"{type(input_shapes).__name__}")
     out = {}
     for name, shape in input_shapes.items():
-        dims = list(shape) if isinstance(shape, (list, tuple)) else None
-        if dims is None or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                                   and d >= 0 for d in dims):
-            raise OnnxError(f"input_shapes[{name!r}] = {shape!r} is not a tuple of non-negative ints")
-        out[name] = tuple(int(d) for d in dims)
+        try:  # the builder's shape rule (graphc/args.py), reported as an import error
+            out[name] = as_shape(shape, f"input_shapes[{name!r}]")
+        except BuildError as e:
+            raise OnnxError(str(e).splitlines()[0]) from None
     return out
 
 

@@ -43,8 +43,6 @@ def test_conv_bias_survives_expand_dims_then_elementwise():
     _agree(g, [y], {"x": np.ones((1, 2, 2, 2), np.float32)})
 
 
-
-
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.sampled_from(["add_bias", "tanh", "mul2", "view", "relu", "sub_res"]),
                 min_size=1, max_size=5),
