@@ -37,20 +37,25 @@ def available_backends() -> list[str]:
 
 def compile_graph(graph: Graph, backend: str, params: Mapping[str, Any] | None = None,
                   single_output: bool = False, opt_level: int = 2,
-                  donate: Sequence[str] = ()) -> Executable:
+                  donate: Sequence[str] = (), check_numerics: bool = False) -> Executable:
     """opt_level 0 runs no optimisation passes in the backend; 2 (the default) runs all.
-    donate: names of graph inputs whose arrays the backend may overwrite."""
+    donate: names of graph inputs whose arrays the backend may overwrite. check_numerics:
+    the program checks every kernel's results for NaN/inf and raises NumericsError
+    (backends/numerics.py); backends get the option only when it is on."""
     if backend not in _BACKENDS:
         raise GraphcError(f"unknown backend {backend!r}; available: {', '.join(available_backends())}")
+    extra = {"check_numerics": True} if check_numerics else {}
     return _BACKENDS[backend]()(graph, params=params, single_output=single_output,
-                                opt_level=opt_level, donate=tuple(donate))
+                                opt_level=opt_level, donate=tuple(donate), **extra)
 
 
 def _reference() -> BackendFactory:
     from .reference import ReferenceExecutable
 
-    def factory(graph: Graph, *, params=None, single_output=False, opt_level=2, donate=()) -> Executable:
-        return ReferenceExecutable(graph, params=params, single_output=single_output)
+    def factory(graph: Graph, *, params=None, single_output=False, opt_level=2, donate=(),
+                check_numerics=False) -> Executable:
+        return ReferenceExecutable(graph, params=params, single_output=single_output,
+                                   check_numerics=check_numerics)
     return factory
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import MutableMapping
+from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -24,11 +25,14 @@ def convert_argument(what: str, value: Any, t: TensorType) -> np.ndarray:
 
     Floats convert to any float width, integers to any integer width when every value fits;
     anything else (floats into an integer input, ints into a float input) is an error.
+    Other libraries' host arrays (DLPack, `__array__`) are viewed without a copy when they
+    already have the type (backends/interop.py); device arrays are refused.
     """
-    try:
-        arr = np.asarray(value)
-    except Exception as e:
-        raise InputError(f"{what}: cannot be read as an array ({type(value).__name__}: {e})") from None
+    if type(value) is np.ndarray:
+        arr = value
+    else:
+        from .interop import host_array
+        arr = host_array(what, value)
     want: DType = t.dtype
     if arr.shape != t.shape:
         raise InputError(f"{what}: expected shape {format_shape(t.shape)} ({t}), got "
@@ -95,9 +99,16 @@ class ParamStore(MutableMapping):
 
 
 class Executable:
-    """A compiled graph. Call it with arrays (positionally or by input name)."""
+    """A compiled graph. Call it with arrays (positionally or by input name).
+
+    Backends build it from the optimised graph, the initial params ({name: array}, default
+    the graph's initialisers) and single_output (return one array, not a tuple).
+    """
 
     backend_name = "abstract"
+    # Names a call may use besides the graph's inputs: {declared name: graph input name},
+    # for inputs the source declared; gc.compile sets it (graphc/compile.py).
+    declared_inputs: Mapping[str, str] = MappingProxyType({})
 
     def __init__(self, graph: Graph, params: Mapping[str, Any] | None = None,
                  single_output: bool = False) -> None:
@@ -123,6 +134,7 @@ class Executable:
     # -- calling ----------------------------------------------------------------------
     @property
     def input_names(self) -> list[str]:
+        """The graph's input names, in positional order."""
         return [v.name for v in self.graph.inputs]
 
     def _unknown(self, what: str, name: str, known) -> str:
@@ -131,12 +143,14 @@ class Executable:
         return f"graph {self.graph.name!r} has no {what} {name!r}{hint} (it has {', '.join(known) or 'none'})"
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, np.ndarray]:
+        """Each input's array from a call's args and kwargs, checked and converted."""
         spec = self.graph.inputs
         bound = self.match_arguments(args, kwargs)
         return {v.name: convert_argument(f"input {v.name!r}", bound[v.name], v.type) for v in spec}
 
     def match_arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
-        """The argument given for each input (positionally or by name), unconverted."""
+        """The argument given for each input (in args positionally, in kwargs by name),
+        unconverted."""
         spec = self.graph.inputs
         if len(args) > len(spec):
             raise InputError(f"graph {self.graph.name!r} takes {len(spec)} inputs "
@@ -144,9 +158,17 @@ class Executable:
         bound: dict[str, Any] = {}
         for v, a in zip(spec, args):
             bound[v.name] = a
+        names = self.input_names
         for k, a in kwargs.items():
-            if k not in self.input_names:
-                raise InputError(self._unknown("input", k, self.input_names))
+            if k not in names:
+                # A name the graph's source declared (an ONNX model's own input names): its
+                # graph input, or nothing when no output needs that input (then ignored).
+                alias = self.declared_inputs.get(k)
+                if alias is None:
+                    raise InputError(self._unknown("input", k, names))
+                if alias not in names:
+                    continue
+                k = alias
             if k in bound:
                 raise InputError(f"input {k!r} given twice (positionally and by name)")
             bound[k] = a
@@ -158,6 +180,9 @@ class Executable:
         return bound
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the graph on args (positional, in input order) and kwargs (by input name);
+        applies the parameter updates of a training step. Returns the output array, or a
+        tuple of them."""
         inputs = self.bind(args, kwargs)
         if self.graph.updates:
             with self._lock:  # read-modify-write of the state is one step
@@ -172,6 +197,22 @@ class Executable:
             held = list(inputs.values()) + list(params.values())
         outs = [_owned(a, held + list(self._params.values())) for a in outs]
         return outs[0] if self.single_output else tuple(outs)
+
+    def profile(self, *args: Any, repeat: int = 10, **kwargs: Any) -> Any:
+        """Time the program per kernel: one warm-up call, then `repeat` calls on these
+        inputs (as for a call). Returns a backends.profile.Profile: per kernel (or fused
+        group) its time, share, GFLOP/s and GB/s against the machine's peaks, ops and
+        source lines; print it, or read `.rows` / `.as_dicts()`. The parameters are not
+        changed (a training step is profiled on copies of them)."""
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise InputError(f"profile: repeat must be an int >= 1, got {repeat!r}")
+        inputs = self.bind(args, kwargs)
+        with self._lock:
+            params = {k: np.array(v) for k, v in self._params.items()}
+        return self._profile(inputs, params, repeat)
+
+    def _profile(self, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], repeat: int):
+        raise InputError(f"backend {self.backend_name} has no profiler")
 
     def report(self) -> str:
         """What the compiler did: the pass ledger, then what the backend adds."""

@@ -26,6 +26,7 @@ from .ir import dtypes  # noqa: E402
 from .ir.errors import (AttrError, BuildError, DifferentiationError, DTypeError,  # noqa: E402
                         GraphcError, InputError, ParseError, ShapeError, UnknownOpError,
                         VerificationError)
+from .ir.errors import NumericsError  # noqa: E402
 from .ir.dtypes import f16, f32, f64, i32, i64, bool_  # noqa: E402
 from .builder import Graph, constant, current_graph, param, placeholder  # noqa: E402
 from .tensor import Tensor  # noqa: E402

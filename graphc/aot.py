@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -93,13 +94,56 @@ def _split(path: str) -> tuple[str, str]:
 
 # --- export ---------------------------------------------------------------------------------
 
+# --- output names ---------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def output_names(given: Sequence[str | None]) -> list[str]:
+    """The names an artifact's outputs go by: the user's where there is one (sanitised to
+    letters, digits, '_', '.', '-'), else output<i>; made unique with _1, _2 suffixes."""
+    out: list[str] = []
+    for i, name in enumerate(given):
+        base = _UNSAFE.sub("_", str(name)).strip("_") if name is not None else ""
+        base = base or f"output{i}"
+        cand, k = base, 1
+        while cand in out:
+            cand, k = f"{base}_{k}", k + 1
+        out.append(cand)
+    return out
+
+
+def _tree_names(struct: Any) -> tuple[list[str | None], bool]:
+    """The path of each array leaf of a traced result (dict keys and namedtuple fields,
+    joined by '.'; positions in tuples and lists), and whether the result is a dict."""
+    from .jit import Leaf
+    names: list[str | None] = []
+
+    def walk(s: Any, path: list[str]) -> None:
+        if isinstance(s, Leaf):
+            names.append(".".join(path) or None)
+        elif s[0] in ("tuple", "list"):
+            for i, c in enumerate(s[1]):
+                walk(c, path + [str(i)] if path else [f"output{i}"])
+        elif s[0] == "namedtuple":
+            for k, c in zip(s[1]._fields, s[2]):
+                walk(c, path + [k])
+        elif s[0] == "dict":
+            for k, c in zip(s[1], s[2]):
+                walk(c, path + [str(k)])
+    walk(struct, [])
+    return names, not isinstance(struct, Leaf) and struct[0] == "dict"
+
+
 def _from_target(target: Any, example_inputs: Any, opt_level: int):
-    """(optimised graph, single output?, ledger, parameter values, lowered program or None)."""
+    """(optimised graph, single output?, ledger, parameter values, lowered program or None,
+    the outputs' names, whether the call returns them as a dict)."""
     from .backends.executable import Executable
     from .compile import optimize_graph
     from .jit import JittedFunction
 
     program = None
+    as_dict = False
     if isinstance(target, JittedFunction):
         if example_inputs is None:
             raise BuildError("gc.export of a jitted function needs example inputs to trace it with")
@@ -107,6 +151,7 @@ def _from_target(target: Any, example_inputs: Any, opt_level: int):
         traced = target.trace(*args)
         work, _, ledger = optimize_graph(traced.graph, traced.outputs, backend="llvm", opt_level=opt_level)
         single = traced.single_leaf  # the function returned one array, not a tree
+        names, as_dict = _tree_names(traced.out_struct)
     elif isinstance(target, Executable):
         if target.backend_name != "llvm":
             raise BuildError(f"gc.export of an executable needs one compiled with backend='llvm', "
@@ -116,7 +161,12 @@ def _from_target(target: Any, example_inputs: Any, opt_level: int):
         from .backends.llvm.split import BatchSplitExecutable
         work, single, ledger, program = (target.graph, target.single_output, getattr(target, "ledger", None),
                                          None if isinstance(target, BatchSplitExecutable) else target.program)
+        names = list(getattr(target, "output_names", None) or [v.name for v in work.outputs])
     elif isinstance(target, IRGraph):
+        if not target.outputs:
+            raise BuildError(f"gc.export: graph {target.name!r} has no outputs; call "
+                             "g.set_outputs(...) first (or export gc.compile's executable)")
+        names = [v.name for v in target.outputs]  # before passes replace the output values
         work, single, ledger = optimize_graph(target, backend="llvm", opt_level=opt_level)
     else:
         raise BuildError(f"gc.export takes a Graph, a @gc.jit function or an llvm Executable, "
@@ -127,7 +177,7 @@ def _from_target(target: Any, example_inputs: Any, opt_level: int):
         params = {p.name: work.initial_param_value(p) for p in work.params}
     if example_inputs is not None and not isinstance(target, JittedFunction):
         _check_examples(work, example_inputs)
-    return work, single, ledger, params, program
+    return work, single, ledger, params, program, output_names(names), as_dict
 
 
 def _check_examples(graph: IRGraph, example_inputs: Any) -> None:
@@ -153,20 +203,22 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
     example_inputs, or an llvm Executable with its current parameters) into an artifact at
     `path` (directory/name). cpu/features choose another target than this machine (LLVM
     names, e.g. cpu="skylake-avx512", features="+avx512f"); max_threads bounds the threads
-    the artifact can use (default: this machine's)."""
+    the artifact can use (default: this machine's). opt_level: the pass pipeline's level,
+    as for gc.compile (0-3, default 2)."""
     from .ir.text import print_graph
     from .passes.lower import lower
     from .backends.llvm import export as llvm_export
 
     t_start = time.perf_counter()
     directory, name = _split(path)
-    graph, single, ledger, params, program = _from_target(target, example_inputs, opt_level)
+    graph, single, ledger, params, program, names, as_dict = _from_target(target, example_inputs, opt_level)
     t_opt = time.perf_counter()
     program = program or lower(graph, fuse_ops=None, plan=opt_level >= 1)
     t_lower = time.perf_counter()
     ir_text = print_graph(graph).rstrip("\n") + "\n"
     plan = llvm_export.prepare_library(
         graph, program, params, name, max_threads=max_threads, cpu=cpu, features=features,
+        output_names=names,
         description=f"graph @{graph.name}, exported by graphc {__version__} for "
                     f"{llvm_export.engine.host_target().triple}")
     weights = plan.weights
@@ -183,14 +235,15 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
         "max_threads": plan.spec.max_threads,
         "opt_level": opt_level,
         "single_output": bool(single),
+        "output_dict": as_dict,
         "ir_sha256": _sha256(ir_text.encode("utf-8")),
         "library_sha256": None,  # after linking, below
         "header_sha256": None,
         "weights_bytes": len(weights),
         "weights_sha256": _sha256(weights),
         "inputs": [{"name": v.name, "dtype": v.dtype.name, "shape": list(v.shape)} for v in graph.inputs],
-        "outputs": [{"name": v.name or f"output{i}", "dtype": v.dtype.name, "shape": list(v.shape)}
-                    for i, v in enumerate(graph.outputs)],
+        "outputs": [{"name": n, "dtype": v.dtype.name, "shape": list(v.shape)}
+                    for n, v in zip(names, graph.outputs)],
         "updates": sorted(graph.updates),
         "tensors": [{"name": e.name, "kind": e.kind, "dtype": e.dtype, "shape": list(e.shape),
                      "offset": e.offset, "nbytes": e.nbytes,
@@ -279,7 +332,10 @@ def _check_hash(data: bytes, want: str, what: str, key: str) -> None:
 def load(path: str) -> SharedLibraryExecutable:
     """An Executable over the artifact at `path` (directory/name), verified file by file
     against its manifest before any of its code is loaded (see the module docstring);
-    compiles nothing. `exe.load_seconds` is how long this took."""
+    compiles nothing. `exe.load_seconds` is how long this took. Calls return what the
+    exported target did (one array, a tuple, or for a @gc.jit function that returned a dict
+    that dict, flattened: nested keys joined by '.'); `exe.output_names` are the outputs'
+    names. The verified library copy it loads is deleted once mapped."""
     from .ir.text import parse
 
     t0 = time.perf_counter()
@@ -315,6 +371,8 @@ def load(path: str) -> SharedLibraryExecutable:
     exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
                                   manifest["single_output"], manifest["max_threads"])
     exe.manifest = manifest
+    exe.output_names = [o["name"] for o in manifest["outputs"]]
+    exe.output_dict = manifest["output_dict"]
     exe.load_seconds = time.perf_counter() - t0
     return exe
 

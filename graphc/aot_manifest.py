@@ -21,7 +21,7 @@ from .backends.llvm.shared import ArtifactError
 from .ir.dtypes import BY_NAME as DTYPES
 
 FORMAT = "graphc-artifact"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: outputs carry the user's names; output_dict
 WEIGHT_ALIGNMENT = 64
 MAX_BYTES = 1 << 48     # no weights file or tensor is larger (256 TiB)
 MAX_RANK = 32
@@ -178,6 +178,7 @@ MANIFEST: dict[str, Key] = {
     "max_threads": Key(Int(1, 1 << 16)),
     "opt_level": Key(Int(0, 3)),
     "single_output": Key(Bool()),
+    "output_dict": Key(Bool()),   # the call returns {outputs[i].name: array} (a traced dict)
     "ir_sha256": Key(SHA256),
     "library_sha256": Key(SHA256, bound=False),   # the library cannot hold its own checksum
     "header_sha256": Key(SHA256, bound=False),    # the header is written after linking
@@ -300,6 +301,12 @@ def _check_rules(m: dict, file: str) -> None:
             raise _refuse(file, f"updates[{i}]", "a parameter of the tensor table, listed once", name)
     if m["single_output"] and len(m["outputs"]) != 1:
         raise _refuse(file, "single_output", f"false for a graph with {len(m['outputs'])} outputs", True)
+    if m["single_output"] and m["output_dict"]:
+        raise _refuse(file, "output_dict", "false when 'single_output' is true", True)
+    names = [o["name"] for o in m["outputs"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise _refuse(file, f"outputs[{i}].name", "a name no other output has", name)
 
 
 def bound_facts(manifest: Mapping[str, Any]) -> dict:

@@ -22,7 +22,10 @@ _active: contextvars.ContextVar["Graph | None"] = contextvars.ContextVar("graphc
 
 
 class Graph(IRGraph):
-    """An ir.Graph that is also the builder's context and remembers layer state updates."""
+    """An ir.Graph that is also the builder's context and remembers layer state updates.
+
+    name: the graph's name (in the text IR, error messages and an artifact's C symbols).
+    """
 
     def __init__(self, name: str = "main") -> None:
         super().__init__(name)
@@ -40,10 +43,40 @@ class Graph(IRGraph):
 
     def set_outputs(self, outputs, updates=None) -> None:  # type: ignore[override]
         """Record what the graph returns (Tensors) and its parameter updates ({param: new}),
-        so `gc.compile(g)` and `graphc dump` need no further arguments."""
+        so `gc.compile(g)` and `graphc dump` need no further arguments.
+
+        outputs: a Tensor, a list of them, or {name: Tensor}: the names then stay with the
+        values (the text IR prints them, and an exported artifact's outputs go by them);
+        calls still return a tuple in the dict's order."""
         from .compile import resolve_outputs, resolve_updates
-        self.outputs = resolve_outputs(self, outputs)[0]
-        self.updates = resolve_updates(self, updates or {})
+        try:
+            if isinstance(outputs, dict):
+                self._name_outputs(outputs)
+                outputs = list(outputs.values())
+            self.outputs = resolve_outputs(self, outputs)[0]
+            self.updates = resolve_updates(self, updates or {})
+        except GraphcError as e:
+            raise e.attach(loc=capture_loc())
+
+    def _name_outputs(self, named: dict) -> None:
+        from .tensor import Tensor
+        taken = {v.name for v in self.all_values() if v.name}
+        for key, t in named.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise BuildError(f"set_outputs: output name {key!r} must be an identifier",
+                                 loc=capture_loc())
+            if not isinstance(t, Tensor) or t.graph is not self:
+                continue  # resolve_outputs refuses it with the usual message
+            if t.value.name == key:
+                continue
+            if t.value.name is not None:
+                raise BuildError(f"set_outputs: output {key!r} is {t.value.kind} {t.value.name!r}, "
+                                 "which keeps its own name; use that name", loc=capture_loc())
+            if key in taken:
+                raise BuildError(f"set_outputs: output name {key!r} is already a name in graph "
+                                 f"{self.name!r}", loc=capture_loc())
+            t.value.name = key
+            taken.add(key)
 
     def unique_name(self, prefix: str) -> str:
         """prefix0, prefix1, ... : names for layers created without one."""
@@ -62,9 +95,23 @@ class Graph(IRGraph):
 
 
 def current_graph() -> Graph:
+    """The graph of the innermost active `with g:` block (a BuildError outside of one)."""
     g = _active.get()
     if g is None:
         raise BuildError("no active graph: build inside `with gc.Graph(name) as g:`",
+                         loc=capture_loc())
+    return g
+
+
+def graph_for_operands(g: Graph) -> Graph:
+    """g, the graph an op's tensor operands belong to, checked against the active graph: a
+    tensor of graph A used inside `with B:` is an error at the user's line, never an op
+    silently added to A. (Outside any `with`, ops go to their operands' graph.)"""
+    active = _active.get()
+    if active is not None and active is not g:
+        raise BuildError(f"a tensor of graph {g.name!r} is used while building graph {active.name!r} "
+                         f"(inside `with {active.name}:`); a graph's ops can only use its own "
+                         "tensors: build the value in this graph, or feed it as a placeholder",
                          loc=capture_loc())
     return g
 
@@ -74,7 +121,9 @@ def _shape(shape: Sequence[int] | int) -> tuple[int, ...]:
 
 
 def placeholder(name: str, shape: Sequence[int] | int, dtype: str = "f32"):
-    """A named graph input, fed at call time."""
+    """A graph input called `name` (the executable's keyword argument), of the given shape
+    (a tuple of ints, or an int for rank 1) and dtype ('f32', 'i32', np.float64, ...), fed at
+    call time."""
     from .tensor import Tensor
     g = current_graph()
     try:
@@ -85,8 +134,10 @@ def placeholder(name: str, shape: Sequence[int] | int, dtype: str = "f32"):
 
 def param(name: str, shape: Sequence[int] | int, dtype: str = "f32", *, init: Init | None = None,
           value: Any = None, trainable: bool = True):
-    """A named persistent parameter, initialised by `init` (a gc.init initialiser) or set to
-    `value` (an array of the declared shape)."""
+    """A persistent parameter called `name` (its key in `exe.params`), of the given shape and
+    dtype, initialised by `init` (a gc.init initialiser) or set to `value` (an array of the
+    declared shape). trainable=False keeps it out of the optimisers' default parameter list
+    (state such as running statistics)."""
     from .tensor import Tensor
     g = current_graph()
     if init is None and value is None:
@@ -122,8 +173,9 @@ def _checked_data(arr: np.ndarray, dt: dtypes.DType, what: str) -> np.ndarray:
 
 
 def constant(value: Any, dtype: str | None = None, name: str | None = None):
-    """A constant baked into the graph (and into the text IR). Without a dtype, Python
-    floats are f32 and ints i32 (i64 when they need it); numpy data keeps its dtype."""
+    """A constant `value` (a number or array) baked into the graph (and into the text IR),
+    optionally called `name`. Without a dtype, Python floats are f32 and ints i32 (i64 when
+    they need it); numpy data keeps its dtype."""
     from .tensor import Tensor
     g = current_graph()
     try:

@@ -43,6 +43,8 @@ def load_target(target: str) -> Graph:
         from .onnx import load as load_onnx
         return load_onnx(target)
     path, _, fn_name = target.rpartition(":") if ":" in target else (target, "", "")
+    if not fn_name and (path.endswith(".py") or target.endswith(".py")):
+        raise CLIError(_python_without_function(path or target))
     if not fn_name:
         if not os.path.isfile(target):
             raise CLIError(f"no such file: {target} (expected FILE.py:FUNCTION or a text IR file)")
@@ -65,37 +67,53 @@ def load_target(target: str) -> Graph:
     return graph
 
 
-def _cmd_dump(args: argparse.Namespace) -> int:
-    from .ir.analysis import to_dot
-    from .ir.jsonform import graph_to_json
-    from .ir.summary import summarize
-    from .ir.text import print_graph
+def _python_without_function(path: str) -> str:
+    """The error for `graphc dump FILE.py`: name what is expected and, without running the
+    file, the functions it defines."""
+    import ast
+    msg = (f"{path} is a Python file: name the function that builds the graph, as "
+           f"{path}:FUNCTION (it is called with no arguments and returns a gc.Graph or an "
+           "Executable)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+        return msg if os.path.isfile(path) else f"no such file: {path} (expected FILE.py:FUNCTION)"
+    names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    return msg + (f"; functions in it: {', '.join(names[:12])}" if names else "")
 
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    """Print (or write to -o) the graph, or what --after / --report / --all-stages ask for,
+    in --format. An artifact's stored IR is shown with its manifest (text) or as a graph in
+    the other formats."""
     from .aot import describe, is_artifact
+    from .ir.text import parse
+    from .log import configure
+    configure()  # GRAPHC_LOG=passes,onnx: the pipeline and the import log as in gc.compile
+    fmt = args.format
     if is_artifact(args.target):  # an exported artifact: its stored IR and manifest
-        print(describe(args.target))
-        return 0
-    g = load_target(args.target)
-    optimise = args.after or args.all_stages or args.report or args.opt is not None
-    if optimise:
-        from .backends import backend_graph_passes
-        from .passes.manager import Pipeline, standard_passes
-        level = 2 if args.opt is None else args.opt
-        pipeline = Pipeline(standard_passes(level, backend_graph_passes(args.backend)), verify=True,
-                            print_after="all" if "all" in (args.after or ()) else (args.after or ()),
-                            dump_dir=args.all_stages)
-        ledger = pipeline.run(g)
-        if args.report:
-            print(ledger)
-        if args.after or args.all_stages or args.report:
+        text = describe(args.target)
+        if fmt == "text":
+            _emit(args, text)
             return 0
-    if args.format == "text":
-        out = print_graph(g)
-    elif args.format == "dot":
-        out = to_dot(g)
-    elif args.format == "json":
-        out = json.dumps(graph_to_json(g), indent=1)
-    elif args.format == "cuda":  # the CUDA C the cuda backend would compile for this graph
+        g = parse(text.split("\n\n// manifest\n", 1)[0])  # describe verified its checksum
+    else:
+        g = load_target(args.target)
+    stages = args.after or args.all_stages or args.report
+    if stages and fmt == "cuda":
+        raise CLIError("--after, --all-stages and --report write graphs and the ledger as text, "
+                       "dot, json or summary; --format cuda prints the generated CUDA C alone")
+    if args.report and fmt == "dot":
+        raise CLIError("--report prints the pass ledger, a table (--format text or summary) or "
+                       "JSON (--format json), not DOT")
+    optimise = stages or args.opt is not None
+    if optimise:
+        out = _run_pipeline(args, g)
+        if stages:
+            _emit(args, out)
+            return 0
+    if fmt == "cuda":  # the CUDA C the cuda backend would compile for this graph
         from .backends.cuda import lower_for_cuda
         from .backends.cuda.codegen import render
         if not optimise:
@@ -104,7 +122,57 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             Pipeline(standard_passes(2, backend_graph_passes("cuda"))).run(g)
         out = render(lower_for_cuda(g)).source
     else:
-        out = summarize(g)
+        from .ir.observe import render_graph
+        out = render_graph(g, fmt)
+    _emit(args, out)
+    return 0
+
+
+def _run_pipeline(args: argparse.Namespace, g: Graph) -> str:
+    """Run the -O pipeline on g; the --after graphs, the --report ledger and the
+    --all-stages file list, in --format, as one text (one JSON document for json)."""
+    from dataclasses import asdict
+
+    from .backends import backend_graph_passes
+    from .ir.observe import read_index, render_graph
+    from .passes.manager import Pipeline, standard_passes
+    fmt = args.format
+    level = 2 if args.opt is None else args.opt
+    after: list[tuple[str, Graph]] = []
+    wanted = args.after or []
+
+    def keep(name: str, graph: Graph) -> None:
+        if name in wanted or "all" in wanted:
+            after.append((name, graph.copy()))
+
+    pipeline = Pipeline(standard_passes(level, backend_graph_passes(args.backend)), verify=True,
+                        dump_dir=args.all_stages, dump_format=fmt, on_pass=keep)
+    pipeline.passes_named([w for w in wanted if w != "all"])  # an unknown pass is an error first
+    ledger = pipeline.run(g)
+    index = read_index(args.all_stages) if args.all_stages else []
+    if fmt == "json":
+        import json
+        from .ir.jsonform import graph_to_json
+        doc: dict[str, Any] = {}
+        if wanted:
+            doc["after"] = [{"pass": name, "graph": graph_to_json(graph)} for name, graph in after]
+        if args.report:
+            doc["ledger"] = [asdict(e) for e in ledger]
+        if args.all_stages:
+            doc["stages"] = [{"file": os.path.join(args.all_stages, f), "kind": k, "description": d}
+                             for f, k, d in index]
+        return json.dumps(doc, indent=1, default=str)
+    parts = [f"// IR after {name}\n{render_graph(graph, fmt).rstrip()}" for name, graph in after]
+    if args.report:
+        parts.append(str(ledger))
+    if args.all_stages:
+        parts.append(f"// wrote {len(index)} files to {args.all_stages} (index.txt lists them)\n"
+                     + "\n".join(f"//   {f}  {d}" for f, _, d in index))
+    return "\n\n".join(parts)
+
+
+def _emit(args: argparse.Namespace, out: str) -> None:
+    """The command's output: to -o when given, else stdout."""
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as f:
@@ -113,7 +181,6 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot write {args.output}: {e}") from None
     else:
         print(out.rstrip("\n"))
-    return 0
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
@@ -165,16 +232,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outs = None
     for _ in range(max(1, args.steps)):
         outs = exe(**feeds)
-    outs = (outs,) if exe.single_output else outs
+    outs = (outs,) if exe.single_output else tuple(outs.values()) if isinstance(outs, dict) else outs
     out_names = [o["name"] for o in exe.manifest["outputs"]]
     if args.out:
         np.savez(args.out, **dict(zip(out_names, outs)))
+    if args.params_out:  # the parameters after the steps (a training step's trained weights)
+        _save_npz(args.params_out, {k: np.asarray(v) for k, v in exe.params.items()})
     print(f"loaded {args.artifact} in {exe.load_seconds * 1e3:.1f} ms")
     for n, a in zip(out_names, outs):
         a = np.asarray(a)
         stats = f" min {a.min():.6g} max {a.max():.6g} mean {a.mean():.6g}" if a.size and a.dtype.kind in "fiu" else ""
         print(f"{n}: {a.dtype}{list(a.shape)}{stats}" + (f" = {a.item()!r}" if a.size == 1 else ""))
+    if args.profile:  # on copies of the parameters after the steps
+        print(exe.profile(**feeds, repeat=max(1, args.repeat)).table())
     return 0
+
+
+def _save_npz(path: str, arrays: dict) -> None:
+    import numpy as np
+    try:
+        np.savez(path, **arrays)
+    except OSError as e:
+        raise CLIError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--after", action="append", metavar="PASS",
                    help="print the IR after this pass (repeatable; 'all' for every pass)")
     d.add_argument("--all-stages", metavar="DIR",
-                   help="write the IR before and after every pass as numbered files in DIR")
-    d.add_argument("--report", action="store_true", help="print the pass ledger")
+                   help="write the IR before and after every pass as numbered files in DIR (in "
+                   "--format), listed in DIR/index.txt")
+    d.add_argument("--report", action="store_true",
+                   help="print the pass ledger (a table, or JSON with --format json)")
     d.set_defaults(func=_cmd_dump)
     d.epilog = "TARGET may also be an artifact (DIR/NAME from graphc compile): its stored IR and manifest."
     c = sub.add_parser("compile", help="compile a graph into an AOT artifact (.so .h .weights .json .gcir)",
@@ -216,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", help=".npz with one array per input (by input name, or arr_0, arr_1, ...)")
     r.add_argument("--out", help="write the outputs to this .npz (by output name)")
     r.add_argument("--steps", type=int, default=1, help="call it this many times (training steps)")
+    r.add_argument("--params-out", metavar="FILE.npz",
+                   help="write the parameters after the last step to this .npz (by parameter name; "
+                   "the trained weights of a training step)")
+    r.add_argument("--profile", action="store_true",
+                   help="then print the time per kernel (GFLOP/s, GB/s, ops and source lines); "
+                   "the artifact's graph is JIT-built with cycle counters for it (needs llvmlite)")
+    r.add_argument("--repeat", type=int, default=10, help="calls --profile measures (default 10)")
     r.set_defaults(func=_cmd_run)
     o = sub.add_parser("ops", help="list the op registry")
     o.set_defaults(func=_cmd_ops)

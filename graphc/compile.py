@@ -6,9 +6,12 @@ from typing import Any, Mapping, Sequence
 from .args import is_int
 from .backends import backend_graph_passes, compile_graph
 from .backends.executable import Executable
+from .backends.numerics import enabled as numerics_enabled
 from .ir.errors import BuildError, GraphcError, InputError
 from .ir.graph import Graph as IRGraph, Value
+from .ir import observe
 from .ir.loc import capture_loc
+from .log import CompileLog
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
 from .passes.manager import Pass, Pipeline, resolve, standard_passes
 from .passes.winograd import configure as configure_winograd
@@ -72,6 +75,13 @@ def resolve_updates(graph: IRGraph, updates: UpdatesLike) -> dict[str, Value]:
     return out
 
 
+def given_output_names(graph: IRGraph, outputs: Any = None) -> list[str | None]:
+    """The user's name of each output (a named value's, e.g. from `set_outputs({...})`),
+    taken before passes replace the output values; None where there is none."""
+    values = list(graph.outputs) if outputs is None else resolve_outputs(graph, outputs)[0]
+    return [v.name for v in values]
+
+
 def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = None,
             state_updates: bool | None = None, prune: bool = True) -> tuple[IRGraph, bool]:
     """A pruned, verified copy of `graph` computing `outputs` and applying `updates`.
@@ -105,7 +115,7 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 
 
 def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,
-                   backend: str = "reference", state_updates: bool | None = None,
+                   backend: str = "llvm", state_updates: bool | None = None,
                    opt_level: int = 2, passes: Sequence[Any] | None = None,
                    stream: Any = None, winograd: str = "auto"):
     """What gc.compile hands its backend: (optimised graph, single output?, pass ledger).
@@ -118,18 +128,30 @@ def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike 
     ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
     eliminate_dead_code(work)
     prune_signature(work, signature)
+    observe.current().dump_graph("optimized", work, f"what the backend compiles: "
+                                 f"{len(work.nodes)} nodes")
+    observe.current().stage(f"backend {backend}")  # its set-up until lowering starts
     return work, single, ledger
 
 
 def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,  # noqa: A001
-            backend: str = "reference", params: Mapping[str, Any] | None = None,
+            backend: str = "llvm", params: Mapping[str, Any] | None = None,
             state_updates: bool | None = None, opt_level: int = 2,
             passes: Sequence[Any] | None = None, winograd: str = "auto",
-            donate: Sequence[str] = ()) -> Executable:
+            donate: Sequence[str] = (), check_numerics: bool | None = None,
+            dump_dir: Any = None) -> Executable:
     """Compile `graph` into an Executable returning `outputs` (a Tensor or a list of them).
 
+    graph: the gc.Graph (or ir.Graph, e.g. from gc.parse or gc.onnx.load) to compile.
+    outputs: a Tensor (the call returns that array) or a list of Tensors (it returns a
+        tuple); None uses what `graph.set_outputs(...)` recorded.
     updates: {param: new_value} applied after every call (an optimizer step).
+    backend: "llvm" (the default: native code for this CPU), "reference" (the numpy
+        interpreter, the oracle every test compares against; slow) or "cuda" (pycuda, nvcc
+        and an NVIDIA GPU).
     params: initial parameter values overriding the graph's initialisers.
+    state_updates: include layer state updates (batch-norm running statistics); None (the
+        default) includes them exactly when there are parameter updates (a training step).
     opt_level: 0 runs only the passes running needs; 1-3 run simplification and the
         backend's optimisations (fusion for llvm). passes: a custom list of pass names (or
         passes.manager.Pass objects) instead. `exe.report()` shows what each pass did.
@@ -139,8 +161,25 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
         place in them, as in intermediates); a donated array's contents after a call are
         unspecified. Arrays converted on the way in (another dtype, not contiguous) are
         copies, so only those passed as they are get overwritten.
+    check_numerics: check every kernel's results for NaN/inf; a call that produces one
+        raises gc.NumericsError naming the first node that did, its op, your source line
+        and whether its inputs were already non-finite. None (the default) reads
+        GRAPHC_CHECK_NUMERICS=1. Costs a scan of each result when on, nothing when off.
+    dump_dir: write the IR after every stage into a fresh numbered folder DIR/NNN-<graph>/
+        (`exe.dump_dir`): each graph pass, the kernel IR after lowering and after each
+        kernel-IR step, LLVM IR before and after optimisation, assembly, the ledger and the
+        memory plan, listed in index.txt. None (the default) reads GRAPHC_DUMP_DIR.
+        Logging: GRAPHC_LOG=compile,passes,cache,llvm,... (graphc/log.py).
     """
     loc = capture_loc()
+    specialising = getattr(graph, "_graphc_compile", None)
+    if specialising is not None and not isinstance(graph, IRGraph):
+        # A gc.onnx DynamicModel (a dynamic batch, shape inputs): it compiles per call.
+        return specialising(outputs, dict(
+            updates=updates, backend=backend, params=params, state_updates=state_updates,
+            opt_level=opt_level, passes=passes, winograd=winograd, donate=donate,
+            check_numerics=check_numerics, dump_dir=dump_dir))
+    compile_log = CompileLog()
     try:
         _check_options(graph, backend, params, opt_level, passes, donate, winograd)
         if state_updates is not None and not isinstance(state_updates, bool):
@@ -150,15 +189,24 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
         if unknown:
             raise InputError(f"donate: {', '.join(map(repr, unknown))} is not an input of graph "
                              f"{graph.name!r}; its inputs are {', '.join(sorted(names)) or 'none'}")
+        compile_log.begin(graph, backend, opt_level, dump_dir)
         work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=backend,
                                               state_updates=state_updates, opt_level=opt_level,
                                               passes=passes, winograd=winograd)
         exe = compile_graph(work, backend, params=params, single_output=single,
-                            opt_level=opt_level, donate=donate)
+                            opt_level=opt_level, donate=donate,
+                            check_numerics=numerics_enabled(check_numerics))
         exe.ledger = ledger
+        exe.output_names = given_output_names(graph, outputs)  # what gc.export(exe) calls them
+        # Inputs the graph's source declared (an ONNX model's, by its own names too): a call
+        # may pass those the outputs do not need; they are ignored (Executable.match_arguments).
+        exe.declared_inputs = dict(getattr(graph, "declared_inputs", None) or {})
+        compile_log.done(exe, backend, opt_level)
         return exe
     except GraphcError as e:
         raise e.attach(loc=loc)
+    finally:
+        compile_log.close()
 
 
 def _check_options(graph: Any, backend: Any, params: Any, opt_level: Any, passes: Any,

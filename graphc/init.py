@@ -22,30 +22,37 @@ def _made(make: Callable[[], Init]) -> Init:
 
 
 def zeros() -> Init:
+    """All zeros (biases, optimiser state)."""
     return Zeros()
 
 
 def ones() -> Init:
+    """All ones (norm scales)."""
     return Ones()
 
 
 def fill(value: float) -> Init:
+    """Every element set to `value`."""
     return _made(lambda: Fill(as_float(value, "fill value")))
 
 
 def normal(std: float = 1.0, *, mean: float = 0.0, seed: int = 0) -> Init:
+    """Normally distributed values with the given mean and std, drawn from `seed`."""
     return _made(lambda: Normal(as_float(mean, "mean"), as_float(std, "std"), as_int(seed, "seed")))
 
 
 def uniform(low: float = 0.0, high: float = 1.0, *, seed: int = 0) -> Init:
+    """Uniformly distributed values in [low, high), drawn from `seed`."""
     return _made(lambda: Uniform(as_float(low, "low"), as_float(high, "high"), as_int(seed, "seed")))
 
 
 def he_normal(seed: int = 0) -> Init:
+    """He (Kaiming) normal: std sqrt(2 / fan_in), for layers followed by relu; from `seed`."""
     return _made(lambda: HeNormal(as_int(seed, "seed")))
 
 
 def glorot_uniform(seed: int = 0) -> Init:
+    """Glorot (Xavier) uniform: limit sqrt(6 / (fan_in + fan_out)); drawn from `seed`."""
     return _made(lambda: GlorotUniform(as_int(seed, "seed")))
 
 

@@ -9,7 +9,9 @@
     f.lower(x, w).as_text("fusion")   # the IR after any pass, "kernel" or "llvm"
 
 Arguments are pytrees (tuples, lists, dicts, None) whose leaves are arrays or Python values.
-Array leaves (numpy arrays and numpy scalars) become symbolic tensors; other leaves (Python
+Array leaves (numpy arrays and numpy scalars, and other libraries' arrays: anything with
+`__dlpack__`, `__array__` or `__cuda_array_interface__`, such as torch, JAX and CuPy arrays,
+viewed without a copy) become symbolic tensors; other leaves (Python
 numbers, strings...) and arguments named in `static_argnames` are static: they are part of
 the cache key and the function sees their real value, so Python control flow on them, and
 on shapes, just runs. Control flow on a traced value raises ConcretizationError at the
@@ -26,7 +28,6 @@ import functools
 import inspect
 import io
 import logging
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -35,24 +36,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .backends.interop import host_array, is_array_like
 from .builder import Graph, constant, placeholder
 from .ir.errors import BuildError, GraphcError
 from .ir.loc import Loc
+from .log import configure as configure_logging
 from .tensor import Tensor
 
 logger = logging.getLogger("graphc.jit")
-
-
-def _configure_logging() -> None:
-    """GRAPHC_LOG=recompile (comma-separated list) sends graphc.jit messages to stderr."""
-    topics = {t.strip() for t in os.environ.get("GRAPHC_LOG", "").split(",")}
-    if "recompile" in topics and not any(getattr(h, "_graphc", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("graphc.jit: %(message)s"))
-        handler._graphc = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
 
 
 # --- pytrees --------------------------------------------------------------------------------
@@ -76,9 +67,12 @@ class Leaf:
         return f"{self.dtype}{list(self.shape)}"
 
 
-def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
+def flatten(tree: Any, path: str, leaves: list, paths: list, device_ok: bool = False) -> Any:
     """The structure of `tree` (hashable) with array leaves replaced by Leaf(type); the
-    arrays go to `leaves` and their access paths to `paths`."""
+    arrays go to `leaves` and their access paths to `paths`. Other libraries' arrays
+    (torch, JAX, CuPy: DLPack, `__array__`) are array leaves too, viewed as numpy arrays
+    without a copy; device arrays stay as they are when `device_ok` (the cuda backend takes
+    them) and are an InputError otherwise."""
     if isinstance(tree, (np.ndarray, np.generic)):  # the common case first: runs every call
         arr = tree if type(tree) is np.ndarray else np.asarray(tree)
         if arr.dtype.kind not in "fiub":
@@ -87,28 +81,49 @@ def flatten(tree: Any, path: str, leaves: list, paths: list) -> Any:
         paths.append(path)
         return Leaf(arr.shape, arr.dtype)
     if isinstance(tree, tuple) and not hasattr(tree, "_fields"):
-        return ("tuple", tuple(flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree)))
+        return ("tuple", tuple(flatten(v, f"{path}[{i}]", leaves, paths, device_ok)
+                               for i, v in enumerate(tree)))
     if isinstance(tree, tuple):  # namedtuple
-        return ("namedtuple", type(tree), tuple(flatten(v, f"{path}.{k}", leaves, paths)
+        return ("namedtuple", type(tree), tuple(flatten(v, f"{path}.{k}", leaves, paths, device_ok)
                                                 for k, v in zip(tree._fields, tree)))
     if isinstance(tree, list):
-        return ("list", tuple(flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree)))
+        return ("list", tuple(flatten(v, f"{path}[{i}]", leaves, paths, device_ok)
+                              for i, v in enumerate(tree)))
     if isinstance(tree, dict):
         try:
             keys = sorted(tree)
         except TypeError:
             raise BuildError(f"{path}: dict keys must be sortable to trace it") from None
-        return ("dict", tuple(keys), tuple(flatten(tree[k], f"{path}[{k!r}]", leaves, paths) for k in keys))
+        return ("dict", tuple(keys), tuple(flatten(tree[k], f"{path}[{k!r}]", leaves, paths, device_ok)
+                                           for k in keys))
     if isinstance(tree, Tensor):
         leaves.append(tree)
         paths.append(path)
         return Leaf(tuple(tree.shape), tree.dtype.np_dtype)
+    if is_array_like(tree):
+        return _foreign_leaf(tree, path, leaves, paths, device_ok)
     try:
         hash(tree)
     except TypeError:
         raise BuildError(f"{path}: a {type(tree).__name__} is neither an array nor hashable, so "
                          "it can be neither traced nor used as a static value") from None
     return ("static", tree)
+
+
+def _foreign_leaf(tree: Any, path: str, leaves: list, paths: list, device_ok: bool) -> Leaf:
+    """Another library's array as a leaf: a zero-copy numpy view of host memory, or (for
+    the cuda backend) the device array itself, typed from its __cuda_array_interface__."""
+    iface = getattr(tree, "__cuda_array_interface__", None) if device_ok else None
+    if iface is not None:
+        arr, shape, dt = tree, tuple(iface["shape"]), np.dtype(iface["typestr"])
+    else:
+        arr = host_array(path, tree)
+        shape, dt = arr.shape, arr.dtype
+    if dt.kind not in "fiub":
+        raise BuildError(f"{path}: arrays of dtype {dt} cannot be traced")
+    leaves.append(arr)
+    paths.append(path)
+    return Leaf(shape, dt)
 
 
 def unflatten(struct: Any, leaves: Sequence[Any]) -> Any:
@@ -219,7 +234,7 @@ class JittedFunction:
     """A traced-and-compiled version of a Python function (see the module docstring)."""
 
     def __init__(self, fn: Callable, *, static_argnames: Sequence[str] = (), backend: str = "llvm",
-                 opt_level: int = 2, cache_size: int = 64) -> None:
+                 opt_level: int = 2, cache_size: int = 64, check_numerics: bool | None = None) -> None:
         if not callable(fn):
             raise BuildError(f"gc.jit wraps a function, not {type(fn).__name__}")
         if not (isinstance(cache_size, int) and not isinstance(cache_size, bool) and cache_size >= 1):
@@ -227,6 +242,7 @@ class JittedFunction:
         self.fn = fn
         self.backend = backend
         self.opt_level = opt_level
+        self.check_numerics = check_numerics
         self.cache_size = cache_size
         try:
             self._signature = inspect.signature(fn)
@@ -274,7 +290,7 @@ class JittedFunction:
                                      f"hashable, got {type(value).__name__}") from None
                 struct.append((name, ("static", value)))
             else:
-                struct.append((name, flatten(value, name, leaves, paths)))
+                struct.append((name, flatten(value, name, leaves, paths, self.backend == "cuda")))
         return (tuple(struct), tuple(paths)), leaves, paths, bound
 
     def trace(self, *args: Any, **kwargs: Any) -> Traced:
@@ -329,7 +345,7 @@ class JittedFunction:
         return entry(leaves)
 
     def _compile(self, key: tuple, leaves: list, paths: list[str], bound) -> "_Entry":
-        _configure_logging()
+        configure_logging()  # GRAPHC_LOG (graphc/log.py)
         if self._cache:
             self.retraces += 1
             closest = min(self._cache, key=lambda k: _distance(k, key))
@@ -345,7 +361,8 @@ class JittedFunction:
 
     def _executable(self, traced: Traced):
         from .compile import compile as gc_compile
-        return gc_compile(traced.graph, traced.outputs, backend=self.backend, opt_level=self.opt_level)
+        return gc_compile(traced.graph, traced.outputs, backend=self.backend, opt_level=self.opt_level,
+                          check_numerics=self.check_numerics)
 
     def lower(self, *args: Any, **kwargs: Any) -> "Lowered":
         """Trace for these arguments and run the pass pipeline, keeping every stage's IR."""
@@ -471,12 +488,20 @@ def _iterable(v: Any, what: str) -> tuple:
 
 
 def jit(fn: Callable | None = None, *, static_argnames: Sequence[str] | str = (), backend: str = "llvm",
-        opt_level: int = 2, cache_size: int = 64) -> Any:
-    """Decorator: `@gc.jit` or `@gc.jit(static_argnames=("n",), backend="reference")`."""
+        opt_level: int = 2, cache_size: int = 64, check_numerics: bool | None = None) -> Any:
+    """Decorator: `@gc.jit` or `@gc.jit(static_argnames=("n",), backend="reference")`.
+
+    fn: the Python function to trace (its array arguments become graph inputs; see the
+    module docstring). static_argnames: parameters whose values are part of the cache key
+    instead of traced. backend: "llvm" (default), "reference" or "cuda", as for gc.compile;
+    opt_level likewise. cache_size: how many compiled signatures to keep (least recently
+    used first out). check_numerics: raise gc.NumericsError at the first op that produces
+    NaN/inf, as for gc.compile (None: GRAPHC_CHECK_NUMERICS).
+    """
     names = (static_argnames,) if isinstance(static_argnames, str) else _iterable(
         static_argnames, "static_argnames")
 
     def wrap(f: Callable) -> JittedFunction:
         return JittedFunction(f, static_argnames=names, backend=backend, opt_level=opt_level,
-                              cache_size=cache_size)
+                              cache_size=cache_size, check_numerics=check_numerics)
     return wrap if fn is None else wrap(fn)

@@ -35,7 +35,12 @@ def _count(v: Any, what: str, low: int = 0) -> int:
 
 
 class Linear:
-    """y = x @ w + b, with w of shape (in_features, out_features)."""
+    """y = x @ w + b, with w of shape (in_features, out_features).
+
+    bias=False leaves b out. The parameters are `<name>.w` and `<name>.b` (name defaults to
+    linear0, linear1, ...); init initialises w (default Glorot uniform, seeded per graph),
+    b starts at zero; dtype is theirs.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  name: str | None = None, init: Init | None = None, dtype: str = "f32") -> None:
@@ -54,7 +59,13 @@ class Linear:
 
 
 class Conv2d:
-    """NCHW convolution with (out, in/groups, kh, kw) weights, He-initialised."""
+    """NCHW convolution with (out, in/groups, kh, kw) weights, He-initialised.
+
+    in_channels and out_channels are C and K; kernel_size, stride, padding, dilation and
+    groups mean what they mean for gc.conv2d. bias=False leaves the bias out. The parameters
+    are `<name>.w` and `<name>.b` (name defaults to conv0, conv1, ...); init initialises
+    the weight (default He normal, seeded per graph); dtype is theirs.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  stride: int | Sequence[int] = 1, padding: Any = 0, dilation: int | Sequence[int] = 1,
@@ -86,6 +97,11 @@ class BatchNorm:
     Called with training=True it normalises with batch statistics and records the running
     statistics' update in the graph (`Graph.state_updates`); gc.compile applies those with
     a training step's updates. training=False uses the running statistics.
+
+    num_features: the number of channels. momentum: the running statistics' update rate
+    (new = (1 - momentum) * old + momentum * batch, as in PyTorch). eps is added to the
+    variance. The parameters are `<name>.gamma`, `.beta`, `.running_mean` and
+    `.running_var` (name defaults to bn0, bn1, ...), of dtype `dtype`.
     """
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5,
@@ -119,7 +135,11 @@ class BatchNorm:
 
 
 class LayerNorm:
-    """Normalisation over the trailing `shape` axes with learned scale and shift."""
+    """Normalisation over the trailing `shape` axes with learned scale and shift.
+
+    eps is added to the variance; the parameters are `<name>.gamma` and `<name>.beta` (name
+    defaults to ln0, ln1, ...), of dtype `dtype`.
+    """
 
     def __init__(self, shape: int | Sequence[int], *, eps: float = 1e-5, name: str | None = None,
                  dtype: str = "f32") -> None:
@@ -135,7 +155,11 @@ class LayerNorm:
 
 
 class Embedding:
-    """Rows of a (num_embeddings, dim) table looked up by integer ids."""
+    """Rows of a (num_embeddings, dim) table looked up by integer ids.
+
+    The table is the parameter `<name>.w` (name defaults to embedding0, ...), initialised
+    by init (default standard normal, seeded per graph), of dtype `dtype`.
+    """
 
     def __init__(self, num_embeddings: int, dim: int, *, name: str | None = None,
                  init: Init | None = None, dtype: str = "f32") -> None:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .args import as_array, as_bool, as_float, as_int, as_ints, as_shape, is_int
-from .builder import Graph, current_graph, default_dtype
+from .builder import Graph, current_graph, default_dtype, graph_for_operands
 from .ir.errors import BuildError, GraphcError
 from .ir.graph import Value
 from .ir.loc import capture_loc
@@ -41,7 +41,7 @@ def _graph_of(args: Sequence[Any]) -> Graph:
     if len(graphs) > 1:
         names = ", ".join(repr(g.name) for g in graphs.values())
         raise BuildError(f"operands come from different graphs ({names})", loc=capture_loc())
-    return next(iter(graphs.values())) if graphs else current_graph()
+    return graph_for_operands(next(iter(graphs.values()))) if graphs else current_graph()
 
 
 def _index_dtype(arr: np.ndarray, python: bool) -> str | None:
@@ -96,7 +96,8 @@ def _short(x: Any) -> str:
 
 
 def emit(op: str, *args: TensorLike, **attrs: Any) -> Any:
-    """Append one registry op to the operands' graph; returns a Tensor (or a tuple).
+    """Append one registry op (by name) to the operands' graph: args are its operands, attrs
+    its attributes (`graphc ops` lists both); returns a Tensor (or a tuple).
 
     Non-tensor operands become constants of the dtype their role needs (see `_lift`); the
     roles come from the registry entry, so no op names are listed here."""
@@ -209,29 +210,89 @@ def _t(x: TensorLike) -> Tensor:
 
 # --- elementwise -----------------------------------------------------------------------
 
-def neg(x: TensorLike) -> Tensor: return emit("neg", x)
-def abs(x: TensorLike) -> Tensor: return emit("abs", x)  # noqa: A001
-def sign(x: TensorLike) -> Tensor: return emit("sign", x)
-def exp(x: TensorLike) -> Tensor: return emit("exp", x)
-def log(x: TensorLike) -> Tensor: return emit("log", x)
-def sqrt(x: TensorLike) -> Tensor: return emit("sqrt", x)
-def rsqrt(x: TensorLike) -> Tensor: return emit("rsqrt", x)
-def tanh(x: TensorLike) -> Tensor: return emit("tanh", x)
-def sigmoid(x: TensorLike) -> Tensor: return emit("sigmoid", x)
-def relu(x: TensorLike) -> Tensor: return emit("relu", x)
-def erf(x: TensorLike) -> Tensor: return emit("erf", x)
-def sin(x: TensorLike) -> Tensor: return emit("sin", x)
-def cos(x: TensorLike) -> Tensor: return emit("cos", x)
-def stop_gradient(x: TensorLike) -> Tensor: return emit("stop_gradient", x)
-def logical_not(x: TensorLike) -> Tensor: return emit("logical_not", x)
+def neg(x: TensorLike) -> Tensor:
+    """-x, elementwise."""
+    return emit("neg", x)
+
+
+def abs(x: TensorLike) -> Tensor:  # noqa: A001
+    """|x|, elementwise."""
+    return emit("abs", x)
+
+
+def sign(x: TensorLike) -> Tensor:
+    """-1, 0 or 1 by the sign of x, elementwise (0 for 0)."""
+    return emit("sign", x)
+
+
+def exp(x: TensorLike) -> Tensor:
+    """e**x, elementwise."""
+    return emit("exp", x)
+
+
+def log(x: TensorLike) -> Tensor:
+    """The natural logarithm of x, elementwise (-inf at 0, NaN below)."""
+    return emit("log", x)
+
+
+def sqrt(x: TensorLike) -> Tensor:
+    """The square root of x, elementwise (NaN below 0)."""
+    return emit("sqrt", x)
+
+
+def rsqrt(x: TensorLike) -> Tensor:
+    """1 / sqrt(x), elementwise."""
+    return emit("rsqrt", x)
+
+
+def tanh(x: TensorLike) -> Tensor:
+    """The hyperbolic tangent of x, elementwise."""
+    return emit("tanh", x)
+
+
+def sigmoid(x: TensorLike) -> Tensor:
+    """1 / (1 + exp(-x)), elementwise."""
+    return emit("sigmoid", x)
+
+
+def relu(x: TensorLike) -> Tensor:
+    """max(x, 0), elementwise."""
+    return emit("relu", x)
+
+
+def erf(x: TensorLike) -> Tensor:
+    """The Gauss error function of x, elementwise."""
+    return emit("erf", x)
+
+
+def sin(x: TensorLike) -> Tensor:
+    """sin(x), elementwise (llvm: accurate for |x| <= 1e5 in f32, see backends/llvm/mathlib.py)."""
+    return emit("sin", x)
+
+
+def cos(x: TensorLike) -> Tensor:
+    """cos(x), elementwise (llvm: accurate for |x| <= 1e5 in f32, see backends/llvm/mathlib.py)."""
+    return emit("cos", x)
+
+
+def stop_gradient(x: TensorLike) -> Tensor:
+    """x itself, but gc.grad treats it as a constant: no gradient flows through it."""
+    return emit("stop_gradient", x)
+
+
+def logical_not(x: TensorLike) -> Tensor:
+    """not x, elementwise, for a bool tensor x."""
+    return emit("logical_not", x)
 
 
 def leaky_relu(x: TensorLike, alpha: float = 0.01) -> Tensor:
+    """x where x > 0, else alpha * x, elementwise."""
     return emit("leaky_relu", x, alpha=alpha)
 
 
 def gelu(x: TensorLike, approximate: bool | str = False) -> Tensor:
-    """GELU; approximate=True (or 'tanh') uses the tanh form, False (or 'none') the erf one."""
+    """GELU of x, elementwise; approximate=True (or 'tanh') uses the tanh form, False (or
+    'none') the erf one."""
     modes = {"tanh": "tanh", "none": "none"}
     if isinstance(approximate, (bool, np.bool_)):
         mode = "tanh" if approximate else "none"
@@ -243,21 +304,79 @@ def gelu(x: TensorLike, approximate: bool | str = False) -> Tensor:
     return emit("gelu", x, approximate=mode)
 
 
-def add(a: TensorLike, b: TensorLike) -> Tensor: return emit("add", a, b)
-def sub(a: TensorLike, b: TensorLike) -> Tensor: return emit("sub", a, b)
-def mul(a: TensorLike, b: TensorLike) -> Tensor: return emit("mul", a, b)
-def div(a: TensorLike, b: TensorLike) -> Tensor: return emit("div", a, b)
-def pow(a: TensorLike, b: TensorLike) -> Tensor: return emit("pow", a, b)  # noqa: A001
-def maximum(a: TensorLike, b: TensorLike) -> Tensor: return emit("maximum", a, b)
-def minimum(a: TensorLike, b: TensorLike) -> Tensor: return emit("minimum", a, b)
-def equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("equal", a, b)
-def not_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("not_equal", a, b)
-def less(a: TensorLike, b: TensorLike) -> Tensor: return emit("less", a, b)
-def less_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("less_equal", a, b)
-def greater(a: TensorLike, b: TensorLike) -> Tensor: return emit("greater", a, b)
-def greater_equal(a: TensorLike, b: TensorLike) -> Tensor: return emit("greater_equal", a, b)
-def logical_and(a: TensorLike, b: TensorLike) -> Tensor: return emit("logical_and", a, b)
-def logical_or(a: TensorLike, b: TensorLike) -> Tensor: return emit("logical_or", a, b)
+def add(a: TensorLike, b: TensorLike) -> Tensor:
+    """a + b, elementwise with numpy broadcasting."""
+    return emit("add", a, b)
+
+
+def sub(a: TensorLike, b: TensorLike) -> Tensor:
+    """a - b, elementwise with numpy broadcasting."""
+    return emit("sub", a, b)
+
+
+def mul(a: TensorLike, b: TensorLike) -> Tensor:
+    """a * b, elementwise with numpy broadcasting."""
+    return emit("mul", a, b)
+
+
+def div(a: TensorLike, b: TensorLike) -> Tensor:
+    """a / b, elementwise with numpy broadcasting (integers: floor division, 0 where b is 0)."""
+    return emit("div", a, b)
+
+
+def pow(a: TensorLike, b: TensorLike) -> Tensor:  # noqa: A001
+    """a ** b, elementwise with numpy broadcasting."""
+    return emit("pow", a, b)
+
+
+def maximum(a: TensorLike, b: TensorLike) -> Tensor:
+    """The larger of a and b, elementwise with broadcasting (NaN if either is NaN)."""
+    return emit("maximum", a, b)
+
+
+def minimum(a: TensorLike, b: TensorLike) -> Tensor:
+    """The smaller of a and b, elementwise with broadcasting (NaN if either is NaN)."""
+    return emit("minimum", a, b)
+
+
+def equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """a == b, elementwise with broadcasting; a bool tensor."""
+    return emit("equal", a, b)
+
+
+def not_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """a != b, elementwise with broadcasting; a bool tensor."""
+    return emit("not_equal", a, b)
+
+
+def less(a: TensorLike, b: TensorLike) -> Tensor:
+    """a < b, elementwise with broadcasting; a bool tensor."""
+    return emit("less", a, b)
+
+
+def less_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """a <= b, elementwise with broadcasting; a bool tensor."""
+    return emit("less_equal", a, b)
+
+
+def greater(a: TensorLike, b: TensorLike) -> Tensor:
+    """a > b, elementwise with broadcasting; a bool tensor."""
+    return emit("greater", a, b)
+
+
+def greater_equal(a: TensorLike, b: TensorLike) -> Tensor:
+    """a >= b, elementwise with broadcasting; a bool tensor."""
+    return emit("greater_equal", a, b)
+
+
+def logical_and(a: TensorLike, b: TensorLike) -> Tensor:
+    """a and b, elementwise with broadcasting, for bool tensors."""
+    return emit("logical_and", a, b)
+
+
+def logical_or(a: TensorLike, b: TensorLike) -> Tensor:
+    """a or b, elementwise with broadcasting, for bool tensors."""
+    return emit("logical_or", a, b)
 
 
 def where(cond: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
@@ -267,11 +386,13 @@ def where(cond: TensorLike, x: TensorLike, y: TensorLike) -> Tensor:
 
 
 def cast(x: TensorLike, dtype: Any) -> Tensor:
-    """Convert to `dtype` ('f32', np.int64, ...); float to int truncates toward zero."""
+    """x converted to `dtype` ('f32', np.int64, ...); float to int truncates toward zero."""
     return emit("cast", x, to=dtype)
 
 
-def square(x: TensorLike) -> Tensor: return emit("mul", x, x)
+def square(x: TensorLike) -> Tensor:
+    """x * x, elementwise."""
+    return emit("mul", x, x)
 
 
 def clip(x: TensorLike, lo: TensorLike | None = None, hi: TensorLike | None = None) -> Tensor:
@@ -293,25 +414,33 @@ def _reduce(op: str, x: TensorLike, axis: Any, keepdims: bool) -> Tensor:
 
 def sum(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
         keepdims: bool = False) -> Tensor:
+    """The sum of x over `axis` (an int, a tuple of ints, or None: all axes); keepdims keeps
+    the reduced axes as size 1, as numpy."""
     return _reduce("sum", x, axis, keepdims)
 
 
 def mean(x: TensorLike, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
+    """The mean of x over `axis` (an int, a tuple of ints, or None: all axes); keepdims keeps
+    the reduced axes as size 1, as numpy."""
     return _reduce("mean", x, axis, keepdims)
 
 
 def max(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
         keepdims: bool = False) -> Tensor:
+    """The largest element of x over `axis` (an int, a tuple of ints, or None: all axes);
+    keepdims keeps the reduced axes as size 1, as numpy."""
     return _reduce("max", x, axis, keepdims)
 
 
 def min(x: TensorLike, axis: int | Sequence[int] | None = None,  # noqa: A001
         keepdims: bool = False) -> Tensor:
+    """The smallest element of x over `axis` (an int, a tuple of ints, or None: all axes);
+    keepdims keeps the reduced axes as size 1, as numpy."""
     return _reduce("min", x, axis, keepdims)
 
 
 def argmax(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tensor:
-    """Index of the largest element along axis (of the flattened tensor when axis is None;
+    """Index of the largest element of x along axis (of the flattened tensor when axis is None;
     keepdims then keeps every axis as size 1, as numpy)."""
     x = _t(x)
     if axis is None:
@@ -323,7 +452,7 @@ def argmax(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Te
 # --- layout -----------------------------------------------------------------------------
 
 def reshape(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
-    """New shape, same elements in row-major order; one dimension may be -1."""
+    """x with a new shape, same elements in row-major order; one dimension may be -1."""
     x = _t(x)
     dims = list(as_ints(shape, "shape"))
     if dims.count(-1) > 1:
@@ -337,6 +466,7 @@ def reshape(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
 
 
 def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
+    """x with its axes permuted: output axis i is input axis axes[i]; None reverses them."""
     x = _t(x)
     if axes is None:
         perm = tuple(reversed(range(x.ndim)))
@@ -346,23 +476,26 @@ def transpose(x: TensorLike, axes: Sequence[int] | None = None) -> Tensor:
 
 
 def broadcast_to(x: TensorLike, shape: Sequence[int] | int) -> Tensor:
+    """x repeated to `shape` by numpy's broadcasting rules."""
     return emit("broadcast_to", x, shape=as_shape(shape))
 
 
 def expand_dims(x: TensorLike, axis: int | Sequence[int]) -> Tensor:
+    """x with new size-1 axes at the positions `axis` (an int or several) of the result."""
     x = _t(x)
     items = as_ints(axis, "axis")
     return emit("expand_dims", x, axes=_axes(items, x.ndim + len(items)))
 
 
 def squeeze(x: TensorLike, axis: int | Sequence[int] | None = None) -> Tensor:
+    """x without the size-1 axes `axis` (None: every size-1 axis)."""
     x = _t(x)
     axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else _axes(axis, x.ndim)
     return emit("squeeze", x, axes=axes)
 
 
 def concat(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis (a list or tuple of them)."""
+    """Join the tensors xs (a list or tuple) along an existing axis."""
     if isinstance(xs, Tensor) or not isinstance(xs, (list, tuple)):
         raise BuildError(f"concat takes a list or tuple of tensors, got {type(xs).__name__}",
                          loc=capture_loc())
@@ -374,8 +507,8 @@ def concat(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
 
 def pad(x: TensorLike, pad_width: Sequence[Sequence[int]] | Sequence[int] | int,
         value: float = 0.0) -> Tensor:
-    """numpy-style pad_width: an int, one (before, after) pair for every axis, or one pair
-    per axis."""
+    """x padded with `value` (a constant); numpy-style pad_width: an int, one (before,
+    after) pair for every axis, or one pair per axis."""
     x = _t(x)
     if is_int(pad_width) or (_is_seq(pad_width) and not any(_is_seq(p) for p in pad_width)):
         flat = as_ints(pad_width, "pad_width")
@@ -480,7 +613,7 @@ def _int_array(key: Any) -> bool:
 # --- contraction ------------------------------------------------------------------------
 
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
-    """numpy.matmul semantics, including 1-D operands and batch broadcasting."""
+    """a @ b with numpy.matmul semantics, including 1-D operands and batch broadcasting."""
     a, b = _data_operands(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise BuildError(f"matmul: operands must have rank >= 1, got {a.type} @ {b.type} (use * "
@@ -502,7 +635,8 @@ def matmul(a: TensorLike, b: TensorLike) -> Tensor:
 def conv2d(x: TensorLike, w: TensorLike, bias: TensorLike | None = None,
            stride: int | Sequence[int] = 1, padding: Any = 0,
            dilation: int | Sequence[int] = 1, groups: int = 1) -> Tensor:
-    """2-D convolution, NCHW input and (K, C/groups, KH, KW) weights; bias of shape (K,).
+    """2-D convolution of an NCHW input x with (K, C/groups, KH, KW) weights w; bias of shape
+    (K,) or None; groups splits the channels into that many independent convolutions.
 
     stride and dilation: an int or an (h, w) pair. padding: an int (all sides), an (h, w)
     pair (symmetric, as torch's padding=(ph, pw)), four ints (top, bottom, left, right),
@@ -533,28 +667,33 @@ def max_pool2d(x: TensorLike, kernel: int | Sequence[int], stride: int | Sequenc
 
 def avg_pool2d(x: TensorLike, kernel: int | Sequence[int], stride: int | Sequence[int] | None = None,
                padding: Any = 0, count_include_pad: bool = True) -> Tensor:
-    """Mean over kernel windows of NCHW x; padding as for conv2d."""
+    """Mean over kernel windows of NCHW x; stride defaults to the kernel; padding as for
+    conv2d; count_include_pad=True divides by the whole window, False by its unpadded part."""
     k = _pair(kernel, "kernel")
     return emit("avg_pool2d", x, kernel=k, strides=_pair(stride if stride is not None else k, "stride"),
                 padding=_padding4(padding, k, (1, 1)), count_include_pad=count_include_pad)
 
 
 def global_avg_pool2d(x: TensorLike, keepdims: bool = False) -> Tensor:
-    """Mean over H and W of an NCHW tensor: a `mean` reduction, so fusion sees a reduction."""
+    """Mean over H and W of an NCHW tensor x (keepdims keeps them as size 1): a `mean`
+    reduction, so fusion sees a reduction."""
     return mean(x, axis=(2, 3), keepdims=keepdims)
 
 
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along `axis`, computed stably (max subtracted first)."""
     x = _t(x)
     return emit("softmax", x, axis=_axis(axis, x.ndim))
 
 
 def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
+    """log(softmax(x)) along `axis`, computed stably (x - max - log-sum-exp)."""
     x = _t(x)
     return emit("log_softmax", x, axis=_axis(axis, x.ndim))
 
 
 def one_hot(labels: TensorLike, depth: int, dtype: Any = "f32") -> Tensor:
+    """A (..., depth) tensor of `dtype`: 1 at each integer label of labels, 0 elsewhere."""
     return emit("one_hot", labels, depth=depth, dtype=dtype)
 
 
@@ -566,20 +705,25 @@ def softmax_cross_entropy(logits: TensorLike, labels: TensorLike, reduction: str
 
 def batch_norm(x: TensorLike, gamma: TensorLike, beta: TensorLike, *, eps: float = 1e-5,
                axis: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-    """Training-mode batch norm: returns (y, batch_mean, batch_var)."""
+    """Training-mode batch norm of x over every axis but `axis` (channels), scaled by gamma and
+    shifted by beta (shape (C,)), with eps added to the variance: returns (y, batch_mean,
+    batch_var). gc.nn.BatchNorm keeps the running statistics."""
     x, gamma, beta = _data_operands(x, gamma, beta)
     return emit("batch_norm", x, gamma, beta, axis=_axis(axis, x.ndim), eps=eps)
 
 
 def batch_norm_inference(x: TensorLike, gamma: TensorLike, beta: TensorLike, mean: TensorLike,
                          var: TensorLike, *, eps: float = 1e-5, axis: int = 1) -> Tensor:
+    """Inference-mode batch norm: (x - mean) / sqrt(var + eps) * gamma + beta, with the
+    per-channel (`axis`) statistics given."""
     x, gamma, beta, mean, var = _data_operands(x, gamma, beta, mean, var)
     return emit("batch_norm_inference", x, gamma, beta, mean, var, axis=_axis(axis, x.ndim), eps=eps)
 
 
 def layer_norm(x: TensorLike, gamma: TensorLike, beta: TensorLike, *,
                axis: int | Sequence[int] | None = -1, eps: float = 1e-5) -> Tensor:
-    """Normalise over the trailing axes `axis` (which must be the last ones; None: all)."""
+    """Normalise x over the trailing axes `axis` (which must be the last ones; None: all),
+    then scale by gamma and shift by beta; eps is added to the variance."""
     x, gamma, beta = _data_operands(x, gamma, beta)
     axes = _axes(axis, x.ndim)
     if axes != tuple(range(x.ndim - len(axes), x.ndim)):

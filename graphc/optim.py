@@ -52,7 +52,14 @@ def _slot(p: Tensor, slot: str, init=None) -> Tensor:
 
 
 class SGD:
-    """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch."""
+    """SGD with optional (Nesterov) momentum and L2 weight decay, as in PyTorch.
+
+    lr: the learning rate (a number, or a scalar Tensor such as a placeholder for a
+    schedule). momentum > 0 keeps a velocity per parameter (`<param>.momentum`); nesterov
+    uses Nesterov's form. weight_decay adds weight_decay * p to each gradient. params: the
+    parameters to update (default: every trainable parameter of the loss's graph).
+    `updates(loss)` returns {param: new value} for gc.compile(..., updates=...).
+    """
 
     def __init__(self, lr: float | Tensor = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, params: Sequence[Tensor] | None = None) -> None:
@@ -63,6 +70,7 @@ class SGD:
         self.params = _params(params)
 
     def updates(self, loss: Tensor) -> dict[Tensor, Tensor]:
+        """{param: new value} for one SGD step on `loss` (builds its gradients)."""
         params = _trainable(loss, self.params)
         grads = ops.grad(loss, params)
         out: dict[Tensor, Tensor] = {}
@@ -81,7 +89,14 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015); weight_decay is decoupled (AdamW) when decoupled=True."""
+    """Adam (Kingma & Ba 2015); weight_decay is decoupled (AdamW) when decoupled=True.
+
+    lr: the learning rate (a number or a scalar Tensor). betas: the decay rates of the first
+    and second moment estimates; eps is added to the denominator. weight_decay: decoupled
+    (AdamW: p -= lr * weight_decay * p) or, with decoupled=False, L2 added to the gradient.
+    params: the parameters to update (default: every trainable parameter of the loss's
+    graph). `updates(loss)` returns {param: new value} for gc.compile(..., updates=...).
+    """
 
     def __init__(self, lr: float | Tensor = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = True,
@@ -95,6 +110,8 @@ class Adam:
         self.params = _params(params)
 
     def updates(self, loss: Tensor) -> dict[Tensor, Tensor]:
+        """{param: new value} for one Adam step on `loss` (builds its gradients; the moments
+        and the step count are frozen parameters updated with it)."""
         params = _trainable(loss, self.params)
         grads = ops.grad(loss, params)
         b1, b2 = self.betas

@@ -24,26 +24,32 @@ class Tensor:
     # -- type -------------------------------------------------------------------------
     @property
     def type(self) -> TensorType:
+        """The value's TensorType (shape and dtype)."""
         return self.value.type
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The static shape, a tuple of ints."""
         return self.value.shape
 
     @property
     def dtype(self) -> DType:
+        """The element type (gc.f32, gc.i32, ...)."""
         return self.value.dtype
 
     @property
     def ndim(self) -> int:
+        """The rank."""
         return self.value.type.rank
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return self.value.type.size
 
     @property
     def name(self) -> str | None:
+        """The input's or parameter's name (None for op results)."""
         return self.value.name
 
     def __len__(self) -> int:
@@ -76,6 +82,7 @@ class Tensor:
         raise self._concrete("the integer value (used as an index or size)")
 
     def item(self) -> Any:
+        """Refused: a symbolic tensor has no value while the graph is built or traced."""
         raise self._concrete(".item()")
 
     def __array__(self, *args: Any, **kwargs: Any):
@@ -129,6 +136,7 @@ class Tensor:
     # -- methods ----------------------------------------------------------------------
     @property
     def T(self) -> "Tensor":
+        """The tensor with its axes reversed (gc.transpose)."""
         return ops.transpose(self)
 
     def reshape(self, *shape: Any) -> "Tensor":
@@ -141,18 +149,53 @@ class Tensor:
             return ops.transpose(self, axes[0])
         return ops.transpose(self, axes or None)
 
-    def astype(self, dtype) -> "Tensor": return ops.cast(self, dtype)
-    def sum(self, axis=None, keepdims=False) -> "Tensor": return ops.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False) -> "Tensor": return ops.mean(self, axis, keepdims)
-    def max(self, axis=None, keepdims=False) -> "Tensor": return ops.max(self, axis, keepdims)
-    def min(self, axis=None, keepdims=False) -> "Tensor": return ops.min(self, axis, keepdims)
-    def argmax(self, axis=None, keepdims=False) -> "Tensor": return ops.argmax(self, axis, keepdims)
-    def exp(self) -> "Tensor": return ops.exp(self)
-    def log(self) -> "Tensor": return ops.log(self)
-    def sqrt(self) -> "Tensor": return ops.sqrt(self)
-    def tanh(self) -> "Tensor": return ops.tanh(self)
-    def relu(self) -> "Tensor": return ops.relu(self)
-    def squeeze(self, axis=None) -> "Tensor": return ops.squeeze(self, axis)
+    def astype(self, dtype) -> "Tensor":
+        """gc.cast(self, dtype)."""
+        return ops.cast(self, dtype)
+
+    def sum(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.sum(self, axis, keepdims)."""
+        return ops.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.mean(self, axis, keepdims)."""
+        return ops.mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.max(self, axis, keepdims)."""
+        return ops.max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.min(self, axis, keepdims)."""
+        return ops.min(self, axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False) -> "Tensor":
+        """gc.argmax(self, axis, keepdims)."""
+        return ops.argmax(self, axis, keepdims)
+
+    def exp(self) -> "Tensor":
+        """gc.exp(self)."""
+        return ops.exp(self)
+
+    def log(self) -> "Tensor":
+        """gc.log(self)."""
+        return ops.log(self)
+
+    def sqrt(self) -> "Tensor":
+        """gc.sqrt(self)."""
+        return ops.sqrt(self)
+
+    def tanh(self) -> "Tensor":
+        """gc.tanh(self)."""
+        return ops.tanh(self)
+
+    def relu(self) -> "Tensor":
+        """gc.relu(self)."""
+        return ops.relu(self)
+
+    def squeeze(self, axis=None) -> "Tensor":
+        """gc.squeeze(self, axis)."""
+        return ops.squeeze(self, axis)
 
 
 from . import ops  # noqa: E402  (ops imports Tensor; bound after the class exists)

@@ -129,7 +129,9 @@ def to_dot(g: Graph) -> str:
     inputs are inverted houses, parameters cylinders, constants notes; graph outputs are
     `out0, out1...` sinks (double octagons) and parameter updates dashed edges back into
     the parameter. Edges carry the operand's type. Every node gets an id (`in0`, `p0`,
-    `c0`, `n0`...), so the text is deterministic.
+    `c0`, `n0`...), so the text is deterministic. Nodes of one fusion group (one kernel,
+    passes/fusion.py) sit in a cluster `subgraph cluster_group<N>` labelled with the group
+    and its ops, in the order of their first member.
     """
     names = value_names(g)
     ids: dict[object, str] = {}
@@ -146,6 +148,8 @@ def to_dot(g: Graph) -> str:
                 label += "\nfrozen"
             lines.append(f"  {ids[v]} [label={_dot_str(label)}, {_SOURCE_STYLE[kind]}];")
     producers: dict[Value, tuple[Node, int]] = {}
+    groups: dict[int, list[int]] = {}
+    node_lines: list[str] = []
     for i, n in enumerate(g.nodes):
         ids[n] = f"n{i}"
         for k, v in enumerate(n.outputs):
@@ -154,7 +158,18 @@ def to_dot(g: Graph) -> str:
         label = f"{', '.join(names.get(v, '?') for v in n.outputs)} = {n.op}\n{outs}"
         if n.loc is not None:
             label += f"\n{os.path.basename(str(n.loc.file))}:{n.loc.line}"
-        lines.append(f'  n{i} [label={_dot_str(label)}, shape=box, style="rounded"];')
+        node_lines.append(f'n{i} [label={_dot_str(label)}, shape=box, style="rounded"];')
+        if n.group is not None:
+            groups.setdefault(n.group, []).append(i)
+    clustered = {i for members in groups.values() for i in members}
+    lines.extend(f"  {line}" for i, line in enumerate(node_lines) if i not in clustered)
+    for gid, members in groups.items():
+        ops = ", ".join(g.nodes[i].op for i in members)
+        lines.append(f"  subgraph cluster_group{gid} {{")
+        lines.append(f"    label={_dot_str(f'fusion group {gid}: {ops}')}; style=dashed; "
+                     'color="#5577aa"; fontname="monospace"; fontsize=9;')
+        lines.extend(f"    {node_lines[i]}" for i in members)
+        lines.append("  }")
     undefined = 0
 
     def src(v: Value) -> str:

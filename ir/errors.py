@@ -88,3 +88,25 @@ class KernelRuntimeError(GraphcError):
     """A kernel flagged bad data at run time through Program.status (e.g. a gather index out
     of range), with the message the lowering registered; raised by the kernel-IR interpreter
     where the native runtimes raise their KernelError with the same text."""
+
+
+class NumericsError(GraphcError):
+    """A program run with check_numerics produced NaN or infinity: names the first node that
+    did (its op and source line), whether its inputs were already non-finite, and for
+    compiled backends the kernel that flagged it (backends/numerics.py builds it).
+
+    Attributes beyond GraphcError's: `op`, `inputs_finite` (False when some input already
+    held NaN/inf, e.g. a graph input or parameter), `nonfinite_inputs` (descriptions of
+    those inputs), `role` ('forward', 'backward' or 'update'), `kernel` (the compiled
+    kernel's name, or None on the reference backend) and `backend`."""
+
+    def __init__(self, message: str, *, node: Any = None, loc: Any = None, op: str = "",
+                 inputs_finite: bool = True, nonfinite_inputs: tuple[str, ...] = (),
+                 role: str = "forward", kernel: str | None = None, backend: str = "") -> None:
+        self.op = op
+        self.inputs_finite = inputs_finite
+        self.nonfinite_inputs = tuple(nonfinite_inputs)
+        self.role = role
+        self.kernel = kernel
+        self.backend = backend
+        super().__init__(message, node=node, loc=loc)

@@ -274,6 +274,9 @@ class Program:
     errors: list[str] = field(default_factory=list)
     # the MemoryPlan that placed the arena (passes/memory.py), for reports; not program text
     memory_plan: "object | None" = field(default=None, compare=False, repr=False)
+    # the graph nodes behind each kernel (ir/provenance.py), for the NaN locator and the
+    # profiler; not program text
+    provenance: "object | None" = field(default=None, compare=False, repr=False)
 
     def external(self) -> list[str]:
         """Buffers passed by pointer, in ABI order: inputs, params, consts, outputs."""

@@ -9,16 +9,21 @@ reinterprets its input).
 """
 from __future__ import annotations
 
+import logging
+import time
 from typing import Iterable
 
+from ..ir import observe
 from ..ir.dtypes import DType, i32
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
 from ..ir.kernel import Buffer, For, Kernel, Load, Program, Store
 from ..ir.lowering import LowerCtx, lower_elementwise, lower_fused
+from ..ir.provenance import Provenance
 from ..ir.registry import get_op
 from .dce import eliminate_dead_code
 
+_log = logging.getLogger("graphc.passes")
 ARENA_ALIGN = 64  # bytes: a cache line, and enough for any vector load
 
 
@@ -43,6 +48,7 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     lowerings that build a GEMM operand (convolution columns) can write it pre-packed."""
     from .fusion import fuse
     from .legalize import has_flat_kernel, has_kernel, legalize
+    observe.current().stage("lower to kernel IR")
     g = graph.copy()
     legalize(g, keep=has_kernel if nested_gemm else has_flat_kernel)
     eliminate_dead_code(g)
@@ -64,6 +70,7 @@ class _Lowering:
         self.donate = donate
         self.donated_inputs = donated_inputs
         self.p = Program(g.name, {}, [])
+        self._step_t0 = time.perf_counter()
         self.buf: dict[Value, str] = {}
         self.counter = 0
 
@@ -136,16 +143,21 @@ class _Lowering:
             for v in n.inputs:
                 if v.producer is not None and (n.group is None or v.producer.group != n.group):
                     outside.add(v)
+        p.provenance = prov = Provenance(g, value_buffers=self.buf)
         for node in g.nodes:
             for v in node.outputs:
                 self.counter += 1
                 self.buf[v] = owner.get(v) or self.add_buffer(f"t{self.counter}", v.type.size,
                                                              v.dtype, "temp")
             ctx.node = node
+            first = len(p.kernels)
             if node.group is None:
                 self.lower_node(ctx, node)
             elif node is groups[node.group][-1]:
                 lower_fused(ctx, groups[node.group], outside)
+            members = (node,) if node.group is None else tuple(groups[node.group])
+            for k in p.kernels[first:]:
+                prov.kernel_nodes[k.name] = members
         ctx.node = None
         for v, name in copies:
             src = self.buf[v]
@@ -175,8 +187,23 @@ class _Lowering:
         for name in [b.name for b in self.p.buffers.values() if b.kind == "temp" and b.name not in used
                      and b.name not in self.p.aliases]:
             del self.p.buffers[name]
+        self.after_step("lowered", f"{len(self.p.kernels)} kernels, {len(self.p.buffers)} buffers")
+        observe.current().stage("kernel IR passes")
         if self.plan:
             writable = frozenset(self.buf[v] for v in self.g.inputs if v.name in self.donated_inputs)
-            plan_program(self.p, donate=self.donate, writable=writable)
+            plan = plan_program(self.p, donate=self.donate, writable=writable,
+                                after_step=self.after_step)
+            self.after_step("memory", plan.summary())
+            observe.current().dump_text("memory-plan", "txt", lambda: str(plan), "memory",
+                                        plan.summary(), numbered=False)
         else:
-            naive_layout(self.p)
+            self.after_step("layout", f"planning off: arena {naive_layout(self.p):,} B")
+
+    def after_step(self, step: str, what: str) -> None:
+        """A kernel-IR step is done: log it (graphc.passes) and dump the program."""
+        now = time.perf_counter()
+        _log.debug("kernel IR %s (%s): %.2f ms, %s", step, self.p.name,
+                   (now - self._step_t0) * 1e3, what)
+        self._step_t0 = now
+        observe.current().dump_text(f"kernel-{step}", "kir", lambda: str(self.p), "kernel",
+                                    f"kernel IR, {step}: {what}")

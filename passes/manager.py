@@ -6,15 +6,20 @@ the verifier (always in tests: GRAPHC_VERIFY=1; opt-in in production) and, with
 GRAPHC_VERIFY=2, translation validation (ir/validate.py), print the IR, and
 write one numbered file per pass (like LLVM's -print-after-all). Every run leaves a ledger:
 per pass, its time, nodes and estimated FLOPs before and after, and its own counts.
+
+Inside a compile (ir/observe.py) each pass is a stage of the compile's progress, and with
+the compile's dump folder the IR after each pass is written there. Each pass's time and
+effect is logged at DEBUG on `graphc.passes` (GRAPHC_LOG=passes).
 """
 from __future__ import annotations
 
-import os
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence, TextIO
 
+from ..ir import observe
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph
 from ..ir.summary import graph_cost
@@ -142,6 +147,9 @@ def resolve(passes: Iterable["Pass | str"]) -> list[Pass]:
     return out
 
 
+log = logging.getLogger("graphc.passes")
+
+
 def _verify_default() -> bool:
     return verify_level() >= 1
 
@@ -149,7 +157,12 @@ def _verify_default() -> bool:
 class Pipeline:
     def __init__(self, passes: Iterable["Pass | str"], *, verify: bool | None = None,
                  print_after: "Iterable[str] | str" = (), dump_dir: str | None = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, dump_format: str = "text",
+                 on_pass: "Callable[[str, Graph], None] | None" = None) -> None:
+        """print_after: passes after which the IR is written to `stream` (stdout).
+        dump_dir: one numbered file per pass (and the input) plus index.txt, besides any
+        dump of the compile in progress. Both in `dump_format` (text, dot, json, summary).
+        on_pass(name, graph) is called after each pass (the CLI renders what it asks for)."""
         self.passes = resolve(passes)
         self.verify = _verify_default() if verify is None else verify
         # GRAPHC_VERIFY=2: every pass is also checked by running the graph before and after
@@ -157,6 +170,8 @@ class Pipeline:
         self.validate = self.verify and verify_level() >= 2
         self.print_after = set(self.passes_named(print_after))
         self.dump_dir = dump_dir
+        self.dump_format = dump_format
+        self.on_pass = on_pass
         self.stream = stream
 
     def passes_named(self, names: "Iterable[str] | str") -> list[str]:
@@ -172,10 +187,14 @@ class Pipeline:
     def run(self, graph: Graph) -> Ledger:
         from ..ir.text import print_graph
         ledger = Ledger()
-        if self.dump_dir:
-            os.makedirs(self.dump_dir, exist_ok=True)
-            self._write(0, "input", print_graph(graph))
+        session = observe.current()
+        own = observe.Dumper(self.dump_dir, self.dump_format) if self.dump_dir else None
+        for dumper in (own, session):
+            if dumper is not None:
+                (dumper.graph if dumper is own else dumper.dump_graph)(
+                    "input", graph, f"the graph the passes start from: {len(graph.nodes)} nodes")
         for i, p in enumerate(self.passes, 1):
+            session.stage(f"pass {p.name}")
             before_nodes, (before_flops, _) = len(graph.nodes), graph_cost(graph)
             before = graph.copy() if self.validate else None
             t0 = time.perf_counter()
@@ -189,15 +208,26 @@ class Pipeline:
                     raise GraphcError(f"the graph is invalid after pass {p.name!r}:\n{e}") from e
             if before is not None:
                 check_rewrite(before, graph, p.name)
-            ledger.append(LedgerEntry(p.name, seconds, before_nodes, len(graph.nodes), before_flops,
-                                      graph_cost(graph)[0], dict(details), notes))
+            entry = LedgerEntry(p.name, seconds, before_nodes, len(graph.nodes), before_flops,
+                                graph_cost(graph)[0], dict(details), notes)
+            ledger.append(entry)
+            effect = _effect(entry)
+            log.debug("%s: %.2f ms, %s", p.name, seconds * 1e3, effect)
             if p.name in self.print_after:
                 out = self.stream or sys.stdout
-                out.write(f"// IR after {p.name}\n{print_graph(graph)}\n")
-            if self.dump_dir:
-                self._write(i, p.name, print_graph(graph))
+                text = print_graph(graph) if self.dump_format == "text" else \
+                    observe.render_graph(graph, self.dump_format)
+                out.write(f"// IR after {p.name}\n{text.rstrip()}\n")
+            if self.on_pass is not None:
+                self.on_pass(p.name, graph)
+            if own is not None:
+                own.graph(p.name, graph, f"after pass {p.name}: {effect}")
+            session.dump_graph(p.name, graph, f"after pass {p.name}: {effect}")
         return ledger
 
-    def _write(self, index: int, name: str, text: str) -> None:
-        with open(os.path.join(self.dump_dir, f"{index:02d}-{name}.gcir"), "w", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
+
+def _effect(e: LedgerEntry) -> str:
+    """What one pass changed, in a line (logs and dump indexes)."""
+    details = ", ".join(f"{k} {v}" for k, v in e.details.items() if v)
+    return (f"nodes {e.nodes_before} -> {e.nodes_after}, MFLOP {e.flops_before / 1e6:.2f} -> "
+            f"{e.flops_after / 1e6:.2f}" + (f", {details}" if details else ""))

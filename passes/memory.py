@@ -32,6 +32,7 @@ bytes, in buffer order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..ir.kernel import Program
 from .inplace import InPlace, apply_inplace, kernel_access, storage_root
@@ -270,15 +271,22 @@ def plan_memory(p: Program, *, inplace: bool = True, writable: frozenset[str] = 
                       records, order, [k.name for k in p.kernels])
 
 
-def plan_program(p: Program, donate: bool = True, writable: frozenset[str] = frozenset()) -> MemoryPlan:
+def plan_program(p: Program, donate: bool = True, writable: frozenset[str] = frozenset(),
+                 after_step: "Callable[[str, str], None] | None" = None) -> MemoryPlan:
     """The whole memory pipeline `lower(..., plan=True)` runs: parameter updates in place
     (passes/donate.py), a memory-aware kernel order (passes/schedule.py), then in-place
-    kernels and placement (`plan_memory`; `writable`: input buffers the caller donated)."""
+    kernels and placement (`plan_memory`; `writable`: input buffers the caller donated).
+    after_step(step, what it did) is called after each step (dumps, logs: passes/lower.py)."""
     from .donate import donate_state
     from .schedule import live_peak, schedule_kernels
     donated = donate_state(p) if donate else []
+    if after_step:
+        after_step("donate", f"{len(donated)} parameter updates in place")
     graph_order = live_peak(p)
     reordered = schedule_kernels(p)
+    if after_step:
+        after_step("schedule", f"kernel order {'changed' if reordered else 'kept'}, live peak "
+                   f"{graph_order:,} B in graph order")
     plan = plan_memory(p, inplace=True, writable=writable)
     plan.donated = donated
     plan.live_peak_graph_order = graph_order if reordered else 0

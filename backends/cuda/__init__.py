@@ -29,9 +29,15 @@ def lower_for_cuda(graph, plan: bool = True):
 def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
             **options: Any):
     """graph -> CudaExecutable. Options: cache (False, or a CompileCache), options (a
-    codegen.CodegenOptions), device_outputs (return pycuda GPUArrays)."""
+    codegen.CodegenOptions), device_outputs (return pycuda GPUArrays), check_numerics
+    (scan every kernel's results for NaN/inf; NumericsError names the node)."""
+    from dataclasses import replace
+
+    from .codegen import CodegenOptions
     from .runtime import CudaExecutable
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
+    if options.pop("check_numerics", False):
+        options["options"] = replace(options.get("options") or CodegenOptions(), check_numerics=True)
     options.pop("donate", None)  # a permission to overwrite inputs, not an obligation
     program = lower_for_cuda(graph, plan=opt_level >= 1)
     return CudaExecutable(graph, program, params=params, single_output=single_output, **options)

@@ -79,6 +79,7 @@ class Launch:
     kernel: str           # the kernel-IR kernel it belongs to
     source: str = ""      # the graph node(s), for errors
     grid_stride: bool = True  # loops over its index space: any grid.x computes the same
+    check: bool = False   # a check_numerics scan of `kernel`'s results, not part of it
 
 
 @dataclass
@@ -101,6 +102,7 @@ class CodegenOptions:
     vectorize: bool = True           # 16-byte loads and stores in elementwise kernels
     big_gemm_tiles: int = 120        # 128 x 128 GEMM tiles from this many tiles (fills an H100)
     merge_phases: bool = True        # independent loop nests of a kernel share one launch
+    check_numerics: bool = False     # after each kernel, a launch scanning its results for NaN/inf
 
 
 # -- phases ------------------------------------------------------------------------------------
@@ -173,6 +175,13 @@ class _ModuleWriter:
 
     # .. driver ..
     def render(self) -> None:
+        checks = None
+        if self.opt.check_numerics:
+            if self.p.status is None:
+                raise CudaCodegenError(f"check_numerics needs a status buffer; program "
+                                       f"{self.p.name!r} has none")
+            from ..numerics import check_plan
+            checks = check_plan(self.p)
         for ki, k in enumerate(self.p.kernels):
             phases = []
             for ph in split_phases(k.body):
@@ -192,6 +201,37 @@ class _ModuleWriter:
                 run = []
                 self.render_phase(k, fname, ph)
             self.flush(k, run)
+            if checks and checks[ki]:
+                self.render_check(k, ki, checks[ki])
+
+    def render_check(self, k: K.Kernel, ki: int, names: tuple[str, ...]) -> None:
+        """A grid-stride launch over the buffers check_plan names for kernel ki: a thread that
+        sees NaN or +-inf sets the status flag to len(errors) + 1 + ki unless a flag is
+        already set. Launches run in stream order, so the flag names the first kernel that
+        went non-finite (the runtime then re-runs the kernels before it to locate the node)."""
+        status = self.p.status
+        fname = f"{self.prefix}_k{ki}_{sanitize(k.name)}_check"
+        used = list(names) + [status]
+        code = len(self.p.errors) + 1 + ki
+        lines = ["  int found = 0;",
+                 "  const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;",
+                 "  const long long step = (long long)blockDim.x * gridDim.x;"]
+        for n in names:
+            b = self.p.buffers[n]
+            x = f"b_{sanitize(n)}[i]"
+            value = f"__half2float({x})" if b.dtype.name == "f16" else x
+            ct = "double" if b.dtype.name == "f64" else "float"  # x - x is NaN iff x is NaN or inf
+            lines.append(f"  for (long long i = first; i < {b.size}LL; i += step) "
+                         f"{{ {ct} d = ({ct}){value} - ({ct}){value}; found |= d != d; }}")
+        st = f"b_{sanitize(status)}"
+        lines.append(f"  if (found && {st}[0] == 0) {st}[0] = {code};")
+        head = (f'extern "C" __global__ void __launch_bounds__({BLOCK}) '
+                f"{fname}({self.signature(used, {status})})")
+        self.parts.append(f"// check_numerics after {k.name}\n{head} {{\n" + "\n".join(lines) + "\n}\n")
+        grid = self.grid_for(max(self.p.buffers[n].size for n in names), BLOCK)
+        self.launches.append(Launch(fname, (grid, 1, 1), (BLOCK, 1, 1), used, k.name, k.source,
+                                    check=True))
+        self.functions.append(fname)
 
     def mergeable(self, plan: _Plan) -> bool:
         """A phase of one thread per iteration, no vector path: it can share a launch."""

@@ -32,6 +32,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any, Iterator, Mapping
 
@@ -68,7 +69,7 @@ def _driver():
     try:
         import pycuda.driver as drv
     except ImportError as e:
-        raise CudaUnavailable(f"the CUDA backend needs pycuda (pip install 'graphc[cuda]'): {e}") from None
+        raise CudaUnavailable(f"the CUDA backend needs pycuda (pip install 'graphc-compiler[cuda]'): {e}") from None
     return drv
 
 
@@ -309,6 +310,9 @@ class CudaExecutable(Executable):
         self.program = p = program
         self.module = codegen.render(program, options)
         self.device_outputs = device_outputs
+        self.check_numerics = bool(options is not None and options.check_numerics)
+        index = {k.name: i for i, k in enumerate(p.kernels)}
+        self._launch_kernels = [(index.get(l.kernel, -1), l.check) for l in self.module.launches]
         nbytes = {n: b.size * b.dtype.itemsize for n, b in p.buffers.items()}
         with _Active(self._ctx):
             self.cubin, self.cubin_source = compile_module(self.module, dev["arch"], cache)
@@ -428,6 +432,8 @@ class CudaExecutable(Executable):
                 raise CudaRuntimeError(f"running program {p.name!r} on the GPU failed: {e}") from None
             del keep  # device inputs stay referenced until their kernels have finished
             code = int(self._status_host[0]) if p.status is not None else 0
+            if code > len(p.errors) and self.check_numerics:
+                raise self._locate_numerics(code - len(p.errors) - 1, ptr)
             if code:
                 raise KernelError(p.errors[code - 1] if 0 < code <= len(p.errors)
                                   else f"compiled kernel reported error code {code}")
@@ -441,17 +447,81 @@ class CudaExecutable(Executable):
             self._install_updates()
         return results[0] if self.single_output else tuple(results)
 
+    def _locate_numerics(self, index: int, ptr: dict[str, int]):
+        """The NumericsError for kernel `index`, which a check launch flagged: re-run the
+        kernels before it (parameters were not swapped; in-place writes touch only arena
+        temps, which those kernels recompute), then read its inputs (backends/numerics.py)."""
+        from .. import numerics
+        drv, p = self._drv, self.program
+        try:
+            self._launch(ptr, before=index)
+            self._stream.synchronize()
+        except drv.Error as e:
+            raise CudaRuntimeError(f"re-running program {p.name!r} to locate a NaN failed: {e}") from None
+
+        def read(name: str) -> np.ndarray:
+            st, b = self.module.storage[name], p.buffers[name]
+            arr = np.empty(b.size, b.dtype.np_dtype)
+            _download(drv, arr, ptr[st.root] + st.offset)
+            return arr
+        feeds = {n: read(b) for n, b in self._in_bufs.items()}
+        feeds.update({n: read(b) for n, b in p.params.items()})
+        return numerics.locate_in_kernel(p, index, read, feeds, "cuda", intact=True)
+
     def _stage(self, staged: list[str]) -> None:
         for name in staged:
             self._drv.memcpy_htod_async(int(self._in_dev[name]), self._in_pinned[name], self._stream)
 
-    def _launch(self, ptr: dict[str, int]) -> None:
-        """Zero the status flag, then every kernel in order, on the stream."""
+    def _launch(self, ptr: dict[str, int], before: int | None = None) -> None:
+        """Zero the status flag, then every kernel in order, on the stream (with `before`:
+        only the kernels before that one, without numerics checks)."""
         status = self.program.status
         if status is not None:
             self._drv.memcpy_htod_async(ptr[status], self._status_zero, self._stream)
-        for fn, grid, block, where in self._launches:
+        for (fn, grid, block, where), (k, check) in zip(self._launches, self._launch_kernels):
+            if before is not None and (check or k >= before):
+                continue
             fn.prepared_async_call(grid, block, self._stream, *[ptr[r] + off for r, off in where])
+
+    def _profile(self, inputs: dict[str, np.ndarray], params: dict, repeat: int):
+        """CUDA events around each kernel's launches, `repeat` runs after a warm-up. The
+        resident parameters are read, never swapped: the state does not change."""
+        from ..profile import build_profile, kernel_rows
+        drv, p = self._drv, self.program
+        n = len(p.kernels)
+        with self._lock, _Active(self._ctx):
+            for name, arr in inputs.items():
+                _upload(drv, self._in_dev[name], arr.reshape(-1))
+            ptr = self._root_pointers({k: int(v) for k, v in self._in_dev.items()}, self._out_dev)
+            spans = [(k, [i for i, (kk, check) in enumerate(self._launch_kernels) if kk == k and not check])
+                     for k in range(n)]
+            totals = [0.0] * n
+            try:
+                self._launch(ptr)
+                self._stream.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(repeat):
+                    marks = []
+                    for k, idx in spans:
+                        if not idx:
+                            continue
+                        start, end = drv.Event(), drv.Event()
+                        start.record(self._stream)
+                        for i in idx:
+                            fn, grid, block, where = self._launches[i]
+                            fn.prepared_async_call(grid, block, self._stream, *[ptr[r] + off for r, off in where])
+                        end.record(self._stream)
+                        marks.append((k, start, end))
+                    self._stream.synchronize()
+                    for k, start, end in marks:
+                        end.synchronize()
+                        totals[k] += start.time_till(end) / 1e3
+                call = (time.perf_counter() - t0) / repeat
+            except drv.Error as e:
+                raise CudaRuntimeError(f"profiling program {p.name!r} on the GPU failed: {e}") from None
+        return build_profile(p.provenance.graph if p.provenance else self.graph, "cuda",
+                             kernel_rows(p, [t / repeat for t in totals]), call, repeat,
+                             f"CUDA events per kernel on {_device.get('name', '?')}")
 
     def gpu_seconds(self, *args: Any, repeat: int = 20, **kwargs: Any) -> float:
         """Seconds of GPU time per call of the kernels alone (no copies, no Python): the

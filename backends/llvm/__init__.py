@@ -22,7 +22,8 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     codegen options (a codegen.CodegenOptions), donate (names of inputs whose arrays the
     compiled code may overwrite), batch_split (default True: an inference graph whose
     nodes are all batch-wise runs as one copy per thread over slices of its batch,
-    backends/llvm/split.py)."""
+    backends/llvm/split.py), check_numerics (check every kernel's results for NaN/inf;
+    turns donation, in-place parameter updates and batch splitting off)."""
     from ...ir.validate import check_lowering, verify_level
     from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
     from . import codegen
@@ -31,10 +32,13 @@ def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool 
     opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
     donate = options.pop("donate", ())
     split = options.pop("batch_split", True)
+    check = options.get("check_numerics", False)
+    if check:  # a failing call leaves parameters and donated inputs as they were (numerics.py)
+        donate, split = (), False
 
     def lower_graph(g, donated=()):
         program = lower(g, fuse_ops=None, plan=opt_level >= 1, donated_inputs=donated,
-                        gemm_panels=gemm_panels())
+                        gemm_panels=gemm_panels(), donate=not check)
         if verify_level() >= 2:  # the program computes what the graph does (ir/validate.py)
             check_lowering(g, program)
         return program

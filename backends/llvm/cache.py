@@ -18,18 +18,28 @@ half a file). On read the magic, length and checksum are verified; an entry that
 cache (read-only home, full disk) are ignored: the cache is an optimisation.
 
 Off: `GRAPHC_CACHE=0` in the environment, or `enabled=False` / `cache=False` arguments.
+
+Logging (`graphc.cache`, DEBUG; GRAPHC_LOG=cache): every lookup, as a hit (memory or disk)
+or a miss with the build time, by the key's first 12 hex digits. Inside a compile that
+dumps (gc.compile(dump_dir=...), ir/observe.py) lookups build again, so the LLVM stages run
+and are written to the dump folder; the entry is refreshed.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
+from ...ir import observe
+
+log = logging.getLogger("graphc.cache")
 MAGIC = b"GRAPHCO1"
 _HEADER = len(MAGIC) + 32 + 8
 
@@ -66,9 +76,11 @@ def generator_source_hash() -> str:
 
 
 def graphc_version() -> str:
+    """The installed distribution's version (it is `graphc-compiler` on PyPI: the name
+    `graphc` belongs to an unrelated package, whose version must not key our cache)."""
     try:
         from importlib.metadata import version
-        return version("graphc")
+        return version("graphc-compiler")
     except Exception:
         return "unknown"
 
@@ -127,25 +139,37 @@ class CompileCache:
     def get_or_build(self, key: str, build: Callable[[], bytes]) -> tuple[bytes, str]:
         if not self.enabled:
             self.stats["built"] += 1
-            return build(), "built"
+            return self._build(key, build, "cache off"), "built"
+        dumping = observe.current().dumping
         with self._lock:
-            obj = self._mem.get(key)
+            obj = None if dumping else self._mem.get(key)
             if obj is not None:
                 self._mem.move_to_end(key)
                 self.stats["memory"] += 1
+                log.debug("hit %s (memory, %d bytes)", key[:12], len(obj))
                 return obj, "memory"
-        obj = self._read(key)
+        obj = None if dumping else self._read(key)
         where = "disk"
         if obj is None:
-            obj = build()
+            obj = self._build(key, build, "dumping" if dumping else "miss")
             self._write(key, obj)
             where = "built"
+        else:
+            log.debug("hit %s (disk, %d bytes)", key[:12], len(obj))
         with self._lock:
             self._mem[key] = obj
             while len(self._mem) > self._max:
                 self._mem.popitem(last=False)
         self.stats[where] += 1
         return obj, where
+
+    @staticmethod
+    def _build(key: str, build: Callable[[], bytes], why: str) -> bytes:
+        t0 = time.perf_counter()
+        obj = build()
+        log.debug("%s %s: built in %.3f s (%d bytes)", why, key[:12], time.perf_counter() - t0,
+                  len(obj))
+        return obj
 
     def _read(self, key: str) -> bytes | None:
         p = self.path(key)
@@ -156,6 +180,7 @@ class CompileCache:
         payload = unpack(blob)
         if payload is None:
             self.stats["corrupt"] += 1
+            log.debug("corrupt entry %s (%d bytes) deleted", key[:12], len(blob))
             try:
                 p.unlink()
             except OSError:

@@ -24,6 +24,12 @@ Module layout
       for parallel loops. The runtime sets it (GRAPHC_NUM_THREADS or os.cpu_count()).
     * With `CodegenOptions.profile`, `i64 @<program>_kernel_cycles[n_kernels]`: the entry
       adds each kernel's `llvm.readcyclecounter` (rdtsc) delta to its counter.
+    * With `CodegenOptions.check_numerics`, after kernel k the entry scans each buffer of
+      `backends.numerics.check_plan(program)[k]` with `<program>.nonfinite_<dtype>(ptr, n)`
+      (a vectorised loop: the largest `bits & exponent mask` equals the mask iff some
+      element is NaN or +-inf) and, if one is, stores `len(Program.errors) + 1 + k` into
+      the status flag and returns: the call stops after the first kernel that went
+      non-finite, as after a kernel error. Without the option nothing of this is emitted.
 
 Buffers
     Buffer pointers are kernel parameters with `noalias` when no other buffer of the same
@@ -184,6 +190,7 @@ class CodegenOptions:
     gemm_in_module: bool = False        # define graphc_gemm_* in the module (AOT) instead of
                                         # calling the shared, separately compiled library
     profile: bool = False               # count cycles per kernel into <program>_kernel_cycles
+    check_numerics: bool = False        # stop with a status code at the first non-finite kernel
 
     def key(self) -> str:
         return repr(self)
@@ -398,6 +405,14 @@ def _expr_cost(e) -> int:
         else:
             c += 1
     return max(c, 1)
+
+
+# Loops of fewer iterations are not forced to vectorise. LLVM 22 (llvmlite 0.50) rejects a
+# forced two-iteration loop ("value that could not be identified as reduction is used
+# outside the loop", then "unable to perform the requested transformation" on stderr) and
+# then unrolls it fully and the SLP vectoriser packs it anyway (x + 1 on f32[4] split over
+# two threads: one <2 x float> fadd either way); a one-iteration loop has nothing to vectorise.
+MIN_FORCED_VECTOR_TRIPS = 3
 
 
 def _vectorizable(body) -> bool:
@@ -768,6 +783,7 @@ class _ModuleGen:
                 return base
             return b.gep(base, [ir.Constant(I64, off)], inbounds=True, source_etype=I8)
 
+        checks = self.numerics_plan()
         counters = None
         if self.opt.profile:
             arr_t = ir.ArrayType(I64, max(len(kernels), 1))
@@ -791,6 +807,8 @@ class _ModuleGen:
                 failed = b.icmp_signed("!=", code, ir.Constant(I32, 0))
                 with b.if_then(failed, likely=False):
                     b.ret_void()
+            if checks and checks[k]:
+                self.emit_numerics_check(b, address, checks[k], len(p.errors) + 1 + k)
         b.ret_void()
         py_entry = None
         if self.opt.py_data_offset:
@@ -817,6 +835,63 @@ class _ModuleGen:
         assert (a.entry, a.py_entry, a.num_threads_global) == (entry_name, py_entry, self.nthreads_gv.name)
         return GeneratedModule(self.module, entry_name, py_entry, self.nthreads_gv.name, ext,
                                a.arena_bytes, kfuncs)
+
+    # .. check_numerics ..
+    def numerics_plan(self) -> list[tuple[str, ...]] | None:
+        if not self.opt.check_numerics:
+            return None
+        if self.p.status is None:
+            raise CodegenError(f"check_numerics needs a status buffer; program {self.p.name!r} has none")
+        from ..numerics import check_plan
+        return check_plan(self.p)
+
+    def emit_numerics_check(self, b: ir.IRBuilder, address, names: tuple[str, ...], code: int) -> None:
+        """status[0] = code and return, when one of the buffers holds NaN or +-inf."""
+        flag = None
+        for name in names:
+            buf = self.p.buffers[name]
+            f = b.call(self.nonfinite_function(buf.dtype), [address(name), ir.Constant(I64, buf.size)])
+            flag = f if flag is None else b.or_(flag, f)
+        with b.if_then(flag, likely=False):
+            b.store(ir.Constant(I32, code), address(self.p.status), align=4)
+            b.ret_void()
+
+    def nonfinite_function(self, dt: DType) -> ir.Function:
+        """i1 <prefix>.nonfinite_<dt>(ptr p, i64 n): some p[0..n) is NaN or +-inf. Integer
+        ops on the bits (exact for every float width), an unsigned-max reduction LLVM
+        vectorises; no early exit, so the loop streams at memory speed."""
+        name = f"{self.prefix}.nonfinite_{dt.name}"
+        fn = self.decls.get(name)
+        if fn is not None:
+            return fn
+        width = dt.itemsize * 8
+        it = ir.IntType(width)
+        mask = {16: 0x7C00, 32: 0x7F800000, 64: 0x7FF0000000000000}[width]
+        fn = ir.Function(self.module, ir.FunctionType(I1, [PTR, I64]), name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        ptr, n = fn.args
+        ptr.add_attribute("noalias")
+        entry, loop, done = (fn.append_basic_block(x) for x in ("entry", "loop", "done"))
+        b = ir.IRBuilder(entry)
+        b.branch(loop)
+        b.position_at_end(loop)
+        i = b.phi(I64, name="i")
+        acc = b.phi(it, name="acc")
+        i.add_incoming(ir.Constant(I64, 0), entry)
+        acc.add_incoming(ir.Constant(it, 0), entry)
+        elem = b.load(b.gep(ptr, [i], inbounds=True, source_etype=it), typ=it)
+        bits = b.and_(elem, ir.Constant(it, mask))
+        nxt_acc = b.select(b.icmp_unsigned(">", bits, acc), bits, acc)
+        nxt = b.add(i, ir.Constant(I64, 1), flags=("nuw", "nsw"))
+        i.add_incoming(nxt, loop)
+        acc.add_incoming(nxt_acc, loop)
+        br = b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
+        br.set_metadata("llvm.loop", self.loop_id("vectorize"))
+        b.position_at_end(done)
+        b.ret(b.icmp_unsigned("==", nxt_acc, ir.Constant(it, mask)))
+        self.decls[name] = fn
+        return fn
 
     def param_attrs(self, arg: ir.Argument, name: str, used: list[str], written: set[str]) -> None:
         root, lo, hi = self.byte_range(name)
@@ -907,7 +982,7 @@ class _FuncGen:
         if s.extent <= 0:
             return
         mark = s.mark
-        if mark == "vectorize" and not _vectorizable(s.body):
+        if mark == "vectorize" and (s.extent < MIN_FORCED_VECTOR_TRIPS or not _vectorizable(s.body)):
             mark = "serial"  # forcing it would only make LLVM print a warning
         self.loop(s.var.name, ir.Constant(I64, 0), ir.Constant(I64, s.extent), mark,
                   lambda: self.emit_body(s.body), nonempty=True)

@@ -21,19 +21,42 @@ The pass-manager set-up (llvmlite >= 0.45, new pass manager):
     pto.loop_unrolling = False   # unroll only loops marked `unroll` (see optimize())
     pb = llvm.create_pass_builder(target_machine, pto)
     pb.getModulePassManager().run(module_ref, pb)
+
+Diagnostics: LLVM's default diagnostic handler writes remarks and warnings (the loop
+vectoriser's "loop not vectorized" when a forced loop cannot be) straight to file
+descriptor 2, which llvmlite cannot redirect. `quiet_llvm()` points fd 2 at a temporary
+file around exactly the optimisation and emission calls and re-logs what LLVM wrote at
+DEBUG on `graphc.llvm` (GRAPHC_LOG=llvm shows it); lines that are not LLVM diagnostics
+(another thread's writes in that window) are written back to stderr. The descriptor is
+process-wide, so the swap holds a lock; it costs ~30 us per call. The code generator
+avoids the known causes (backends/llvm/codegen.py, MIN_FORCED_VECTOR_TRIPS).
+
+Logging (`graphc.llvm`, DEBUG): optimise and emit times per module. Inside a compile with
+a dump folder (ir/observe.py), each module's IR before and after optimisation and its
+assembly are written there.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
+import re
+import sys
+import tempfile
 import threading
+import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import llvmlite.binding as llvm
 
+from ...ir import observe
 from ...ir.errors import GraphcError
+
+log = logging.getLogger("graphc.llvm")
 
 
 class CompileError(GraphcError):
@@ -167,8 +190,68 @@ def target_machine(target: HostTarget | None = None, *, jit: bool = True, opt: i
     return tm
 
 
+_fd2_lock = threading.RLock()
+_fd2_depth = 0  # guarded by _fd2_lock: nested quiet_llvm() calls share one redirection
+_DIAGNOSTIC = re.compile(r"^(remark|warning|error|note): ")
+
+
+@contextlib.contextmanager
+def quiet_llvm(what: str = "llvm") -> Iterator[None]:
+    """Capture what LLVM writes to fd 2 while the block runs; re-log it (see the module
+    docstring)."""
+    global _fd2_depth
+    with _fd2_lock:
+        if _fd2_depth:
+            _fd2_depth += 1
+            try:
+                yield
+            finally:
+                _fd2_depth -= 1
+            return
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no fd 2 (a daemon): nothing to capture
+            yield
+            return
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            _fd2_depth = 1
+            try:
+                yield
+            finally:
+                _fd2_depth = 0
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                text = tmp.read().decode("utf-8", "replace")
+        if text:
+            _relog(text, what)
+
+
+def _relog(text: str, what: str) -> None:
+    other = []
+    for line in text.splitlines():
+        if _DIAGNOSTIC.match(line):
+            log.debug("%s: %s", what, line)
+        elif line.strip():
+            other.append(line)
+    if other:  # not LLVM's: another thread wrote to stderr while it was redirected
+        try:
+            os.write(2, ("\n".join(other) + "\n").encode())
+        except OSError:
+            pass
+
+
+def module_name(text: str) -> str:
+    """The ModuleID of a textual module (what dumps and log lines call it)."""
+    m = re.match(r'\s*; ModuleID = [\'"]([^\'"]*)[\'"]', text)
+    return m.group(1) if m else "module"
+
+
 def optimize(mod: "llvm.ModuleRef", tm: "llvm.TargetMachine", speed_level: int = 3) -> None:
-    """Run LLVM's default O`speed_level` module pipeline with vectorisation on."""
+    """Run LLVM's default O`speed_level` module pipeline with vectorisation on (what LLVM
+    prints meanwhile is captured and logged: quiet_llvm)."""
     pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
@@ -180,7 +263,8 @@ def optimize(mod: "llvm.ModuleRef", tm: "llvm.TargetMachine", speed_level: int =
     pto.loop_unrolling = False
     pb = llvm.create_pass_builder(tm, pto)
     mpm = pb.getModulePassManager()
-    mpm.run(mod, pb)
+    with quiet_llvm("optimise"):
+        mpm.run(mod, pb)
 
 
 def parse_module(text: str, target: HostTarget | None = None) -> "llvm.ModuleRef":
@@ -198,14 +282,31 @@ def parse_module(text: str, target: HostTarget | None = None) -> "llvm.ModuleRef
 
 def optimize_and_emit(text: str, target: HostTarget | None = None, *, speed_level: int = 3,
                       want_asm: bool = False) -> tuple[bytes, str | None]:
-    """Textual LLVM IR -> (object file bytes, assembly if asked). Holds the LLVM lock."""
+    """Textual LLVM IR -> (object file bytes, assembly if asked). Holds the LLVM lock.
+    Inside a compile that dumps, the IR before and after optimisation and the assembly
+    are written to its dump folder."""
+    session = observe.current()
+    name = module_name(text)
     with _llvm_lock:
         tm = target_machine(target)
+        session.stage(f"llvm optimise {name}")
+        session.dump_text(f"llvm-{name}", "ll", text, "llvm", "LLVM IR as generated")
         mod = parse_module(text, target)
+        t0 = time.perf_counter()
         optimize(mod, tm, speed_level)
-        obj = tm.emit_object(mod)
-        asm = tm.emit_assembly(mod) if want_asm else None
-    return obj, asm
+        t1 = time.perf_counter()
+        session.dump_text(f"llvm-{name}.opt", "ll", lambda: str(mod), "llvm",
+                          f"after LLVM's O{speed_level} pipeline")
+        session.stage(f"llvm emit {name}")
+        with quiet_llvm("emit"):
+            obj = tm.emit_object(mod)
+            asm = tm.emit_assembly(mod) if want_asm or session.dumping else None
+        t2 = time.perf_counter()
+        if asm is not None:
+            session.dump_text(name, "s", asm, "asm", f"assembly for {(target or host_target()).cpu}")
+    log.debug("%s: optimised in %.3f s, object emitted in %.3f s (%d bytes of IR, %d of object code)",
+              name, t1 - t0, t2 - t1, len(text), len(obj))
+    return obj, (asm if want_asm else None)
 
 
 def optimized_ir(text: str, target: HostTarget | None = None) -> str:
@@ -232,6 +333,7 @@ class JitModule:
     def __init__(self, obj: bytes, target: HostTarget | None = None) -> None:
         load_gomp()
         target = target or host_target()
+        observe.current().stage("load machine code")
         with _llvm_lock:
             tm = target_machine(target)
             empty = llvm.parse_assembly("")

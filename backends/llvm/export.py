@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 
@@ -173,8 +174,10 @@ def _run(cmd: list[str], what: str) -> None:
 
 def prepare_library(graph: Graph, program: K.Program, params: dict[str, np.ndarray], name: str, *,
                     max_threads: int | None = None, cpu: str | None = None, features: str | None = None,
-                    description: str = "") -> PreparedLibrary:
-    """Generate and compile the program and lay out its weights (nothing is written)."""
+                    description: str = "", output_names: Sequence[str] | None = None) -> PreparedLibrary:
+    """Generate and compile the program and lay out its weights (nothing is written).
+    output_names: what the C API's output table calls the outputs (default: the values'
+    names, else output<i>)."""
     times: dict[str, float] = {}
     prefix = capi.c_identifier(name)
     target = _target(cpu, features)
@@ -188,7 +191,7 @@ def prepare_library(graph: Graph, program: K.Program, params: dict[str, np.ndarr
     obj = _emit_object(gen.text, target)
     times["llvm"] = time.perf_counter() - t0
     weights, table = layout_weights(graph, program, params)
-    spec = _spec(graph, program, gen, options, prefix, table, weights, target, description)
+    spec = _spec(graph, program, gen, options, prefix, table, weights, target, description, output_names)
     return PreparedLibrary(obj, weights, table, prefix, target, spec, times)
 
 
@@ -233,7 +236,7 @@ def link_library(plan: PreparedLibrary, directory: str, name: str, facts: str = 
 
 def _spec(graph: Graph, program: K.Program, gen: codegen.GeneratedModule, options: codegen.CodegenOptions,
           prefix: str, table: list[WeightEntry], weights: bytes, target: engine.HostTarget,
-          description: str) -> capi.CApiSpec:
+          description: str, output_names: Sequence[str] | None = None) -> capi.CApiSpec:
     p = program
     ext = gen.external
     slot = {n: i for i, n in enumerate(ext)}
@@ -251,7 +254,8 @@ def _spec(graph: Graph, program: K.Program, gen: codegen.GeneratedModule, option
 
     offsets = {(e.kind, e.name): e.offset for e in table}
     param_index = {q.name: i for i, q in enumerate(graph.params)}
-    outputs = tuple(info(v, v.name or f"output{i}") for i, v in enumerate(graph.outputs))
+    names = output_names or [v.name or f"output{i}" for i, v in enumerate(graph.outputs)]
+    outputs = tuple(info(v, n) for n, v in zip(names, graph.outputs))
     results = tuple(where(b, b) for b in p.outputs)
     for r, o in zip(results, outputs):
         if r.nbytes != o.nbytes:

@@ -45,13 +45,14 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
 from ...ir import kernel as K
 from ...ir.errors import GraphcError
+from .. import numerics
 from ..executable import Executable, convert_argument
 from . import codegen, engine
 from .cache import CompileCache, default_cache, make_key
@@ -85,6 +86,7 @@ class CompiledProgram:
     seconds: float          # wall time of compile_program
     profile_addr: int = 0   # address of the per-kernel cycle counters (options.profile)
     max_threads: int = 1    # the GEMM workspace holds this many per-thread regions
+    options: codegen.CodegenOptions | None = None  # what the code was generated with
 
     def set_num_threads(self, n: int) -> int:
         """Team size of parallel loops for every caller of this code (clamped to
@@ -105,14 +107,19 @@ class CompiledProgram:
         return out
 
 
+def default_options() -> codegen.CodegenOptions:
+    """The code generator's options for programs run in this process (GRAPHC_* variables)."""
+    return codegen.CodegenOptions.from_env(py_data_offset=PY_DATA_OFFSET,
+                                           parallel=engine.gomp_available())
+
+
 def compile_program(program: K.Program, *, options: codegen.CodegenOptions | None = None,
                     cache: CompileCache | bool | None = None) -> CompiledProgram:
     """Generate, optimise, emit and load a program. `cache`: None = the default cache
     (GRAPHC_CACHE / GRAPHC_CACHE_DIR), False = no caching, or a CompileCache."""
     t0 = time.perf_counter()
     if options is None:
-        options = codegen.CodegenOptions.from_env(py_data_offset=PY_DATA_OFFSET,
-                                                  parallel=engine.gomp_available())
+        options = default_options()
     target = engine.host_target()
     abi = codegen.abi(program, options)
 
@@ -125,7 +132,8 @@ def compile_program(program: K.Program, *, options: codegen.CodegenOptions | Non
         obj, where = build(), "built"
     else:
         c = default_cache() if cache is None or cache is True else cache
-        key = make_key(codegen.program_key(program), target.key(), options.key())
+        key = make_key(codegen.program_key(program), target.key(), options.key()
+                       + (numerics.plan_key(program) if options.check_numerics else ""))
         obj, where = c.get_or_build(key, build)
     for dt in abi.gemm_dtypes:
         ensure_gemm_library(dt, cache)
@@ -135,7 +143,7 @@ def compile_program(program: K.Program, *, options: codegen.CodegenOptions | Non
     nt_addr = jit.global_address(abi.num_threads_global)
     prof = jit.global_address(abi.profile_global) if abi.profile_global else 0
     cp = CompiledProgram(program, jit, entry, py_entry, nt_addr, abi.external, abi.arena_bytes, where,
-                         time.perf_counter() - t0, prof, options.threads)
+                         time.perf_counter() - t0, prof, options.threads, options)
     cp.set_num_threads(codegen.default_num_threads())
     return cp
 
@@ -214,15 +222,22 @@ class LLVMExecutable(Executable):
     def __init__(self, graph, program: K.Program | None = None, params: Mapping[str, Any] | None = None,
                  single_output: bool = False, *, compiled: CompiledProgram | None = None,
                  num_threads: int | None = None, cache: CompileCache | bool | None = None,
-                 options: codegen.CodegenOptions | None = None, raw_pointers: bool = False) -> None:
+                 options: codegen.CodegenOptions | None = None, raw_pointers: bool = False,
+                 check_numerics: bool = False) -> None:
         """raw_pointers: slots hold data pointers and the plain entry runs, never the
-        Python-object entry (for callers that fill contexts themselves: `slot_layout`)."""
+        Python-object entry (for callers that fill contexts themselves: `slot_layout`).
+        check_numerics: the code checks every kernel's results for NaN/inf and a call that
+        finds some raises NumericsError naming the node (backends/numerics.py)."""
         super().__init__(graph, params=params, single_output=single_output)
         if program is None:
             from ...passes.lower import lower  # the lead's lowering
             program = lower(graph)
         self.program = program
+        if check_numerics and compiled is None:
+            options = replace(options or default_options(), check_numerics=True)
         self.compiled = compiled or compile_program(program, options=options, cache=cache)
+        self.check_numerics = bool(self.compiled.options and self.compiled.options.check_numerics)
+        self._cache = cache
         c = self.compiled
         p = program
         ext = c.external
@@ -294,7 +309,7 @@ class LLVMExecutable(Executable):
                          if n in p.aliases or p.buffers[n].kind != "output"}
         self._storage = {n: self._root(n) for n in self._special}
         self._pool: list[_Context] = []
-        self._fast = use_py and not self._special
+        self._fast = use_py and not self._special and not self.check_numerics
         if self._fast:
             self._execute = self._build_fast_path()  # instance attribute shadows the method
         self._in_types = [(v.name, f"input {v.name!r}", v.type) for v in graph.inputs]
@@ -310,6 +325,10 @@ class LLVMExecutable(Executable):
         if p.memory_plan is not None:
             lines.append(p.memory_plan.summary())
         return lines
+
+    def _profile(self, inputs, params, repeat):
+        from . import profiling  # a build with per-kernel cycle counters, made on first use
+        return profiling.profile(self, inputs, params, repeat)
 
     # -- threads -------------------------------------------------------------------------
     @property
@@ -443,12 +462,40 @@ class LLVMExecutable(Executable):
             if self._special and not code:
                 for n in self._special:
                     bufs[n] = self._extract(n, bufs, inputs, params, ctx)
+            numerics_error = None
+            if code > len(self._errors) and self.check_numerics:  # the slow path, holding ctx
+                numerics_error = numerics.locate_in_kernel(
+                    self.program, code - len(self._errors) - 1,
+                    lambda name: self._read_buffer(name, bufs, inputs, params, ctx),
+                    {**inputs, **params}, "llvm")
         finally:
             self._pool.append(ctx)
+        if numerics_error is not None:
+            raise numerics_error
         if code:
             self._fail(code)
         outs = [bufs[n] for n in self._result_names]
         return outs, {k: bufs[b] for k, b in self._update_names}
+
+    def _read_buffer(self, name, bufs, inputs, params, ctx) -> np.ndarray:
+        """A copy of buffer `name`'s elements (flat) as a call left them in its context."""
+        p = self.program
+        buf = p.buffers[name]
+        root, off = self._root(name)
+        nbytes = buf.size * buf.dtype.itemsize
+        if root == "<arena>":
+            raw = ctx.arena[off:off + nbytes]
+        else:
+            if root in bufs:
+                arr = bufs[root]
+            elif root in self._consts:
+                arr = self._consts[root]
+            else:
+                inv = dict(zip(p.inputs, [v.name for v in self.graph.inputs]))
+                pinv = {b: n for n, b in p.params.items()}
+                arr = inputs[inv[root]] if root in inv else params[pinv[root]]
+            raw = arr.reshape(-1).view(np.uint8)[off:off + nbytes]
+        return raw.view(buf.dtype.np_dtype).copy()
 
     def _extract(self, name, bufs, inputs, params, ctx) -> np.ndarray:
         """A result that is not a plain output buffer: a view of its storage (copied out of

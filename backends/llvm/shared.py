@@ -53,42 +53,67 @@ def _private_dir() -> str:
     return d
 
 
+_LOADED: dict[str, ctypes.CDLL] = {}  # sha256 of the library bytes -> its handle (a cache)
+
+
 def open_library(data: bytes, digest: str, original: str) -> ctypes.CDLL:
-    """dlopen the exact bytes that were verified, from a private file named by their sha256.
+    """dlopen the exact bytes that were verified, from a private copy deleted once loaded.
 
     The dynamic loader hands back an already loaded library when asked for the same path
     again, so loading an artifact that was re-exported in place would silently run the
-    old code; a content-named copy loads new code under a new name (and the same code
-    once). Where the temporary directory cannot hold code (mounted noexec), the original
-    path is loaded instead. libgomp, if this loads it, reads its settings now: unless the user chose,
+    old code; loading a private copy of the verified bytes runs exactly them, and the
+    handle is cached by their sha256 so the same code loads once per process. The copy is
+    unlinked as soon as dlopen has mapped it (the mapping outlives the name), so nothing is
+    left in the temporary directory, whatever happens to the process afterwards. Where
+    the temporary directory cannot hold code (mounted noexec), the original path is loaded
+    instead. libgomp, if this loads it, reads its settings now: unless the user chose,
     idle OpenMP workers sleep instead of spinning, as for the JIT (engine.load_gomp)."""
-    path = os.path.join(_private_dir(), f"{digest}.so")
-    if not _holds(path, data):  # absent, or a copy damaged since: write it again
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+    cached = _LOADED.get(digest)
+    if cached is not None:
+        return cached
+    import tempfile
+    directory = _private_dir()
+    if not _LOADED:
+        _sweep(directory)
+    fd, path = tempfile.mkstemp(prefix=f"{digest[:16]}-", suffix=".so", dir=directory)
     set_policy = not (os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"))
     if set_policy:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         try:
-            return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+            lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
         except OSError:
-            return ctypes.CDLL(os.path.abspath(original), mode=ctypes.RTLD_LOCAL)
+            lib = ctypes.CDLL(os.path.abspath(original), mode=ctypes.RTLD_LOCAL)
     except OSError as e:
         raise ArtifactError(f"cannot load the artifact's shared object {original}: {e}") from None
     finally:
         if set_policy:
             os.environ.pop("OMP_WAIT_POLICY", None)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    _LOADED[digest] = lib
+    return lib
 
 
-def _holds(path: str, data: bytes) -> bool:
+def _sweep(directory: str, min_age_s: float = 600.0) -> None:
+    """Remove library copies that an earlier process left (killed between writing and
+    unlinking, or a graphc that kept its copies); recent ones may be another process's."""
+    import time
+    now = time.time()
     try:
-        with open(path, "rb") as f:
-            return f.read() == data
+        entries = list(os.scandir(directory))
     except OSError:
-        return False
+        return
+    for e in entries:
+        try:
+            if e.name.endswith((".so", ".tmp")) and now - e.stat().st_mtime > min_age_s:
+                os.unlink(e.path)
+        except OSError:
+            pass
 
 
 def library_facts(lib: ctypes.CDLL, prefix: str, original: str) -> str:
@@ -111,7 +136,11 @@ def _default_threads() -> int:
 
 
 class SharedLibraryExecutable(Executable):
+    """An artifact's program, run through its C API (what gc.load returns)."""
+
     backend_name = "aot"
+    output_names: list[str] = []   # gc.load sets them from the manifest
+    output_dict = False            # return {name: array}, as the traced function returned a dict
 
     def __init__(self, graph: Graph, lib: ctypes.CDLL, prefix: str, weights_path: str,
                  params: Mapping[str, Any], single_output: bool, max_threads: int) -> None:
@@ -194,6 +223,18 @@ class SharedLibraryExecutable(Executable):
         if code:
             raise KernelError(message)
         return outs, updates
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the artifact: the outputs as a tuple (one array for a single output), or as
+        {name: array} when the exported function returned a dict."""
+        outs = super().__call__(*args, **kwargs)
+        return dict(zip(self.output_names, outs)) if self.output_dict else outs
+
+    def _profile(self, inputs, params, repeat):
+        """The artifact's code has no cycle counters: its graph (the verified .gcir) is
+        lowered again and JIT-built with them (needs llvmlite), then run on its weights."""
+        from . import profiling
+        return profiling.profile(self, inputs, params, repeat)
 
     def _report_lines(self) -> list[str]:
         return [f"aot: {self._prefix} loaded from a shared object, {self.num_threads} threads"]

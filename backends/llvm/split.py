@@ -102,6 +102,11 @@ class BatchSplitExecutable(Executable):
         self.program = part.program  # one part's: for another batch than `graph` (gc.export lowers the graph)
         self.compiled = part.compiled
 
+    def _profile(self, inputs, params, repeat):
+        """The full graph as one program (not split), built with cycle counters."""
+        from . import profiling
+        return profiling.profile(self, inputs, params, repeat)
+
     @property
     def num_threads(self) -> int:
         return self.parts

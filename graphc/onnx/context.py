@@ -4,9 +4,17 @@ Converters are plain functions `convert(ctx) -> list of output values` registere
 op type with `@converter("Relu", ...)`. They build registry ops through `ctx.b` (an
 Emitter that stamps every node with the ONNX node's location) and refuse what they cannot
 import with `ctx.unsupported(reason)`, which the importer collects over the whole model.
+
+Versions: an op's meaning can change between opsets (Split's sizes moved from an attribute
+to an input, Softmax stopped flattening to 2-D), so a converter declares the range of
+default-domain opsets it handles, `@converter("Slice", since=1, until=9)`, as ONNX Runtime
+keeps one kernel per opset range. The importer picks, for the model's opset, the narrowest
+range that holds it; a plain `@converter("Relu")` covers MIN_OPSET and every later opset.
+A converter for an old form can hand the node on in its new form (`ctx.delegate`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
 import numpy as np
@@ -17,7 +25,10 @@ from ..ir.graph import Graph, Value
 from ..ir.loc import Loc
 
 Converter = Callable[["NodeContext"], "list[Value | None]"]
-CONVERTERS: dict[str, Converter] = {}  # ONNX op type -> converter, filled as modules import
+
+# The oldest default-domain opset a converter covers unless it says otherwise: opset 7 is
+# where elementwise ops took numpy broadcasting (older ones had `broadcast`/`axis`).
+MIN_OPSET = 7
 
 _MISSING = object()
 # The largest tensor the importer computes itself (a ConstantOfShape, a Range, a folded
@@ -25,18 +36,85 @@ _MISSING = object()
 MAX_CONSTANT_ELEMENTS = 2**28
 
 
-def converter(*op_types: str) -> Callable[[Converter], Converter]:
+@dataclass(frozen=True)
+class Registration:
+    """One converter for one op over the opsets since..until (None: every later one);
+    `needs` names ops it delegates to, without which it converts nothing."""
+    since: int
+    until: int | None
+    fn: Converter
+    needs: tuple[str, ...] = ()
+
+    def covers(self, opset: int) -> bool:
+        return self.since <= opset and (self.until is None or opset <= self.until)
+
+    @property
+    def width(self) -> float:
+        return float("inf") if self.until is None else self.until - self.since
+
+    def usable(self) -> bool:
+        """Every op it delegates to has a converter of its own (not this one)."""
+        return all(any(r.fn is not self.fn for r in CONVERTERS.get(n, ())) for n in self.needs)
+
+
+# ONNX op type -> its converters, filled as the ops_* modules import (an explicit registry).
+CONVERTERS: dict[str, list[Registration]] = {}
+
+
+def converter(*op_types: str, since: int = MIN_OPSET, until: int | None = None,
+              needs: tuple[str, ...] = ()) -> Callable[[Converter], Converter]:
+    """Register `fn` for `op_types` at the default-domain opsets since..until (inclusive).
+    Ranges of one op may nest (the narrower one wins: an old form's converter inside a
+    general one) but not cross or repeat."""
     def register(fn: Converter) -> Converter:
+        new = Registration(since, until, fn, tuple(needs))
         for op in op_types:
-            if op in CONVERTERS:
-                raise AssertionError(f"ONNX op {op} has two converters")
-            CONVERTERS[op] = fn
+            for old in CONVERTERS.get(op, []):
+                if _conflict(old, new):
+                    raise AssertionError(f"ONNX op {op} has two converters for opsets "
+                                         f"{_span(old)} and {_span(new)}")
+            CONVERTERS.setdefault(op, []).append(new)
         return fn
     return register
 
 
+def _span(r: Registration) -> str:
+    return f"{r.since}..{'' if r.until is None else r.until}"
+
+
+def _conflict(a: Registration, b: Registration) -> bool:
+    """Two ranges that overlap without one holding the other (or that are the same)."""
+    end = lambda r: r.until if r.until is not None else 1 << 30  # noqa: E731
+    if max(a.since, b.since) > min(end(a), end(b)):
+        return False
+    nested = (a.since <= b.since and end(b) <= end(a)) or (b.since <= a.since and end(a) <= end(b))
+    return not nested or (a.since, end(a)) == (b.since, end(b))
+
+
+def converter_for(op: str, opset: int) -> Converter | None:
+    """The converter for `op` in a model of this default-domain opset, or None."""
+    fits = [r for r in CONVERTERS.get(op, ()) if r.covers(opset) and r.usable()]
+    return min(fits, key=lambda r: r.width).fn if fits else None
+
+
+def supported_at(opset: int) -> list[str]:
+    """The op types a model of this default-domain opset can use."""
+    return sorted(op for op in CONVERTERS if converter_for(op, opset) is not None)
+
+
 class Unsupported(Exception):
     """Raised by a converter for an attribute value or input it cannot import."""
+
+
+class NeedsValue(Unsupported):
+    """A shape, axes, sizes or pads operand that is computed at run time. The importer
+    traces it back to the graph inputs it comes from: those are then specialised by value
+    (importer.DynamicModel), since graphc compiles static shapes."""
+
+    def __init__(self, what: str, index: int, value: Value) -> None:
+        self.what, self.index, self.value = what, index, value
+        super().__init__(f"{what} (input {index}) must be known when compiling (graphc "
+                         "compiles static shapes), but it is computed at run time")
 
 
 # ONNX TensorProto element types graphc has; every other type is refused.
@@ -56,14 +134,37 @@ def graphc_dtype(elem_type: int, what: str) -> dtypes.DType:
 
 
 class NodeContext:
-    def __init__(self, graph: Graph, node: Any, loc: Loc, inputs: list[Value | None]) -> None:
+    def __init__(self, graph: Graph, node: Any, loc: Loc, inputs: list[Value | None],
+                 opset: int = 0) -> None:
         self.graph = graph
         self.node = node
         self.op = node.op_type
         self.loc = loc
         self.inputs = inputs
+        self.opset = opset  # the model's default-domain opset
         self.b = Emitter(graph, loc)
         self._attrs = {a.name: a for a in node.attribute}
+
+    def delegate(self, op: str, opset: int, inputs: list[Value | None] | None = None,
+                 attrs: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> list:
+        """Convert this node as `op` of a later opset (an old form rewritten into its new
+        one: Scatter-9 is ScatterElements-11, TopK-1's k attribute becomes TopK-10's
+        input): new inputs, attributes set (`attrs`) or removed (`drop`)."""
+        from onnx import NodeProto, helper
+        fn = converter_for(op, opset)
+        if fn is None:
+            raise Unsupported(f"{self.op} at opset {self.opset} is {op} of opset {opset}, "
+                              f"which graphc does not import")
+        node = NodeProto()
+        node.CopyFrom(self.node)
+        node.op_type = op
+        gone = set(drop) | set(attrs or {})
+        keep = [a for a in node.attribute if a.name not in gone]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in (attrs or {}).items())
+        return fn(NodeContext(self.graph, node, self.loc,
+                              self.inputs if inputs is None else inputs, opset))
 
     # -- attributes -----------------------------------------------------------------
     def attr(self, name: str, default: Any = _MISSING) -> Any:
@@ -113,8 +214,7 @@ class NodeContext:
         """A constant input's data: shapes, axes and pads must be known when importing."""
         v = self.x(i)
         if v.kind != "const":
-            raise Unsupported(f"{what} (input {i}) must be a constant or computed from shapes "
-                              "only; graphc compiles static shapes")
+            raise NeedsValue(what, i, v)
         return v.data
 
     def const_ints(self, i: int, what: str) -> list[int]:

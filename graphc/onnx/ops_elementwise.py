@@ -1,14 +1,18 @@
 """Elementwise ONNX ops: unary math and activations, broadcasting binary ops, comparisons,
-Max/Min/Sum/Mean over any number of inputs, Clip and Where. ONNX and graphc share numpy's
-broadcasting rules, so binary ops map one to one."""
+Max/Min/Sum/Mean over any number of inputs, Clip and Where. ONNX (from opset 7) and graphc
+share numpy's broadcasting rules, so binary ops map one to one.
+
+Older forms: Max/Min/Sum/Mean do not broadcast before opset 8; Clip's bounds are
+attributes before opset 11; Not has had one form since opset 1."""
 from __future__ import annotations
 
 from ..ir import dtypes
 from .context import NodeContext, converter
+from .errors import OnnxError
 
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Erf": "erf", "Exp": "exp",
           "Log": "log", "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Sin": "sin", "Cos": "cos",
-          "Sign": "sign", "Not": "logical_not"}
+          "Sign": "sign"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Equal": "equal", "Less": "less",
            "Greater": "greater", "LessOrEqual": "less_equal", "GreaterOrEqual": "greater_equal",
            "And": "logical_and", "Or": "logical_or"}
@@ -22,6 +26,11 @@ def _unary(ctx: NodeContext):
     if ctx.op == "Relu" and not x.dtype.is_float:
         return [ctx.b.maximum(x, ctx.scalar(0, x))]
     return [ctx.b.op(_UNARY[ctx.op], x)]
+
+
+@converter("Not", since=1)  # Not-1 is its only form
+def _not(ctx: NodeContext):
+    return [ctx.b.logical_not(ctx.x(0))]
 
 
 @converter(*_BINARY)
@@ -86,7 +95,18 @@ def _hard_sigmoid(ctx: NodeContext):
     return [b.minimum(b.maximum(y, ctx.scalar(0.0, x)), ctx.scalar(1.0, x))]
 
 
-@converter("Max", "Min", "Sum", "Mean")
+@converter("Max", "Min", "Sum", "Mean", since=1, until=7)
+def _variadic_same_shape(ctx: NodeContext):
+    """Before opset 8 (Max-6...) the inputs do not broadcast: they must agree in shape."""
+    xs = [ctx.x(i) for i in range(len(ctx.inputs))]
+    for k, x in enumerate(xs[1:], 1):
+        if x.shape != xs[0].shape:
+            raise OnnxError(f"{ctx.op}: at opset {ctx.opset} (no broadcasting before opset 8) "
+                            f"every input has input 0's shape {xs[0].type}; input {k} is {x.type}")
+    return _variadic(ctx)
+
+
+@converter("Max", "Min", "Sum", "Mean", since=8)
 def _variadic(ctx: NodeContext):
     op = {"Max": "maximum", "Min": "minimum", "Sum": "add", "Mean": "add"}[ctx.op]
     xs = [ctx.x(i) for i in range(len(ctx.inputs))]
@@ -98,19 +118,29 @@ def _variadic(ctx: NodeContext):
     return [out]
 
 
-@converter("Clip")
-def _clip(ctx: NodeContext):
+@converter("Clip", until=10)
+def _clip_6(ctx: NodeContext):
+    """Clip-6: the bounds are float attributes (absent: no bound on that side)."""
     x = ctx.x(0)
-    lo = ctx.opt(1) if ctx.has_input(1) else (
-        ctx.scalar(ctx.attr("min"), x) if ctx.has_attr("min") else None)
-    hi = ctx.opt(2) if ctx.has_input(2) else (
-        ctx.scalar(ctx.attr("max"), x) if ctx.has_attr("max") else None)
+    lo = ctx.scalar(ctx.attr("min"), x) if ctx.has_attr("min") else None
+    hi = ctx.scalar(ctx.attr("max"), x) if ctx.has_attr("max") else None
+    return [_clamp(ctx, x, lo, hi)]
+
+
+@converter("Clip", since=11)
+def _clip(ctx: NodeContext):
+    """Clip-11 on: the bounds are optional inputs."""
+    x = ctx.x(0)
+    return [_clamp(ctx, x, ctx.opt(1), ctx.opt(2))]
+
+
+def _clamp(ctx: NodeContext, x, lo, hi):
     out = x
     if lo is not None:
         out = ctx.b.maximum(out, lo)
     if hi is not None:
         out = ctx.b.minimum(out, hi)
-    return [out]
+    return out
 
 
 @converter("Where")

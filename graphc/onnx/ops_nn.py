@@ -4,10 +4,15 @@ normalisation, Softmax and LogSoftmax.
 graphc's window ops are 2-D (NCHW); 1-D ONNX windows run as 2-D ones with a height of 1.
 ONNX pads list every axis's begin and then every axis's end, (b_h, b_w, e_h, e_w); graphc's
 padding is (top, bottom, left, right).
+
+Older forms: Softmax and LogSoftmax before opset 13 flatten the input to 2-D at `axis`
+(default 1) and normalise over the whole trailing part; BatchNormalization before opset 9
+has `spatial` (0: per-activation statistics) and, before 7, `is_test`; Gemm's `broadcast`
+attribute (before 7) names what numpy broadcasting does anyway.
 """
 from __future__ import annotations
 
-from math import ceil
+from math import ceil, prod
 
 import numpy as np
 
@@ -222,7 +227,7 @@ def _global_pool(ctx: NodeContext):
                      keepdims=True)]
 
 
-@converter("Gemm")
+@converter("Gemm", since=1)
 def _gemm(ctx: NodeContext):
     a, bm = ctx.x(0), ctx.x(1)
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
@@ -251,14 +256,48 @@ def _matmul(ctx: NodeContext):
     return [y]
 
 
-@converter("Softmax", "LogSoftmax")
+@converter("Softmax", "LogSoftmax", since=1, until=12)
+def _softmax_1(ctx: NodeContext):
+    """Softmax-1/-11: the input as a 2-D matrix [prod(shape[:axis]), prod(shape[axis:])]
+    (axis default 1), normalised over each row: over every axis from `axis` on at once."""
+    x = ctx.x(0)
+    axis = ctx.axis(ctx.attr("axis", 1), x.type.rank)
+    op = "softmax" if ctx.op == "Softmax" else "log_softmax"
+    if all(d == 1 for d in x.shape[axis + 1:]):  # one trailing axis: the per-axis softmax
+        return [ctx.b.op(op, x, axis=axis)]
+    flat = ctx.b.reshape(x, (prod(x.shape[:axis]), prod(x.shape[axis:])))
+    return [ctx.b.reshape(ctx.b.op(op, flat, axis=1), x.shape)]
+
+
+@converter("Softmax", "LogSoftmax", since=13)
 def _softmax(ctx: NodeContext):
     x = ctx.x(0)
     axis = ctx.axis(ctx.attr("axis", -1), x.type.rank)
     return [ctx.b.op("softmax" if ctx.op == "Softmax" else "log_softmax", x, axis=axis)]
 
 
-@converter("BatchNormalization")
+@converter("BatchNormalization", since=1, until=8)
+def _batch_norm_1(ctx: NodeContext):
+    """BatchNormalization-1/6/7: `is_test` (before 7; 0 is training), extra outputs for
+    training, `spatial`=0 for statistics per activation (shape C x D1 x ... x Dn)."""
+    if ctx.has_attr("is_test") and not ctx.attr("is_test"):
+        ctx.unsupported("is_test=0, training mode (graphc imports models for inference)")
+    if any(ctx.wants_output(i) for i in range(1, 5)):
+        ctx.unsupported("the training outputs (mean, var, saved_mean, saved_var): graphc "
+                        "imports models for inference")
+    if ctx.attr("spatial", 1):
+        return _batch_norm(ctx)
+    x = ctx.x(0)
+    per = x.shape[1:]
+    scale, bias, mean, var = (ctx.x(i) for i in range(1, 5))
+    for name, v in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
+        ctx.expect_shape(v, per, f"{name} (spatial=0: one value per activation, {list(per)})")
+    b = ctx.b
+    inv = b.div(scale, b.sqrt(b.add(var, ctx.scalar(float(ctx.attr("epsilon", 1e-5)), var))))
+    return [b.add(b.mul(b.sub(x, mean), inv), bias)]
+
+
+@converter("BatchNormalization", since=9)
 def _batch_norm(ctx: NodeContext):
     if ctx.attr("training_mode", 0):
         ctx.unsupported("training_mode=1 (graphc imports models for inference)")

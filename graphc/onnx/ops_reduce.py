@@ -1,5 +1,9 @@
 """ONNX reductions onto graphc's sum/mean/max/min (and compositions for the L1, L2,
-log-sum, log-sum-exp and sum-of-squares variants), plus ArgMax."""
+log-sum, log-sum-exp and sum-of-squares variants), plus ArgMax.
+
+Older forms: the axes are an attribute before opset 13 (ReduceSum) or 18 (the others),
+read by `ctx.ints_from` either way; TopK's k is an attribute before opset 10, handed on
+as TopK-10's input (when graphc imports TopK)."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,3 +82,10 @@ def _argmax(ctx: NodeContext):
     else:
         y = b.argmax(x, axis=axis, keepdims=keep)
     return [y if y.dtype == dtypes.i64 else b.cast(y, to=dtypes.i64)]
+
+
+@converter("TopK", until=9, needs=("TopK",))
+def _topk_1(ctx: NodeContext):
+    """TopK-1: k is an attribute; TopK-10 takes it as an input (largest and sorted)."""
+    k = ctx.b.const(np.array([int(ctx.attr("k"))], np.int64), dtypes.i64)
+    return ctx.delegate("TopK", 10, inputs=[ctx.x(0), k], drop=("k",))

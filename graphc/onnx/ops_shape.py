@@ -1,7 +1,15 @@
 """Shape and data-movement ONNX ops: Reshape, Flatten, Transpose, Concat, Split, Slice,
 Squeeze, Unsqueeze, Gather, Pad, Expand, Tile, Cast, Shape, Size, Constant,
-ConstantOfShape, Identity, Dropout (inference). Shape-valued inputs must be constants at
-import time (they usually are, once `Shape` folds)."""
+ConstantOfShape, Identity, Dropout (inference), Upsample, Scatter. Shape-valued inputs must
+be constants at import time (they usually are, once `Shape` folds; a graph input there is
+specialised by value, see dynamic.py).
+
+Older forms: Slice's starts/ends/axes are attributes before opset 10, Pad's pads and value
+before opset 11 (Split's, Squeeze's, Unsqueeze's and the reductions' axes before 13 or 18:
+`ctx.ints_from` reads either); Dropout's mask has the data's type before opset 10; Cast's
+`to` is a type name at opset 1-5; Concat's axis defaults to 1 before opset 4; Upsample
+(opsets 7-9) is nearest or linear resampling with asymmetric coordinates; Scatter (9-10)
+is ScatterElements."""
 from __future__ import annotations
 
 from math import prod
@@ -20,7 +28,15 @@ def _identity(ctx: NodeContext):
     return [ctx.x(0)]
 
 
-@converter("Dropout")
+@converter("Dropout", until=9)
+def _dropout_7(ctx: NodeContext):
+    """Dropout-7: an identity at inference; its mask has the data's type (all ones)."""
+    x = ctx.x(0)
+    mask = ctx.b.const(np.ones(x.shape, x.dtype.np_dtype), x.dtype) if ctx.wants_output(1) else None
+    return [x, mask]
+
+
+@converter("Dropout", since=10)
 def _dropout(ctx: NodeContext):
     if ctx.has_input(2):
         training = ctx.const(2, "training_mode")
@@ -31,9 +47,16 @@ def _dropout(ctx: NodeContext):
     return [x, mask]
 
 
-@converter("Cast")
+@converter("Cast", since=1)
 def _cast(ctx: NodeContext):
-    to = graphc_dtype(int(ctx.attr("to")), "the Cast target")
+    to = ctx.attr("to")
+    if isinstance(to, str):  # Cast-1: a type name ("FLOAT")
+        from onnx import TensorProto
+        try:
+            to = TensorProto.DataType.Value(to.upper())
+        except ValueError:
+            raise OnnxError(f"Cast: to={to!r} is not an ONNX element type") from None
+    to = graphc_dtype(int(to), "the Cast target")
     x = ctx.x(0)
     return [x if x.dtype == to else ctx.b.cast(x, to=to)]
 
@@ -124,14 +147,24 @@ def _transpose(ctx: NodeContext):
     return [x if perm == tuple(range(x.type.rank)) else ctx.b.transpose(x, perm=perm)]
 
 
-@converter("Concat")
+@converter("Concat", since=1, until=3)
+def _concat_1(ctx: NodeContext):
+    """Concat-1: the axis defaults to 1."""
+    return _concat_on(ctx, ctx.attr("axis", 1))
+
+
+@converter("Concat", since=4)
 def _concat(ctx: NodeContext):
+    return _concat_on(ctx, ctx.attr("axis"))
+
+
+def _concat_on(ctx: NodeContext, axis: int):
     xs = [v for v in ctx.inputs if v is not None]
     if not xs:
         ctx.unsupported("Concat of no inputs")
     for k, v in enumerate(xs[1:], 1):
         ctx.expect_shape(v, xs[0].type.rank, f"input {k} (as input 0, {xs[0].type})")
-    axis = ctx.axis(ctx.attr("axis"), xs[0].type.rank)
+    axis = ctx.axis(axis, xs[0].type.rank)
     parts = [v for v in xs if v.shape[axis] > 0]  # empty pieces add nothing
     if not parts:
         shape = xs[0].shape[:axis] + (0,) + xs[0].shape[axis + 1:]
@@ -169,14 +202,29 @@ def _split(ctx: NodeContext):
     return outs
 
 
-@converter("Slice")
+@converter("Slice", since=1, until=9)
+def _slice_1(ctx: NodeContext):
+    """Slice-1: starts, ends and axes are attributes; every step is 1."""
+    starts = [int(v) for v in ctx.attr("starts")]
+    ends = [int(v) for v in ctx.attr("ends")]
+    axes = [int(v) for v in ctx.attr("axes", range(len(starts)))]
+    if not len(starts) == len(ends) == len(axes):
+        raise OnnxError(f"Slice: starts {starts}, ends {ends} and axes {axes} differ in length")
+    return _slice_on(ctx, ctx.x(0), starts, ends, axes, [1] * len(starts))
+
+
+@converter("Slice", since=10)
 def _slice(ctx: NodeContext):
-    x = ctx.x(0)
-    rank = x.type.rank
     starts = ctx.const_ints(1, "starts")
     ends = ctx.const_ints(2, "ends")
     axes = ctx.const_ints(3, "axes") if ctx.has_input(3) else list(range(len(starts)))
     steps = ctx.const_ints(4, "steps") if ctx.has_input(4) else [1] * len(starts)
+    return _slice_on(ctx, ctx.x(0), starts, ends, axes, steps)
+
+
+def _slice_on(ctx: NodeContext, x: Value, starts: list[int], ends: list[int], axes: list[int],
+              steps: list[int]):
+    rank = x.type.rank
     picks = [range(d) for d in x.shape]  # the positions each axis keeps, in order
     for a, s, e, p in zip(axes, starts, ends, steps):
         if p == 0:
@@ -251,31 +299,41 @@ def _edge_indices(n: int, lo: int, hi: int, mode: str) -> np.ndarray:
     return np.where(m < n, m, period - m)
 
 
-@converter("Pad")
+@converter("Pad", until=10)
+def _pad_2(ctx: NodeContext):
+    """Pad-2: pads and the fill value are attributes."""
+    x = ctx.x(0)
+    return _pad_on(ctx, x, [int(p) for p in ctx.attr("pads")], list(range(x.type.rank)),
+                   float(ctx.attr("value", 0.0)))
+
+
+@converter("Pad", since=11)
 def _pad(ctx: NodeContext):
+    """Pad-11 on: pads, the fill value and (18 on) the axes are inputs."""
     x = ctx.x(0)
     rank = x.type.rank
-    mode = ctx.attr("mode", "constant")
-    if mode not in ("constant", "edge", "reflect", "wrap"):
-        ctx.unsupported(f"mode={mode!r}")
-    pads = ctx.ints_from("pads", 1, "pads")
-    if pads is None:
-        ctx.unsupported("pads are missing")
+    pads = ctx.const_ints(1, "pads")
     axes = [ctx.axis(a, rank) for a in ctx.const_ints(3, "axes")] if ctx.has_input(3) \
         else list(range(rank))
-    if len(pads) != 2 * len(axes):
-        ctx.unsupported(f"{len(pads)} pads for {len(axes)} axes")
-    low, high = [0] * rank, [0] * rank
-    for k, a in enumerate(axes):
-        low[a], high[a] = pads[k], pads[k + len(axes)]
     value = 0.0
     if ctx.has_input(2):
         cv = np.asarray(ctx.const(2, "constant_value")).reshape(-1)
         if cv.size != 1:
             raise OnnxError(f"Pad: constant_value must hold one element, it holds {cv.size}")
         value = float(cv[0])
-    elif ctx.has_attr("value"):
-        value = float(ctx.attr("value"))
+    return _pad_on(ctx, x, pads, axes, value)
+
+
+def _pad_on(ctx: NodeContext, x: Value, pads: list[int], axes: list[int], value: float):
+    rank = x.type.rank
+    mode = ctx.attr("mode", "constant")
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        ctx.unsupported(f"mode={mode!r}")
+    if len(pads) != 2 * len(axes):
+        ctx.unsupported(f"{len(pads)} pads for {len(axes)} axes")
+    low, high = [0] * rank, [0] * rank
+    for k, a in enumerate(axes):
+        low[a], high[a] = pads[k], pads[k + len(axes)]
     out = x
     # Negative pads crop.
     if any(v < 0 for v in low + high):
@@ -339,3 +397,46 @@ def _range(ctx: NodeContext):
     ctx.check_size((max(int(np.ceil((limit - start) / delta)), 0),), "the range's length")
     dt = ctx.x(0).dtype
     return [ctx.b.const(np.arange(start, limit, delta).astype(dt.np_dtype), dt)]
+
+
+@converter("Upsample")
+def _upsample(ctx: NodeContext):
+    """Upsample-7 (scales attribute) and -9 (scales input): each axis's size times its
+    scale, floored; output position o reads input position o / scale (asymmetric
+    coordinates, as ONNX Runtime's Upsample), "nearest" rounding it down (up for a scale
+    below 1, as ORT) and "linear" interpolating between its neighbours, axis by axis."""
+    x = ctx.x(0)
+    raw = ctx.attr("scales") if ctx.opset < 9 else ctx.const(1, "scales")
+    scales = [float(v) for v in np.asarray(raw, dtype=np.float64).reshape(-1)]
+    if len(scales) != x.type.rank or any(not np.isfinite(v) or v <= 0 for v in scales):
+        raise OnnxError(f"Upsample: scales {scales} for {x.type} (one positive scale per axis)")
+    mode = ctx.attr("mode", "nearest")
+    if mode not in ("nearest", "linear"):
+        ctx.unsupported(f"mode={mode!r}")
+    if mode == "linear" and not x.dtype.is_float:
+        ctx.unsupported(f"linear upsampling of {x.dtype} tensors")
+    out = x
+    for a, (n, scale) in enumerate(zip(x.shape, scales)):
+        m = int(np.floor(n * scale))
+        if scale == 1.0 or n == 0:
+            continue
+        pos = np.arange(m, dtype=np.float64) / scale
+        if mode == "nearest":
+            src = np.minimum(np.ceil(pos) if scale < 1 else np.floor(pos), n - 1).astype(np.int64)
+            out = ctx.b.gather(out, ctx.b.const(src, dtypes.i64), axis=a)
+            continue
+        pos = np.minimum(pos, n - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (pos - lo).reshape((m,) + (1,) * (x.type.rank - a - 1))
+        near = ctx.b.gather(out, ctx.b.const(lo, dtypes.i64), axis=a)
+        far = ctx.b.gather(out, ctx.b.const(hi, dtypes.i64), axis=a)
+        out = ctx.b.add(ctx.b.mul(near, ctx.b.const(1.0 - w, x.dtype)),
+                        ctx.b.mul(far, ctx.b.const(w, x.dtype)))
+    return [out]
+
+
+@converter("Scatter", since=9, needs=("ScatterElements",))
+def _scatter(ctx: NodeContext):
+    """Scatter-9 is ScatterElements-11 under its old name (deprecated at opset 11)."""
+    return ctx.delegate("ScatterElements", max(ctx.opset, 11))

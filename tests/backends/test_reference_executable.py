@@ -23,7 +23,7 @@ def affine_graph():
 
 def test_positional_and_keyword_arguments_agree():
     g, x, n, w, y, z = affine_graph()
-    exe = gc.compile(g, [z])
+    exe = gc.compile(g, [z], backend="reference")
     xv = np.ones((2, 3), np.float32)
     nv = np.array([1, 2], np.int32)
     (a,) = exe(xv, nv)
@@ -34,7 +34,7 @@ def test_positional_and_keyword_arguments_agree():
 
 def test_single_output_is_returned_bare_and_only_needed_inputs_are_asked():
     g, x, n, w, y, z = affine_graph()
-    exe = gc.compile(g, y)  # y does not read n
+    exe = gc.compile(g, y, backend="reference")  # y does not read n
     assert exe.input_names == ["x"]
     out = exe(np.zeros((2, 3), np.float32))
     assert isinstance(out, np.ndarray) and out.shape == (2, 4)
@@ -55,14 +55,14 @@ def test_single_output_is_returned_bare_and_only_needed_inputs_are_asked():
 ])
 def test_bad_arguments_get_clear_errors(call, match):
     g, *_ = affine_graph()
-    exe = gc.compile(g, g.nodes[-1].outputs[0])
+    exe = gc.compile(g, g.nodes[-1].outputs[0], backend="reference")
     with pytest.raises(gc.InputError, match=match):
         call(exe)
 
 
 def test_convertible_arguments_are_converted():
     g, x, n, w, y, z = affine_graph()
-    exe = gc.compile(g, z)
+    exe = gc.compile(g, z, backend="reference")
     xv = np.arange(6, dtype=np.float64).reshape(2, 3)  # f64 data into an f32 input
     nv = [3, 4]                                        # a Python list into an i32 input
     out = exe(xv, nv)
@@ -73,7 +73,7 @@ def test_param_store_checks_assignments_and_outputs_never_alias_state():
     g = gc.Graph("p")
     with g:
         w = gc.param("w", (3,), init=gc.init.zeros())
-    exe = gc.compile(g, w)
+    exe = gc.compile(g, w, backend="reference")
     exe.params["w"] = [1.0, 2.0, 3.0]
     out = exe()
     np.testing.assert_array_equal(out, [1, 2, 3])
@@ -84,7 +84,7 @@ def test_param_store_checks_assignments_and_outputs_never_alias_state():
     with pytest.raises(gc.InputError, match="no parameter 'v'"):
         exe.params["v"] = np.zeros(3)
     with pytest.raises(gc.InputError, match="no parameter"):
-        gc.compile(g, w, params={"v": np.zeros(3)})
+        gc.compile(g, w, params={"v": np.zeros(3)}, backend="reference")
 
 
 def test_updates_apply_after_each_call():
@@ -93,7 +93,7 @@ def test_updates_apply_after_each_call():
         step = gc.placeholder("step", (), "f32")
         acc = gc.param("acc", (), init=gc.init.zeros())
         new = acc + step
-    exe = gc.compile(g, [new], updates={acc: new})
+    exe = gc.compile(g, [new], updates={acc: new}, backend="reference")
     for k in range(1, 5):
         (v,) = exe(step=np.float32(k))
         assert v == sum(range(1, k + 1)) == exe.params["acc"]
@@ -105,7 +105,7 @@ def test_update_type_mismatch_is_rejected():
         x = gc.placeholder("x", (2,))
         w = gc.param("w", (3,), init=gc.init.zeros())
     with pytest.raises(gc.BuildError, match="new value is f32\\[2\\], parameter is f32\\[3\\]"):
-        gc.compile(g, x, updates={w: x})
+        gc.compile(g, x, updates={w: x}, backend="reference")
 
 
 def test_concurrent_calls_with_updates_are_serialised():
@@ -114,7 +114,7 @@ def test_concurrent_calls_with_updates_are_serialised():
         one = gc.placeholder("one", (), "f32")
         acc = gc.param("acc", (), "f64", init=gc.init.zeros())
         new = acc + gc.cast(one, "f64")
-    exe = gc.compile(g, [new], updates={acc: new})
+    exe = gc.compile(g, [new], updates={acc: new}, backend="reference")
     n_threads, per = 4, 50
 
     def work():
@@ -133,7 +133,7 @@ def test_concurrent_pure_calls_return_their_own_results():
     with g:
         x = gc.placeholder("x", (100,), "f64")
         y = gc.tanh(x) * x
-    exe = gc.compile(g, y)
+    exe = gc.compile(g, y, backend="reference")
     results = {}
 
     def work(k):
@@ -157,5 +157,5 @@ def test_unknown_backend():
 
 def test_compile_prunes_unused_nodes():
     g, x, n, w, y, z = affine_graph()
-    exe = gc.compile(g, y)
+    exe = gc.compile(g, y, backend="reference")
     assert [nd.op for nd in exe.graph.nodes] == ["matmul"]

@@ -19,7 +19,7 @@ def run(build, *arrays, dtype="f64"):
         xs = [gc.placeholder(f"x{i}", a.shape, gc.dtypes.from_numpy(a.dtype).name)
               for i, a in enumerate(arrays)]
         out = build(*xs)
-    exe = gc.compile(g, out)
+    exe = gc.compile(g, out, backend="reference")
     feeds = {f"x{i}": a for i, a in enumerate(arrays)}
     return exe(**{k: feeds[k] for k in exe.input_names})  # only the inputs out depends on
 
@@ -205,7 +205,7 @@ def test_params_with_values_and_initialisers():
         b = gc.param("b", (2,), init=gc.init.fill(0.5))
         v = gc.param("v", (4, 5), init=gc.init.normal(0.1, seed=3))
         y = x @ w + b
-    exe = gc.compile(g, [y, v * 1.0])
+    exe = gc.compile(g, [y, v * 1.0], backend="reference")
     xv = np.ones((1, 3), np.float32)
     out, vv = exe(xv)
     np.testing.assert_allclose(out, xv @ w0 + 0.5, rtol=1e-6)
@@ -225,7 +225,7 @@ def test_numpy_indices_and_labels_keep_their_integer_dtype():
         c = gc.where(np.array([True, False, True]), x, 0.0)
     assert [t.value.producer.inputs[i].dtype.name for t, i in ((a, 1), (b, 1), (loss, 1), (c, 0))] \
         == ["i32", "i64", "i64", "bool"]
-    got = gc.compile(g, [a, b, c])(x=xv)
+    got = gc.compile(g, [a, b, c], backend="reference")(x=xv)
     np.testing.assert_array_equal(got[0], xv[[0, 2]])
     np.testing.assert_array_equal(got[1], xv[[4, 1]])
     np.testing.assert_array_equal(got[2], np.where([True, False, True], xv, 0))
@@ -253,5 +253,5 @@ def test_conv2d_padding_forms_and_int_arguments_are_checked():
         with pytest.raises(gc.BuildError, match="shape.*must be an int"):
             gc.placeholder("z", (2.5,))
     assert nested.shape == flat.shape == (1, 3, 7, 6)
-    a, b = gc.compile(g, [nested, flat])(x=x0, w=w0)
+    a, b = gc.compile(g, [nested, flat], backend="reference")(x=x0, w=w0)
     np.testing.assert_array_equal(a, b)

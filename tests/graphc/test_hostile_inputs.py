@@ -346,7 +346,7 @@ def test_builder_entry_points_refuse_bad_shapes_dtypes_and_names():
             g = gc.Graph("b")
             with g:
                 w = gc.param("w", (2, 2), init=init)
-            return gc.compile(g, w)()
+            return gc.compile(g, w, backend="reference")()
         walk.attempt(f"gc.param(init={_r(init)}) then compile", f)
     for kwargs in [dict(init=gc.init.zeros(), value=np.zeros(2)), dict(), dict(trainable="yes",
                    init=gc.init.zeros())]:
@@ -528,7 +528,7 @@ def test_layers_and_optimisers_refuse_hostile_arguments():
                 w = gc.param("w", (3,), init=gc.init.ones())
                 loss = (w * w).sum()
                 opt = cls(**kw)
-            return gc.compile(g, [loss], updates=opt.updates(loss_of(g, w, loss)))()
+            return gc.compile(g, [loss], updates=opt.updates(loss_of(g, w, loss)), backend="reference")()
         assert walk.attempt(f"gc.optim.{name}()", lambda: step({})) is not None
         for p in params:
             for bad in HOSTILE_ATTRS:
@@ -585,7 +585,7 @@ def test_numpy_operands_take_the_dtype_their_role_needs():
     assert masked.value.producer.inputs[0].dtype == gc.bool_
     assert data.dtype == gc.f64 and prod.dtype == gc.f32
     xv = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    got = gc.compile(g, [idx, idx64, masked, prod, data])(x=xv, i=np.array([3, 0], np.int32))
+    got = gc.compile(g, [idx, idx64, masked, prod, data], backend="reference")(x=xv, i=np.array([3, 0], np.int32))
     np.testing.assert_array_equal(got[0], xv[[0, 2]])
     np.testing.assert_array_equal(got[1], xv[[4, 1]])
     np.testing.assert_array_equal(got[2], np.where([True, False, True], xv, 0))
@@ -627,31 +627,31 @@ def test_compile_refuses_bad_outputs_updates_params_and_options():
     outputs = [None, [], "y", 3, [y, None], other, [other], [y, "x"], {"y": y}, (y, 3), x.value,
                [[y]], np.zeros(2)]
     for o in outputs:
-        walk.attempt(f"gc.compile(outputs={_r(o)})", lambda o=o: gc.compile(g, o), located=True)
+        walk.attempt(f"gc.compile(outputs={_r(o)})", lambda o=o: gc.compile(g, o, backend="reference"), located=True)
     updates = [{"nope": gw}, {x: gw}, {w: y}, {w: "abc"}, [(w,)], "abc", 5, {w: gw, "w": gw},
                [(w, gw, 1)], {3: gw}, {None: gw}, {w: other}, {w: np.zeros((3, 3))}]
     for u in updates:
         walk.attempt(f"gc.compile(updates={_r(u)})",
-                     lambda u=u: gc.compile(g, [loss], updates=u), located=True)
+                     lambda u=u: gc.compile(g, [loss], updates=u, backend="reference"), located=True)
     params = [{"w": "abc"}, {"w": np.zeros((2, 2))}, {"nope": np.zeros((3, 3))}, {"w": None},
               [1, 2], "w", {"w": np.zeros((3, 3), complex)}, {"w": [[1, 2, 3]] * 3},
               {"w": np.zeros((3, 3), object)}, {3: 1}]
     for p in params:
-        walk.attempt(f"gc.compile(params={_r(p)})", lambda p=p: gc.compile(g, [y], params=p),
+        walk.attempt(f"gc.compile(params={_r(p)})", lambda p=p: gc.compile(g, [y], params=p, backend="reference"),
                      located=True)
     for lvl in [-1, 5, "2", None, 2.5, True, 10**9, float("nan")]:
         walk.attempt(f"gc.compile(opt_level={_r(lvl)})",
-                     lambda lvl=lvl: gc.compile(g, [y], opt_level=lvl), located=True)
+                     lambda lvl=lvl: gc.compile(g, [y], opt_level=lvl, backend="reference"), located=True)
     for backend in ["nope", None, 3, "", "LLVM", ["llvm"]]:
         walk.attempt(f"gc.compile(backend={_r(backend)})",
                      lambda b=backend: gc.compile(g, [y], backend=b), located=True)
     for kw in [dict(passes=["nope"]), dict(passes=3), dict(passes=[None]), dict(winograd="nope"),
                dict(winograd=None), dict(donate="x"), dict(donate=["nope"]), dict(donate=3),
                dict(state_updates="yes")]:
-        walk.attempt(f"gc.compile(**{_r(kw)})", lambda kw=kw: gc.compile(g, [y], **kw),
+        walk.attempt(f"gc.compile(**{_r(kw)})", lambda kw=kw: gc.compile(g, [y], **kw, backend="reference"),
                      located=True)
-    walk.attempt("gc.compile(not a graph)", lambda: gc.compile("g", [y]), located=True)
-    walk.attempt("gc.compile(graph without outputs)", lambda: gc.compile(gc.Graph("e")),
+    walk.attempt("gc.compile(not a graph)", lambda: gc.compile("g", [y], backend="reference"), located=True)
+    walk.attempt("gc.compile(graph without outputs)", lambda: gc.compile(gc.Graph("e"), backend="reference"),
                  located=True)
     walk.check()
 
@@ -1107,7 +1107,7 @@ def test_onnx_converters_refuse_hostile_attributes_and_inputs():
         g = gc.onnx.load(m)
         if all(v.type.size <= 4096 for v in g.all_values()):
             rng = np.random.default_rng(0)
-            exe = gc.compile(g)
+            exe = gc.compile(g, backend="reference")
             exe(**{v.name: _feed(v, rng) for v in exe.graph.inputs})
         return g
 

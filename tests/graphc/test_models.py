@@ -24,7 +24,7 @@ def test_mlp_gradients_equal_hand_derivation():
         b2 = gc.param("b2", (c,), "f64", init=gc.init.zeros())
         loss = gc.softmax_cross_entropy(gc.relu(x @ w1 + b1) @ w2 + b2, t)
         grads = gc.grad(loss, [w1, b1, w2, b2])
-    exe = gc.compile(g, [loss, *grads])
+    exe = gc.compile(g, [loss, *grads], backend="reference")
     xv, tv = RNG.standard_normal((n, d)), RNG.integers(0, c, n).astype(np.int32)
     out = exe(x=xv, t=tv)
 
@@ -59,7 +59,7 @@ def test_cnn_gradients_match_finite_differences():
         loss = gc.softmax_cross_entropy(logits, t)
         names = [p.name for p in g.params]
         grads = gc.grad(loss, [gc.Tensor(p, g) for p in g.params])
-    exe = gc.compile(g, [loss, *grads])
+    exe = gc.compile(g, [loss, *grads], backend="reference")
     for name in names:  # non-zero biases so every path carries signal
         exe.params[name] = exe.params[name] + RNG.normal(0, 0.1, exe.params[name].shape)
     xv = RNG.random((n, 1, 8, 8))
@@ -95,7 +95,7 @@ def test_sgd_momentum_matches_pytorch_update_rule():
         w = gc.param("w", (4,), "f64", init=gc.init.fill(1.0))
         loss = ((w - a) * (w - a)).sum()
         upd = gc.optim.SGD(lr, momentum=mom, weight_decay=wd, nesterov=True).updates(loss)
-    step = gc.compile(g, loss, updates=upd)
+    step = gc.compile(g, loss, updates=upd, backend="reference")
     av = np.array([0.5, -1.0, 2.0, 0.0])
     wv, v = np.ones(4), np.zeros(4)
     for _ in range(4):
@@ -114,7 +114,7 @@ def test_adam_matches_published_update_rule():
         w = gc.param("w", (3,), "f64", init=gc.init.fill(1.0))
         loss = (gc.exp(w) - a * w).sum()
         upd = gc.optim.Adam(lr, weight_decay=wd).updates(loss)
-    step = gc.compile(g, loss, updates=upd)
+    step = gc.compile(g, loss, updates=upd, backend="reference")
     av = np.array([0.5, 2.0, 3.0])
     wv, m, v = np.ones(3), np.zeros(3), np.zeros(3)
     for t in range(1, 6):
@@ -137,8 +137,8 @@ def test_batch_norm_layer_training_and_running_statistics():
         loss = (y * y * y).mean()
         y_eval = bn(x, training=False)
         upd = gc.optim.SGD(0.0).updates(loss)  # lr 0: parameters stay, running stats move
-    step = gc.compile(g, y, updates=upd)
-    ev = gc.compile(g, y_eval)
+    step = gc.compile(g, y, updates=upd, backend="reference")
+    ev = gc.compile(g, y_eval, backend="reference")
     xv = RNG.standard_normal((n, c, 2, 2)) * 3 + 1
     out = step(x=xv)
     mu = xv.mean(axis=(0, 2, 3))
@@ -165,8 +165,8 @@ def test_training_the_example_cnn_on_digits_lowers_loss_and_learns():
     order = np.random.default_rng(0).permutation(len(labels))
     images, labels = images[order][:, None], labels[order]
     g = ex.build_train_step()
-    step = gc.compile(g)
-    evaluate = gc.compile(g, g.pred)
+    step = gc.compile(g, backend="reference")
+    evaluate = gc.compile(g, g.pred, backend="reference")
     x_test, t_test = images[ex.N_TRAIN:], labels[ex.N_TRAIN:]
 
     def accuracy():
@@ -198,7 +198,7 @@ def test_layer_norm_and_embedding_layers():
         y = ln(emb(ids))
         loss = (y * gc.constant(np.arange(dim, dtype=np.float64))).sum()
         (g_table,) = gc.grad(loss, [emb.weight])
-    exe = gc.compile(g, [y, g_table])
+    exe = gc.compile(g, [y, g_table], backend="reference")
     exe.params[ln.gamma.name] = RNG.standard_normal(dim)
     exe.params[ln.beta.name] = RNG.standard_normal(dim)
     idv = np.array([3, 0, 3, 6, 1], np.int32)

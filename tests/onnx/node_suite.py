@@ -3,8 +3,8 @@ prints the per-op table).
 
 `onnx.backend.test.case.node.collect_testcases()` builds every case in memory: a one-op (or
 small expanded) model and its expected outputs. A case is *claimed* when graphc says it
-handles it: every op type is in `graphc.onnx.supported_ops()`, the model's opset is one
-graphc imports (13 and newer), and every tensor it declares (inputs, outputs,
+handles it: every op type is in `graphc.onnx.supported_ops(opset)` (a converter for the
+model's opset), and every tensor it declares (inputs, outputs,
 initialisers, Cast targets) has a dtype graphc has. Every claimed case runs; a failure to
 import it (an attribute value graphc refuses) counts as a failure like a wrong answer.
 
@@ -57,16 +57,14 @@ def _tensor_types(model: Any) -> list[int]:
 
 def claim(case: Any) -> str | None:
     """None when graphc claims the case, else why not."""
-    from graphc.onnx import MIN_OPSET, supported_ops
+    from graphc.onnx import supported_ops
     from graphc.onnx.context import ONNX_DTYPES
     g = case.model.graph
     ops = {n.op_type for n in g.node}
-    missing = ops - set(supported_ops())
-    if missing:
-        return "ops " + ", ".join(sorted(missing))
     opset = next((o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < MIN_OPSET:
-        return f"opset {opset}"
+    missing = ops - set(supported_ops(opset))  # each op's converter for the model's opset
+    if missing:
+        return "ops " + ", ".join(sorted(missing)) + (f" at opset {opset}" if opset < 13 else "")
     if any(not vi.type.HasField("tensor_type") for vi in list(g.input) + list(g.output)):
         return "non-tensor values"
     bad = {t for t in _tensor_types(case.model) if t not in ONNX_DTYPES}
@@ -81,23 +79,16 @@ def _array(x: Any) -> np.ndarray:
 
 
 def import_case(case: Any, inputs: list[Any]) -> tuple[Graph, dict[str, np.ndarray]]:
-    """The case's graph and feeds. When the import says an input must be static (the node
-    tests feed shapes, axes, pads and Range bounds as graph inputs), the integer and
-    rank-0 inputs are bound as constants (`constant_inputs`) and the rest stay inputs."""
+    """The case's graph and feeds. Where the model feeds shapes, axes, pads or Range bounds
+    as graph inputs, gc.onnx.load gives a DynamicModel; its graph for these inputs' values
+    (what gc.compile(model) compiles on a call) is the case's graph."""
     g = case.model.graph
     init = {t.name for t in g.initializer}
     names = [vi.name for vi in g.input if vi.name not in init]
     arrays = dict(zip(names, (_array(a) for a in inputs)))
-    shapes = {n: a.shape for n, a in arrays.items()}
-    try:
-        graph = gc.onnx.load(case.model, input_shapes=shapes)
-    except gc.onnx.UnsupportedOnnxError as e:
-        if "must be a constant" not in str(e):
-            raise
-        frozen = {n: a for n, a in arrays.items() if a.dtype.kind in "iub" or a.ndim == 0}
-        graph = gc.onnx.load(case.model, input_shapes={n: s for n, s in shapes.items()
-                                                       if n not in frozen},
-                             constant_inputs=frozen)
+    graph = gc.onnx.load(case.model)
+    if isinstance(graph, gc.onnx.DynamicModel):  # shape inputs: specialised on their values
+        graph = graph.specialize(arrays)
     # The importer keeps names that are identifiers, as every node-test input name is.
     return graph, {v.name: arrays[v.name] for v in graph.inputs}
 
@@ -220,6 +211,14 @@ if __name__ == "__main__":
     import sys
     import time
     t = time.perf_counter()
-    res = run_suite(backend=sys.argv[1] if len(sys.argv) > 1 else "llvm")
-    print(table(res))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--as-user" in sys.argv:  # all cases, as a user calls graphc (node_suite_user.py)
+        from tests.onnx import node_suite_user
+        res = node_suite_user.run_as_user(backend=args[0] if args else "llvm")
+        print(node_suite_user.report(res))
+        if "--failures" in sys.argv:
+            print("\nFailures:\n" + node_suite_user.failures(res))
+    else:
+        res = run_suite(backend=args[0] if args else "llvm")
+        print(table(res))
     print(f"\n{time.perf_counter() - t:.1f} s")
