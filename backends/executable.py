@@ -114,7 +114,7 @@ class Executable:
                  single_output: bool = False) -> None:
         self.graph = graph
         self.single_output = single_output
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: a profile reads device parameters under it
         self._param_types = {p.name: p.type for p in graph.params}
         given = dict(params or {})
         unknown = set(given) - set(self._param_types)

@@ -42,6 +42,9 @@ class DynamicModel:
     size; None for an unknown rank); `value_inputs`: inputs that feed shape-like operands,
     so their values are compiled in. `specialise(arrays)` gives the graph for one set of
     inputs; `gc.compile(model, ...)` gives an executable that does this per call.
+    gc.onnx.load builds it: `proto` and `source` are the model and where it came from,
+    `initializers`, `input_shapes` and `constant_inputs` the load() arguments, kept to
+    import the model again for each specialisation.
     """
 
     def __init__(self, proto: Any, source: str, initializers: str,
@@ -155,7 +158,8 @@ class DynamicModel:
 class SpecialisingExecutable:
     """Runs a DynamicModel: per call, the executable compiled for the inputs' shapes and
     shape-like values (compiled on first sight, cached, least recently used out beyond
-    `cache_size`). Call with arrays positionally (model input order) or by ONNX name."""
+    `cache_size`). Call with arrays positionally (model input order) or by ONNX name.
+    `options` are gc.compile's keyword arguments, applied to every specialisation."""
 
     cache_size = 16
 

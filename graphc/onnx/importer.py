@@ -438,6 +438,10 @@ class _Importer:
                 return
             except GraphcError as e:
                 raise e.attach(loc=loc)
+            except MemoryError:  # a size attribute or operand asks for more than exists
+                raise OnnxError(f"{self.source}: node {index} {node.op_type} {node.name!r}: its "
+                                "attributes or constant operands ask for more memory than this "
+                                "machine has").attach(loc=loc) from None
         else:
             raise OnnxError(f"{self.source}: node {index} {node.op_type}: its operands do not "
                             "fold (an internal error: please report it)")

@@ -186,6 +186,8 @@ def _nd_rows(ctx: NodeContext, data_shape, idx: Value, batch: int) -> tuple[Valu
     q = idx.shape
     if not q:
         raise OnnxError(f"{ctx.op}: indices must have rank >= 1")
+    if not 0 <= batch < min(len(q), len(data_shape)):
+        raise OnnxError(f"{ctx.op}: batch_dims={batch} must lie in [0, {min(len(q), len(data_shape))})")
     m = q[-1]
     if not 1 <= m <= len(data_shape) - batch or tuple(q[:batch]) != tuple(data_shape[:batch]):
         raise OnnxError(f"{ctx.op}: indices {idx.type} do not fit data {list(data_shape)} with "

@@ -54,13 +54,14 @@ def _lrn(ctx: NodeContext):
     b = ctx.b
     r, c = x.type.rank, x.shape[1]
     # channel c sums squares over [c - floor((size-1)/2), c + ceil((size-1)/2)]
-    before, after = floor((size - 1) / 2), ceil((size - 1) / 2)
+    # (a window reaching past every channel sums them all: clip it to c - 1 each side)
+    before, after = min(floor((size - 1) / 2), c - 1), min(ceil((size - 1) / 2), c - 1)
     sq = b.mul(x, x)
     low, high = [0] * r, [0] * r
     low[1], high[1] = before, after
-    padded = b.pad(sq, low=low, high=high, interior=[0] * r, value=0.0) if size > 1 else sq
+    padded = b.pad(sq, low=low, high=high, interior=[0] * r, value=0.0) if before + after else sq
     total = None
-    for j in range(size):
+    for j in range(before + after + 1):
         starts, stops = [0] * r, list(padded.shape)
         starts[1], stops[1] = j, j + c
         part = b.slice(padded, starts=starts, stops=stops, steps=[1] * r) \

@@ -303,7 +303,8 @@ DENSE_MAP_ELEMENTS = 1 << 20  # the largest dense-map matrix (elements) a convol
 
 def _dense_map(node, ct) -> np.ndarray | None:
     """A convolution with a constant weight over images no larger than its kernel window
-    (H*W <= KH*KW: ResNet's 3x3 layers at 2x2) as the dense linear map it is,
+    (H*W <= KH*KW: ResNet's 3x3 layers at 2x2) as the dense linear map it is, when every
+    input is a tap of every output (so T holds no structural zero),
     T[(c, ih, iw), (k, oh, ow)] = w[k, c, ki, kj] where input (ih, iw) is output (oh, ow)'s
     tap (ki, kj), else 0; or None. Then y = x @ T is one GEMM over the batch in NCHW, no
     padding, no columns, no scatter, and fewer multiplications than im2col, which also
@@ -320,6 +321,7 @@ def _dense_map(node, ct) -> np.ndarray | None:
     (sh, sw), (pt, _, pl, _), (dh, dw) = a["strides"], a["padding"], a["dilations"]
     wd = np.asarray(w.data, dtype=ct.np_dtype).reshape(k_, c_, kh, kw)
     t = np.zeros((c_, hh, ww, k_, oh_n, ow_n), ct.np_dtype)
+    tap = np.zeros((hh, ww, oh_n, ow_n), bool)
     for ki in range(kh):
         for kj in range(kw):
             for oh in range(oh_n):
@@ -327,6 +329,9 @@ def _dense_map(node, ct) -> np.ndarray | None:
                     ih, iw = oh * sh - pt + ki * dh, ow * sw - pl + kj * dw
                     if 0 <= ih < hh and 0 <= iw < ww:
                         t[:, ih, iw, :, oh, ow] += wd[:, :, ki, kj].T
+                        tap[ih, iw, oh, ow] = True
+    if not tap.all():  # a zero of T would multiply an input that is no tap: 0 * inf or
+        return None    # 0 * NaN there would reach outputs the convolution never reads it for
     return t.reshape(c_ * hh * ww, k_ * oh_n * ow_n)
 
 

@@ -394,13 +394,13 @@ def test_vectorised(kern):
     if not features.get("avx2") or not features.get("fma"):
         pytest.skip("host has no AVX2+FMA")
     for name in MATH_FUNCS:
-        for dt, vec in (("f32", "<8 x float>"), ("f64", "<4 x double>")):
-            body = kern.opt_ir[f"k_{name}_{dt}"]
-            assert vec in body, f"{name}.{dt} did not vectorise"
+        for dt, vec in (("f32", r"<(8|16) x float>"), ("f64", r"<(4|8) x double>")):
+            body = kern.opt_ir[f"k_{name}_{dt}"]  # (AVX-512 hosts get 16 / 8 lanes)
+            assert re.search(vec, body), f"{name}.{dt} did not vectorise"
             callees = set(re.findall(r"call [^@]*@([\w.\"]+)\(", body))
             assert all(c.strip('"').startswith("llvm.") for c in callees), (name, dt, callees)
     asm = kern.tm.emit_assembly(kern.mod)
-    assert "ymm" in asm
+    assert "ymm" in asm or "zmm" in asm
 
 
 def test_declare_math_reuses_and_validates():

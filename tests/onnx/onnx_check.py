@@ -26,12 +26,16 @@ def model(op: str, inputs: dict[str, np.ndarray | None], attrs: dict[str, Any] |
     vis = [helper.make_tensor_value_info(n, _ELEM[np.asarray(a).dtype], np.shape(a))
            for n, a in inputs.items() if a is not None and n not in consts]
     like = out_like or [np.zeros((), np.float32) for o in outs if o]
-    outs_vi = [helper.make_tensor_value_info(o, _ELEM[a.dtype], a.shape if out_like else None)
+    outs_vi = [helper.make_tensor_value_info(o, _ELEM[np.asarray(a).dtype],
+                                             np.shape(a) if out_like else None)
                for o, a in zip([o for o in outs if o], like)]
     inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in consts.items()]
     g = helper.make_graph([node], "t", vis, outs_vi, inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 10
+    if out_like is None:  # declare the outputs as the ReferenceEvaluator computes them
+        feeds = {n: np.asarray(a) for n, a in inputs.items() if a is not None and n not in consts}
+        return model(op, inputs, attrs, n_out, opset, consts, out_names, expected(m, feeds))
     return m
 
 
@@ -59,8 +63,7 @@ def check(op: str, inputs: dict[str, np.ndarray | None], attrs: dict[str, Any] |
     consts = consts or {}
     m = model(op, inputs, attrs, n_out, opset, consts, out_names)
     feeds = {n: np.asarray(a) for n, a in inputs.items() if a is not None and n not in consts}
-    want = expected(m, {**feeds}) if want is None else want
-    m = model(op, inputs, attrs, n_out, opset, consts, out_names, [np.asarray(w) for w in want])
+    want = expected(m, feeds) if want is None else want
     got = run(m, feeds, backend)
     assert len(got) == len(want)
     for g, w in zip(got, want):
