@@ -29,7 +29,7 @@ class MachinePeaks:
 # The development machine (2-core AMD EPYC, AVX2/FMA): 2 cores x 2 FMA units x 8 f32 lanes
 # x 2 flops x ~3.2 GHz ~= 203 GFLOP/s; a large memcpy moves ~27 GB/s (benchmarks/
 # elementwise.py's copy bandwidth). GRAPHC_PEAK_GFLOPS / GRAPHC_PEAK_GBPS override them.
-DEV_MACHINE = MachinePeaks(203.0, 27.0, "2-core EPYC: 203 GFLOP/s fp32 FMA, 27 GB/s copy")
+DEV_MACHINE = MachinePeaks(203.0, 27.0, "2-core EPYC: fp32 FMA, memcpy")
 
 
 def machine_peaks() -> MachinePeaks:
@@ -140,7 +140,8 @@ class Profile:
         head = (f"profile of {self.graph!r} on {self.backend}: {self.repeat} calls, "
                 f"{self.call_seconds * 1e3:.3f} ms per call, kernels {self.kernel_seconds * 1e3:.3f} ms"
                 + (f" ({self.clock})" if self.clock else "")
-                + f"\npeaks: {self.peaks.what or f'{self.peaks.gflops:g} GFLOP/s, {self.peaks.gbps:g} GB/s'}")
+                + f"\npeaks: {self.peaks.gflops:g} GFLOP/s, {self.peaks.gbps:g} GB/s"
+                + (f" ({self.peaks.what})" if self.peaks.what else ""))
         cols = ("#", "ms", "share", "GFLOP/s", "%peak", "GB/s", "%peak", "kernel", "ops @ lines")
         body = []
         for i, r in enumerate(shown):

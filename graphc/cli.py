@@ -89,7 +89,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     the other formats."""
     from .aot import describe, is_artifact
     from .ir.text import parse
-    from .log import configure
+    from .logconfig import configure
     configure()  # GRAPHC_LOG=passes,onnx: the pipeline and the import log as in gc.compile
     fmt = args.format
     if is_artifact(args.target):  # an exported artifact: its stored IR and manifest

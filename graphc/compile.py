@@ -11,7 +11,7 @@ from .ir.errors import BuildError, GraphcError, InputError
 from .ir.graph import Graph as IRGraph, Value
 from .ir import observe
 from .ir.loc import capture_loc
-from .log import CompileLog
+from .logconfig import CompileLog
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
 from .passes.manager import Pass, Pipeline, resolve, standard_passes
 from .passes.winograd import configure as configure_winograd
@@ -169,7 +169,7 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
         (`exe.dump_dir`): each graph pass, the kernel IR after lowering and after each
         kernel-IR step, LLVM IR before and after optimisation, assembly, the ledger and the
         memory plan, listed in index.txt. None (the default) reads GRAPHC_DUMP_DIR.
-        Logging: GRAPHC_LOG=compile,passes,cache,llvm,... (graphc/log.py).
+        Logging: GRAPHC_LOG=compile,passes,cache,llvm,... (graphc/logconfig.py).
     """
     loc = capture_loc()
     specialising = getattr(graph, "_graphc_compile", None)

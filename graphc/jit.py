@@ -40,7 +40,7 @@ from .backends.interop import host_array, is_array_like
 from .builder import Graph, constant, placeholder
 from .ir.errors import BuildError, GraphcError
 from .ir.loc import Loc
-from .log import configure as configure_logging
+from .logconfig import configure as configure_logging
 from .tensor import Tensor
 
 logger = logging.getLogger("graphc.jit")
@@ -345,7 +345,7 @@ class JittedFunction:
         return entry(leaves)
 
     def _compile(self, key: tuple, leaves: list, paths: list[str], bound) -> "_Entry":
-        configure_logging()  # GRAPHC_LOG (graphc/log.py)
+        configure_logging()  # GRAPHC_LOG (graphc/logconfig.py)
         if self._cache:
             self.retraces += 1
             closest = min(self._cache, key=lambda k: _distance(k, key))

@@ -6,7 +6,7 @@ variable: a compile in another thread has its own; with no compile in progress i
 session that does nothing), so the pass manager, the lowering and the LLVM engine report
 without a session being threaded through every backend signature. This module sits in
 `ir/` because backends may import only `ir/`; it uses the standard `logging` loggers
-(`graphc.compile` here) and no graphc configuration (graphc/log.py owns GRAPHC_LOG).
+(`graphc.compile` here) and no graphc configuration (graphc/logconfig.py owns GRAPHC_LOG).
 
 A dump folder holds `NN-<stage>.<ext>` files in the order they were written and
 `index.txt`, one tab-separated line per file (file, kind, description), appended as each

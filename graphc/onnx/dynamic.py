@@ -21,7 +21,7 @@ import numpy as np
 
 from ..ir.errors import BuildError, InputError
 from ..ir.graph import Graph
-from ..log import configure as configure_logging
+from ..logconfig import configure as configure_logging
 from .errors import OnnxError
 
 logger = logging.getLogger("graphc.jit")

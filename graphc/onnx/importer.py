@@ -28,7 +28,7 @@ from ..ir.graph import Graph, Value
 from ..ir.loc import Loc
 from ..ir.reference import run_node
 from ..ir.types import TensorType
-from ..log import log_onnx_import
+from ..logconfig import log_onnx_import
 from .context import (CONVERTERS, MAX_CONSTANT_ELEMENTS, MIN_OPSET, NeedsValue, NodeContext,
                       Unsupported, converter_for, graphc_dtype, supported_at)
 from .errors import OnnxError, UnsupportedOnnxError

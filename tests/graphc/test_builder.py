@@ -255,3 +255,21 @@ def test_conv2d_padding_forms_and_int_arguments_are_checked():
     assert nested.shape == flat.shape == (1, 3, 7, 6)
     a, b = gc.compile(g, [nested, flat], backend="reference")(x=x0, w=w0)
     np.testing.assert_array_equal(a, b)
+
+
+def test_no_submodule_shadows_an_op_in_the_package_namespace():
+    """`gc.log` is the op: a graphc submodule named like an op (graphc/log.py once was)
+    would replace it once imported. Import every submodule, then check each op function."""
+    import importlib
+    import pkgutil
+    from graphc import ops as gc_ops
+    for m in pkgutil.iter_modules(gc.__path__, "graphc."):  # (only these can shadow)
+        if m.name not in ("graphc.__main__",):
+            importlib.import_module(m.name)
+    shadowed = [n for n in gc_ops.__all__ if hasattr(gc, n) and getattr(gc, n) is not getattr(gc_ops, n)]
+    assert not shadowed, shadowed
+    x = np.array([1.0, 4.0], np.float32)
+    g = gc.Graph("log")
+    with g:
+        y = gc.log(gc.placeholder("x", (2,), "f32"))
+    np.testing.assert_allclose(gc.compile(g, outputs=y, backend="reference")(x), np.log(x), rtol=1e-6)

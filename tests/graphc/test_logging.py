@@ -1,4 +1,4 @@
-"""Logging on the standard `logging` module: GRAPHC_LOG topics -> loggers (graphc/log.py),
+"""Logging on the standard `logging` module: GRAPHC_LOG topics -> loggers (graphc/logconfig.py),
 what gc.compile, the pass manager, the compile cache and the ONNX importer log, and the
 progress report of slow compiles (ir/observe.py)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 import graphc as gc
-from graphc import log as gclog
+from graphc import logconfig as gclog
 from graphc.backends.llvm.cache import CompileCache
 from graphc.ir import observe
 

@@ -33,8 +33,9 @@ def _log_graph():
 
 
 def _mlp(kind: str):
-    """A small train step: `sqrt` makes an infinite gradient where its input is 0; an
-    infinite Adam learning rate breaks the update."""
+    """A small train step: `sqrt` makes an infinite gradient where its input is 0 (the
+    forward pass stays finite); an infinite Adam learning rate breaks the update; a huge
+    SGD learning rate times a large gradient overflows in the update (finite inputs)."""
     g = gc.Graph("step")
     with g:
         x = gc.placeholder("x", (16, 12), "f32")
@@ -47,7 +48,9 @@ def _mlp(kind: str):
         if kind == "sqrt":
             h = h + gc.sqrt(z * z)  # MARK-SQRT
         loss = gc.softmax_cross_entropy(h @ w2, t)
-    opt = gc.optim.Adam(float("inf")) if kind == "adam" else gc.optim.SGD(0.1)
+        if kind == "overflow":
+            loss = loss * 1000.0
+    opt = {"adam": gc.optim.Adam(float("inf")), "overflow": gc.optim.SGD(1e38)}.get(kind, gc.optim.SGD(0.1))
     updates = opt.updates(loss)  # MARK-UPDATE
     return g, loss, updates
 
@@ -69,7 +72,8 @@ def test_forward_nan_names_the_op_and_line(backend):
         exe(x)
     e = info.value
     assert (e.op, e.loc.line, e.inputs_finite, e.role) == ("log", _line("MARK-LOG"), True, "forward")
-    assert e.loc.file == __file__ and "1 nan" in str(e)
+    assert e.loc.file == __file__ and "1 nan of 32 elements" in str(e)
+    assert "log produced NaN/inf from finite inputs" in str(e)
     assert (e.kernel is None) == (backend == "reference")
 
 
@@ -112,37 +116,87 @@ def test_nan_input_is_reported_as_already_non_finite(backend):
         exe(x)
     e = info.value
     assert not e.inputs_finite and "graph input 'x'" in e.nonfinite_inputs[0]
+    assert "its inputs were already non-finite" in str(e) and "1 nan of 32" in e.nonfinite_inputs[0]
     assert e.loc.line == _line("MARK-LOG")  # 2 * x, the first op reading it
 
 
+def _nonfinite(a) -> bool:
+    a = np.asarray(a)
+    return a.dtype.kind == "f" and not np.isfinite(a).all()
+
+
+def _origins(graph, feeds):
+    """The nodes (graph order) whose results are non-finite although every input they
+    read from another node is finite: found by plain numpy evaluation of every node, not
+    by the locator."""
+    from graphc.ir.reference import run_node
+    env = {v: np.asarray(feeds[v.name]) for v in list(graph.inputs) + list(graph.params)}
+    env.update({c: c.data for c in graph.constants})
+    found = []
+    with np.errstate(all="ignore"):
+        for n in graph.nodes:
+            outs = run_node(n, [env[u] for u in n.inputs])
+            env.update(zip(n.outputs, outs))
+            if any(_nonfinite(a) for a in outs) and not any(
+                    _nonfinite(env[u]) for u in n.inputs if u.producer is not None):
+                found.append(n)
+    return found
+
+
+def _first_origin(exe, backend, feeds):
+    """The node the locator must name: the first origin in the order the backend runs
+    nodes (the reference: graph order; compiled: the kernel completing the node)."""
+    if backend == "reference":
+        return _origins(exe.graph, feeds)[0]
+    prov = exe.program.provenance
+    done = {}
+    for i, k in enumerate(exe.program.kernels):
+        for n in prov.nodes_of(k.name):
+            done[n] = i
+    found = _origins(prov.graph, feeds)
+    return min(found, key=lambda n: (done[n], found.index(n)))
+
+
+# (kind, role, marker of the line, op, inputs finite): a NaN born only in the backward
+# pass (sqrt's gradient divides by sqrt(0) = 0), an infinite constant in the update, an
+# update that overflows from finite values
+STEP_CASES = [("sqrt", "backward", "MARK-SQRT", "div", True),
+              ("adam", "update", "MARK-UPDATE", "mul", False),
+              ("overflow", "update", "MARK-UPDATE", "mul", True)]
+
+
+@pytest.mark.parametrize("kind, role, marker, op, finite", STEP_CASES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_backward_inf_is_reported_at_the_forward_line(backend):
-    g, loss, updates = _mlp("sqrt")
+def test_train_step_nan_is_reported_at_its_origin(backend, kind, role, marker, op, finite):
+    _check_train_step(backend, kind, role, marker, op, finite)
+
+
+def _check_train_step(backend, kind, role, marker, op, finite):
+    """The error names the first origin (found without the locator), its op, line, role
+    and whether its inputs were finite; the parameters survive the failed step."""
+    g, loss, updates = _mlp(kind)
     exe = gc.compile(g, outputs=[loss], updates=updates, backend=backend, check_numerics=True)
     before = {k: np.array(v) for k, v in exe.params.items()}
+    x, t = _step_data()
+    want = _first_origin(exe, backend, {"x": x, "t": t, **before})
     with pytest.raises(gc.NumericsError) as info:
-        exe(*_step_data())
+        exe(x, t)
     e = info.value
-    assert e.role == "backward" and e.inputs_finite and e.loc.line == _line("MARK-SQRT")
-    assert "sqrt" in str(e)  # the forward op whose gradient it is
+    assert e.node is want and e.op == want.op == op and e.loc == want.loc
+    assert (e.role, e.loc.line, e.loc.file, e.inputs_finite) == (role, _line(marker), __file__, finite)
+    assert ("from finite inputs" in str(e)) == finite
+    assert ("its inputs were already non-finite" in str(e)) == (not finite)
+    if kind == "sqrt":
+        assert "the gradient of the forward op(s)" in str(e) and "sqrt" in str(e)
+    if kind == "adam":
+        assert "a constant" in e.nonfinite_inputs[0] and "+inf" in e.nonfinite_inputs[0]  # lr = inf
     # a failing step leaves the parameters as they were
     for k, v in before.items():
         np.testing.assert_array_equal(exe.params[k], v)
-    # the same step without checks really does produce NaN parameters
-    plain = gc.compile(g, outputs=[loss], updates=updates, backend=backend)
-    plain(*_step_data())
+    # the same step without checks really does produce non-finite parameters
+    plain = gc.compile(g, outputs=[loss], updates=updates, backend=backend, check_numerics=False)
+    assert np.isfinite(plain(x, t)[0]).all()  # the forward pass (the loss) is finite
     assert not all(np.isfinite(plain.params[k]).all() for k in plain.params)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_bad_learning_rate_is_reported_in_the_update(backend):
-    g, loss, updates = _mlp("adam")
-    exe = gc.compile(g, outputs=[loss], updates=updates, backend=backend, check_numerics=True)
-    with pytest.raises(gc.NumericsError) as info:
-        exe(*_step_data())
-    e = info.value
-    assert e.role == "update" and e.loc.line == _line("MARK-UPDATE") and e.op == "mul"
-    assert not e.inputs_finite and "a constant" in e.nonfinite_inputs[0]  # lr = inf
 
 
 def test_jit_check_numerics():
@@ -153,7 +207,55 @@ def test_jit_check_numerics():
     np.testing.assert_allclose(f(np.full(4, 3.0, np.float32)), np.log(2.0), rtol=1e-6)
     with pytest.raises(gc.NumericsError) as info:
         f(np.zeros(4, np.float32))
-    assert info.value.op == "log" and info.value.loc.line == _line("MARK-JIT")
+    e = info.value
+    assert (e.op, e.loc.line, e.inputs_finite) == ("log", _line("MARK-JIT"), True)
+
+
+def test_jit_check_numerics_from_the_environment(monkeypatch):
+    def f(x):
+        return np.sqrt(x - 2.0) * 3.0  # MARK-JIT-ENV
+
+    x = np.array([3.0, 1.0, 6.0], np.float32)  # sqrt(-1) in the middle
+    monkeypatch.setenv(numerics.ENV_VAR, "1")
+    with pytest.raises(gc.NumericsError) as info:
+        gc.jit(f)(x)
+    e = info.value
+    assert (e.op, e.loc.line, e.loc.file, e.inputs_finite, e.role) == (
+        "sqrt", _line("MARK-JIT-ENV"), __file__, True, "forward")
+    assert "1 nan of 3 elements" in str(e)
+    assert np.isnan(gc.jit(f, check_numerics=False)(x)[1])  # the argument wins over the variable
+    monkeypatch.delenv(numerics.ENV_VAR)
+    got = gc.jit(f)(x)  # off by default: the NaN comes back silently
+    assert np.isnan(got[1]) and np.allclose(got[[0, 2]], np.sqrt([1.0, 4.0]) * 3.0)
+
+
+def test_unchecked_compile_has_no_checks_in_its_llvm_ir(monkeypatch):
+    """'0 when off': the LLVM IR a plain compile runs holds no nonfinite_ function or call;
+    with checks on it holds one call per buffer of the check plan."""
+    import re
+    monkeypatch.delenv(numerics.ENV_VAR, raising=False)
+    g, loss, updates = _mlp("sqrt")
+    default = gc.compile(g, outputs=[loss], updates=updates, backend="llvm")
+    off = gc.compile(g, outputs=[loss], updates=updates, backend="llvm", check_numerics=False)
+    on = gc.compile(g, outputs=[loss], updates=updates, backend="llvm", check_numerics=True)
+    assert (default.check_numerics, off.check_numerics, on.check_numerics) == (False, False, True)
+
+    def llvm_ir(exe):
+        return codegen.generate(exe.program, exe.compiled.options).text
+    text_off, text_on = llvm_ir(off), llvm_ir(on)
+    assert llvm_ir(default) == text_off
+    assert "nonfinite" not in text_off
+    calls = re.findall(r"call i1 @\"?[\w.]*\.nonfinite_f32", text_on)
+    assert calls and len(calls) == sum(len(names) for names in numerics.check_plan(on.program))
+    assert re.search(r"define internal i1 @\"?[\w.]*\.nonfinite_f32", text_on)
+    # off, the parameters are updated in place as always; on, the update goes to a
+    # separate buffer so that a failing step can leave them untouched
+    assert not any(b.startswith("upd_") for b in off.program.buffers)
+    x, t = _step_data()
+    x[3] = 1.0  # no zero row: a finite step
+    off(x, t), on(x, t)
+    for k in off.params:
+        np.testing.assert_allclose(on.params[k], off.params[k], rtol=1e-6, atol=1e-7)
 
 
 def _conv_pool():
@@ -223,15 +325,9 @@ def test_cuda_forward_nan(fake_gpu):
     assert not any(launch.check for launch in gc.compile(_log_graph(), backend="cuda").module.launches)
 
 
-def test_cuda_backward_inf_leaves_parameters(fake_gpu):
-    g, loss, updates = _mlp("sqrt")
-    exe = gc.compile(g, outputs=[loss], updates=updates, backend="cuda", check_numerics=True)
-    before = {k: np.array(v) for k, v in exe.params.items()}
-    with pytest.raises(gc.NumericsError) as info:
-        exe(*_step_data())
-    assert info.value.role == "backward" and info.value.loc.line == _line("MARK-SQRT")
-    for k, v in before.items():
-        np.testing.assert_array_equal(exe.params[k], v)
+@pytest.mark.parametrize("kind, role, marker, op, finite", STEP_CASES)
+def test_cuda_train_step_nan_is_reported_at_its_origin(fake_gpu, kind, role, marker, op, finite):
+    _check_train_step("cuda", kind, role, marker, op, finite)
 
 
 def test_cuda_no_false_alarm_on_padded_max_pool(fake_gpu):

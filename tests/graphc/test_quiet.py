@@ -107,7 +107,7 @@ def test_cold_compiles_leave_stderr_empty():
 
 
 def test_llvm_remarks_are_captured_and_logged_on_request():
-    code = ("from graphc.backends.llvm import engine\nimport graphc.log\ngraphc.log.configure()\n"
+    code = ("from graphc.backends.llvm import engine\nimport graphc.logconfig\ngraphc.logconfig.configure()\n"
             f"engine.optimize_and_emit({NOISY_MODULE!r})\nprint('ok')")
     quiet = _run(code)
     assert quiet.returncode == 0 and quiet.stdout.strip() == "ok", quiet.stderr
