@@ -24,6 +24,7 @@ from ..ir import kernel as K
 from ..ir.errors import GraphcError, NumericsError
 from ..ir.graph import Graph, Node, Value
 from ..ir.reference import run_node
+from ..ir.validate import evaluate_all
 
 ENV_VAR = "GRAPHC_CHECK_NUMERICS"
 
@@ -71,20 +72,7 @@ def _overlap(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
     return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
 
 
-def written(k: K.Kernel) -> list[str]:
-    """Buffers a kernel's statements store into (GEMM results included), in order."""
-    out: dict[str, None] = {}
-
-    def visit(stmts) -> None:
-        for s in stmts:
-            if isinstance(s, K.For):
-                visit(s.body)
-            elif isinstance(s, K.Store):
-                out.setdefault(s.buffer)
-            elif isinstance(s, K.Gemm):
-                out.setdefault(s.c)
-    visit(k.body)
-    return list(out)
+written = K.written_buffers  # (the profiler reads it too)
 
 
 def check_plan(p: K.Program) -> list[tuple[str, ...]]:
@@ -220,7 +208,6 @@ def locate_in_kernel(p: K.Program, index: int, read: Callable[[str], np.ndarray 
     the flagged kernel itself may have overwritten (in-place activations) is recomputed
     from the graph inputs and parameters `feeds` (keyed by name) on the reference
     interpreter instead; with `intact` (the kernel has not run) every buffer is read."""
-    from .reference.interpreter import evaluate
     k = p.kernels[index]
     prov = p.provenance
     members = list(prov.nodes_of(k.name)) if prov is not None else []
@@ -248,10 +235,10 @@ def locate_in_kernel(p: K.Program, index: int, read: Callable[[str], np.ndarray 
                 missing.append(v)
             else:
                 env[v] = np.asarray(flat).reshape(v.shape)
-    if missing:
-        values = {x: np.asarray(feeds[x.name]).reshape(x.shape)
-                  for x in list(graph.inputs) + list(graph.params)}
-        env.update(evaluate(graph, values, missing))
+    if missing:  # (every value, on the registry's references: this is the error path)
+        values = evaluate_all(graph, {x.name: np.asarray(feeds[x.name]).reshape(x.shape)
+                                      for x in list(graph.inputs) + list(graph.params)})
+        env.update((v, values[v]) for v in missing)
     for n in members:
         for v, arr in zip(n.outputs, run_node(n, [env[u] for u in n.inputs])):
             env[v] = arr

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..ir import kernel as K
 from ..ir.graph import Graph, Node, Value
 from ..ir.registry import get_op
 
@@ -196,9 +197,8 @@ def kernel_rows(program, seconds: Sequence[float]) -> list[tuple[tuple[str, ...]
         if key not in rows:
             nbytes = 0
             if not nodes:  # a copy of a result that is an input or a parameter: read + write
-                from .numerics import written
                 nbytes = 2 * sum(program.buffers[b].size * program.buffers[b].dtype.itemsize
-                                 for b in written(k) if b in program.buffers)
+                                 for b in K.written_buffers(k) if b in program.buffers)
             rows[key] = [[], nodes, 0.0, nbytes]
         rows[key][0].append(k.name)
         rows[key][2] += t

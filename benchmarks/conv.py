@@ -207,7 +207,7 @@ def calibrate() -> None:
     from graphc.ir.graph import Graph
     from graphc.ir.emitter import Emitter
     from graphc.ir.types import TensorType
-    from graphc.backends import compile_graph
+    from graphc.pipeline import compile_graph
     rng = np.random.default_rng(0)
     for b_, m, n, k in [(1, 1024, 1024, 1024), (16, 64, 784, 64), (36, 256, 16, 256), (1, 64, 3136, 27)]:
         g = Graph("gemm")

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from graphc.backends.llvm.gemm import CompiledGemm, GemmTarget
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from graphc.backends.llvm.gemm import GemmTarget  # noqa: E402
+from tests.backends.gemm_support import CompiledGemm  # noqa: E402  (test/benchmark support)
 
 
 def _time_calls(fn, runs: int) -> list[float]:
@@ -184,7 +188,8 @@ def bench_threading(g: CompiledGemm, threads: int, runs: int, rounds: int,
 
 # libgomp reads these when it is loaded, so each policy runs in its own process.
 GOMP_POLICIES = [
-    ("default (spin 300k, then sleep)", {}),
+    ("libgomp's default (spin 300k, then sleep)", {"GOMP_SPINCOUNT": "300000"}),  # (graphc's
+    # loader, engine.load_gomp, makes workers passive unless one of these is set)
     ("GOMP_SPINCOUNT=10000", {"GOMP_SPINCOUNT": "10000"}),
     ("OMP_WAIT_POLICY=passive", {"OMP_WAIT_POLICY": "passive"}),
 ]

@@ -36,6 +36,7 @@ from . import init, nn, optim, ops  # noqa: E402
 from . import onnx  # noqa: E402  (the importer; the onnx package loads only when used)
 from .compile import compile  # noqa: E402,A004
 from .backends.executable import Executable  # noqa: E402
+from .backends import available_backends, backend_status  # noqa: E402
 from .jit import jit  # noqa: E402
 from .aot import export, load  # noqa: E402
 

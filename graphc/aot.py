@@ -206,14 +206,16 @@ def export(target: Any, example_inputs: Any = None, path: str = "model", *, opt_
     the artifact can use (default: this machine's). opt_level: the pass pipeline's level,
     as for gc.compile (0-3, default 2)."""
     from .ir.text import print_graph
-    from .passes.lower import lower
+    from .backends import backend_needs
     from .backends.llvm import export as llvm_export
+    from .pipeline import lower_program
 
     t_start = time.perf_counter()
     directory, name = _split(path)
     graph, single, ledger, params, program, names, as_dict = _from_target(target, example_inputs, opt_level)
     t_opt = time.perf_counter()
-    program = program or lower(graph, fuse_ops=None, plan=opt_level >= 1)
+    # (GEMM operands row-major: the artifact may be for a CPU whose GEMM panels differ)
+    program = program or lower_program(graph, backend_needs("llvm"), opt_level=opt_level, gemm_panels=False)
     t_lower = time.perf_counter()
     ir_text = print_graph(graph).rstrip("\n") + "\n"
     plan = llvm_export.prepare_library(
@@ -371,10 +373,18 @@ def load(path: str) -> SharedLibraryExecutable:
     exe = SharedLibraryExecutable(graph, lib, manifest["c_prefix"], base + ".weights", params,
                                   manifest["single_output"], manifest["max_threads"])
     exe.manifest = manifest
+    # what exe.profile() builds with cycle counters: the stored graph's llvm program
+    exe.whole_program = lambda: _lower_stored(graph)
     exe.output_names = [o["name"] for o in manifest["outputs"]]
     exe.output_dict = manifest["output_dict"]
     exe.load_seconds = time.perf_counter() - t0
     return exe
+
+
+def _lower_stored(graph):
+    from .backends import backend_needs
+    from .pipeline import lower_program
+    return lower_program(graph, backend_needs("llvm"))
 
 
 def describe(path: str) -> str:

@@ -58,6 +58,11 @@ def load_target(target: str) -> Graph:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise CLIError(f"{path} has no function {fn_name!r}")
+    required = _required_parameters(fn)
+    if required:
+        raise CLIError(f"{target} takes arguments ({', '.join(required)}); the target function is "
+                       "called with no arguments and returns a gc.Graph or an Executable (for a "
+                       "numpy function, return gc.jit(f).trace(example arrays...) or build a graph)")
     result = fn()
     graph = getattr(result, "graph", result)  # an Executable carries its compiled graph
     if not isinstance(graph, Graph):
@@ -65,6 +70,17 @@ def load_target(target: str) -> Graph:
     if graph.outputs and not hasattr(result, "graph"):
         graph, _ = prepare(graph)  # what gc.compile would compile: pruned and verified
     return graph
+
+
+def _required_parameters(fn: Any) -> list[str]:
+    """The parameters a call with no arguments would miss."""
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return []
+    return [p.name for p in params if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _python_without_function(path: str) -> str:
@@ -114,13 +130,13 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             _emit(args, out)
             return 0
     if fmt == "cuda":  # the CUDA C the cuda backend would compile for this graph
-        from .backends.cuda import lower_for_cuda
+        from .backends import backend_needs
         from .backends.cuda.codegen import render
+        from .pipeline import lower_program
         if not optimise:
-            from .backends import backend_graph_passes
             from .passes.manager import Pipeline, standard_passes
-            Pipeline(standard_passes(2, backend_graph_passes("cuda"))).run(g)
-        out = render(lower_for_cuda(g)).source
+            Pipeline(standard_passes(2, backend_needs("cuda").graph_passes)).run(g)
+        out = render(lower_program(g, backend_needs("cuda"))).source
     else:
         from .ir.observe import render_graph
         out = render_graph(g, fmt)
@@ -147,8 +163,16 @@ def _run_pipeline(args: argparse.Namespace, g: Graph) -> str:
 
     pipeline = Pipeline(standard_passes(level, backend_graph_passes(args.backend)), verify=True,
                         dump_dir=args.all_stages, dump_format=fmt, on_pass=keep)
-    pipeline.passes_named([w for w in wanted if w != "all"])  # an unknown pass is an error first
-    ledger = pipeline.run(g)
+    pipeline.passes_named([w for w in wanted if w != "all" and w not in KERNEL_STEPS])
+    ledger = pipeline.run(g)  # (an unknown pass was an error before it ran)
+    kernel_after: list[tuple[str, str]] = []
+    if args.report or set(wanted) & {"all", *KERNEL_STEPS}:
+        steps = _kernel_steps(g, args.backend, level, ledger)
+        missing = [w for w in wanted if w in KERNEL_STEPS and w not in dict(steps)]
+        if missing:
+            raise CLIError(f"--after {missing[0]}: this compile has no such kernel-IR step "
+                           f"(-O{level}: {', '.join(n for n, _ in steps) or 'none'})")
+        kernel_after = [(n, t) for n, t in steps if n in wanted or "all" in wanted]
     index = read_index(args.all_stages) if args.all_stages else []
     if fmt == "json":
         import json
@@ -156,6 +180,7 @@ def _run_pipeline(args: argparse.Namespace, g: Graph) -> str:
         doc: dict[str, Any] = {}
         if wanted:
             doc["after"] = [{"pass": name, "graph": graph_to_json(graph)} for name, graph in after]
+            doc["after"] += [{"pass": name, "kernel_ir": text} for name, text in kernel_after]
         if args.report:
             doc["ledger"] = [asdict(e) for e in ledger]
         if args.all_stages:
@@ -163,12 +188,41 @@ def _run_pipeline(args: argparse.Namespace, g: Graph) -> str:
                              for f, k, d in index]
         return json.dumps(doc, indent=1, default=str)
     parts = [f"// IR after {name}\n{render_graph(graph, fmt).rstrip()}" for name, graph in after]
+    parts += [f"// kernel IR after {name}\n{text.rstrip()}" for name, text in kernel_after]
     if args.report:
         parts.append(str(ledger))
     if args.all_stages:
         parts.append(f"// wrote {len(index)} files to {args.all_stages} (index.txt lists them)\n"
                      + "\n".join(f"//   {f}  {d}" for f, _, d in index))
     return "\n\n".join(parts)
+
+
+KERNEL_STEPS = ("lowered", "donate", "schedule", "memory", "layout")  # passes/lower.py
+
+
+def _kernel_steps(g: Graph, backend: str, level: int, ledger: list) -> list[tuple[str, str]]:
+    """Lower the optimised graph as gc.compile would; add the kernel-IR steps to the
+    ledger and return each step's program text, in order."""
+    import tempfile
+
+    from .backends import backend_needs
+    from .ir import observe
+    from .pipeline import kernel_ir_rows, lower_program
+    needs = backend_needs(backend)
+    if not needs.program:
+        return []
+    with tempfile.TemporaryDirectory(prefix="graphc-dump-") as tmp:
+        with observe.session(g.name, dump_dir=tmp) as s:
+            program = lower_program(g.copy(), needs, opt_level=level)
+            folder = s.dump_dir
+        ledger.extend(kernel_ir_rows(program))
+        texts = []
+        for fname, kind, _ in observe.read_index(folder):
+            stage = fname.split("-", 1)[1].rsplit(".", 1)[0]
+            if kind == "kernel" and stage.startswith("kernel-"):
+                with open(os.path.join(folder, fname), encoding="utf-8") as f:
+                    texts.append((stage[len("kernel-"):], f.read()))
+    return texts
 
 
 def _emit(args: argparse.Namespace, out: str) -> None:
@@ -307,7 +361,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     o = sub.add_parser("ops", help="list the op registry")
     o.set_defaults(func=_cmd_ops)
+    i = sub.add_parser("install-cuda", help="install pycuda against this machine's CUDA toolkit "
+                       "(found as CUDA_HOME, CUDA_PATH, nvcc on PATH or /usr/local/cuda*), "
+                       "apart from graphc's own install")
+    i.add_argument("--dry-run", action="store_true", help="print the toolkit and the pip command only")
+    i.set_defaults(func=_cmd_install_cuda)
     return p
+
+
+def _cmd_install_cuda(args: argparse.Namespace) -> int:
+    """pip install pycuda against the toolkit found: apart from graphc's own install, so a
+    failed build leaves graphc installed, and checked first for what the build needs."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from .backends.cuda.toolkit import candidates, driver_library, find_toolkit, pycuda_build_env
+    root = find_toolkit()
+    if root is None:
+        tried = ", ".join(str(c) for c in candidates())
+        raise CLIError(f"no CUDA toolkit (bin/nvcc and include/cuda.h) in: {tried}; set CUDA_HOME")
+    driver = driver_library(root)
+    cmd = [sys.executable, "-m", "pip", "install", "pycuda>=2024.1"]
+    print(f"CUDA toolkit: {root}\nCUDA driver library: {driver or 'none'}\n$ {' '.join(cmd)}")
+    if driver is None:
+        raise CLIError("no CUDA driver library (libcuda.so) on this machine, nor a link stub in "
+                       f"{root}: pycuda needs the NVIDIA driver; graphc's llvm and reference "
+                       "backends work without it")
+    if args.dry_run:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="graphc-pycuda-") as home:
+        code = subprocess.run(cmd, env=pycuda_build_env(root, Path(home))).returncode
+    if code != 0:
+        raise CLIError(f"pip could not build pycuda against {root} (its output is above); graphc "
+                       "itself is still installed and its llvm and reference backends work")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .args import is_int
-from .backends import backend_graph_passes, compile_graph
+from .backends import backend_graph_passes
 from .backends.executable import Executable
-from .backends.numerics import enabled as numerics_enabled
-from .ir.errors import BuildError, GraphcError, InputError
+from .ir.errors import BuildError, GraphcError
 from .ir.graph import Graph as IRGraph, Value
 from .ir import observe
 from .ir.loc import capture_loc
 from .logconfig import CompileLog
+from .options import CompileOptions
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
 from .passes.manager import Pass, Pipeline, resolve, standard_passes
 from .passes.winograd import configure as configure_winograd
@@ -117,14 +116,15 @@ def prepare(graph: IRGraph, outputs: Any = None, updates: UpdatesLike | None = N
 def optimize_graph(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None = None,
                    backend: str = "llvm", state_updates: bool | None = None,
                    opt_level: int = 2, passes: Sequence[Any] | None = None,
-                   stream: Any = None, winograd: str = "auto"):
+                   stream: Any = None, winograd: str = "auto", verify: int | None = None):
     """What gc.compile hands its backend: (optimised graph, single output?, pass ledger).
-    With a text stream, the IR after every pass is written to it."""
+    With a text stream, the IR after every pass is written to it. verify: the verifier
+    level (None: GRAPHC_VERIFY)."""
     work, single = prepare(graph, outputs, updates, state_updates, prune=False)
     signature = live_values(work)  # the inputs asked for follow the graph as built
     pipeline = Pipeline(configure_winograd(resolve(
         standard_passes(opt_level, backend_graph_passes(backend)) if passes is None else passes),
-        winograd), print_after="all" if stream is not None else (), stream=stream)
+        winograd), print_after="all" if stream is not None else (), stream=stream, verify=verify)
     ledger = pipeline.run(work)  # its DCE shows what unneeded (backward) work was dropped
     eliminate_dead_code(work)
     prune_signature(work, signature)
@@ -179,29 +179,30 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
             updates=updates, backend=backend, params=params, state_updates=state_updates,
             opt_level=opt_level, passes=passes, winograd=winograd, donate=donate,
             check_numerics=check_numerics, dump_dir=dump_dir))
+    from .pipeline import compile_graph  # (it calls back into optimize_graph for a batch split)
     compile_log = CompileLog()
     try:
-        _check_options(graph, backend, params, opt_level, passes, donate, winograd)
-        if state_updates is not None and not isinstance(state_updates, bool):
-            raise BuildError(f"state_updates must be True, False or None, got {state_updates!r}")
-        names = {v.name for v in graph.inputs}
-        unknown = [d for d in donate if d not in names]
-        if unknown:
-            raise InputError(f"donate: {', '.join(map(repr, unknown))} is not an input of graph "
-                             f"{graph.name!r}; its inputs are {', '.join(sorted(names)) or 'none'}")
-        compile_log.begin(graph, backend, opt_level, dump_dir)
-        work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=backend,
-                                              state_updates=state_updates, opt_level=opt_level,
-                                              passes=passes, winograd=winograd)
-        exe = compile_graph(work, backend, params=params, single_output=single,
-                            opt_level=opt_level, donate=donate,
-                            check_numerics=numerics_enabled(check_numerics))
+        _check_graph_and_params(graph, params)
+        opts = CompileOptions.resolve(backend=backend, opt_level=opt_level, winograd=winograd,
+                                      passes=passes, donate=donate, check_numerics=check_numerics,
+                                      dump_dir=dump_dir, state_updates=state_updates)
+        opts.check_donate([v.name for v in graph.inputs], graph.name)
+        compile_log.begin(graph, opts.backend, opts.opt_level, opts.dump_dir)
+        work, single, ledger = optimize_graph(graph, outputs, updates=updates, backend=opts.backend,
+                                              state_updates=opts.state_updates,
+                                              opt_level=opts.opt_level, passes=opts.passes,
+                                              winograd=opts.winograd, verify=opts.verify)
+        exe = compile_graph(work, opts.backend, params=params, single_output=single,
+                            opt_level=opts.opt_level, donate=opts.donate,
+                            check_numerics=opts.check_numerics, ledger=ledger, verify=opts.verify,
+                            **({"num_threads": opts.num_threads} if opts.num_threads else {}))
+        exe.options = opts
         exe.ledger = ledger
         exe.output_names = given_output_names(graph, outputs)  # what gc.export(exe) calls them
         # Inputs the graph's source declared (an ONNX model's, by its own names too): a call
         # may pass those the outputs do not need; they are ignored (Executable.match_arguments).
         exe.declared_inputs = dict(getattr(graph, "declared_inputs", None) or {})
-        compile_log.done(exe, backend, opt_level)
+        compile_log.done(exe, opts.backend, opts.opt_level)
         return exe
     except GraphcError as e:
         raise e.attach(loc=loc)
@@ -209,24 +210,10 @@ def compile(graph: IRGraph, outputs: Any = None, *, updates: UpdatesLike | None 
         compile_log.close()
 
 
-def _check_options(graph: Any, backend: Any, params: Any, opt_level: Any, passes: Any,
-                   donate: Any, winograd: Any) -> None:
-    """The kinds of compile's arguments, checked before any work (their values are checked
-    where they are used: the backend registry, the pass manager, the parameter store)."""
+def _check_graph_and_params(graph: Any, params: Any) -> None:
+    """The kinds of what compile compiles (the options: graphc/options.py)."""
     if not isinstance(graph, IRGraph):
         raise BuildError(f"compile takes a graph (gc.Graph), got {type(graph).__name__}")
-    if not isinstance(backend, str):
-        raise BuildError(f"backend must be a backend name (a string), got {backend!r}")
     if params is not None and not (isinstance(params, Mapping)
                                    and all(isinstance(k, str) for k in params)):
         raise BuildError(f"params must map parameter names to arrays, got {type(params).__name__}")
-    if not (is_int(opt_level) and int(opt_level) in (0, 1, 2, 3)):
-        raise BuildError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
-    if passes is not None and (isinstance(passes, str) or not isinstance(passes, (list, tuple))
-                               or not all(isinstance(p, (str, Pass)) for p in passes)):
-        raise BuildError(f"passes must be a list of pass names, got {passes!r:.80}")
-    if isinstance(donate, str) or not isinstance(donate, (list, tuple, set, frozenset)) \
-            or not all(isinstance(d, str) for d in donate):
-        raise BuildError(f"donate must be a list of input names, got {donate!r:.80}")
-    if not isinstance(winograd, str):
-        raise BuildError(f"winograd must be 'auto', 'off', 'F2' or 'F4', got {winograd!r}")

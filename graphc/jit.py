@@ -436,13 +436,14 @@ class Lowered:
         if stage in self._stages:
             return self._stages[stage]
         if stage in ("kernel", "llvm") and self.jitted.backend == "llvm":
-            from .backends.llvm import gemm_panels
-            from .passes.lower import lower
-            program = lower(self.graph, fuse_ops=None, plan=self.jitted.opt_level >= 1,
-                            gemm_panels=gemm_panels())  # as the llvm factory lowers
+            from .backends.numerics import enabled
+            from .pipeline import plan
+            planned = plan(self.graph, "llvm", opt_level=self.jitted.opt_level,  # what compile runs
+                           check_numerics=enabled(self.jitted.check_numerics))
             if stage == "kernel":
-                return str(program)
+                return planned.as_text()
             from .backends.llvm import codegen
+            program = planned.program if planned.split is None else planned.split.program
             return codegen.generate(program).text
         raise GraphcError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
 

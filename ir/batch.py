@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .graph import Node
+from .registry import Fusion
 
 Rule = Callable[[Node, list, int], "dict[str, Any] | None"]
 
@@ -70,7 +71,6 @@ def matmul(node: Node, batched: list, rows: int) -> dict | None:
 
 def rule_for(opdef) -> Rule | None:
     """The op's own rule, else its fusion class's (elementwise, reductions), else None."""
-    from .registry import Fusion
     if opdef.batch_split is not None:
         return opdef.batch_split
     if opdef.fusion == Fusion.ELEMENTWISE:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Graph, Node, Value
-from .text import attrs_equal, format_node, value_names
+from .text import attrs_equal, format_node, print_graph, value_names
 
 __all__ = ["same_graph", "assert_same_graph"]
 
@@ -160,7 +160,6 @@ def assert_same_graph(a: Graph, b: Graph, **kwargs: Any) -> None:
     diff = same_graph(a, b, **kwargs)
     if diff is None:
         return
-    from .text import print_graph
     try:
         ta, tb = print_graph(a).splitlines(), print_graph(b).splitlines()
         text = "\n".join(difflib.unified_diff(ta, tb, "left", "right", lineterm="", n=2))

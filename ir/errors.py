@@ -55,6 +55,22 @@ class VerificationError(GraphcError):
     """A graph breaks an IR invariant (dangling value, cycle, type mismatch...)."""
 
 
+class KernelVerificationError(VerificationError):
+    """A kernel-IR program breaks an invariant (ir/kernel_verify.py): an undeclared buffer, an
+    index out of bounds, a dtype mismatch, a GEMM operand that overruns its buffer, a bad
+    arena placement. Names the kernel and the statement (`statement`: its text)."""
+
+    def __init__(self, message: str, *, kernel: Any = None, statement: str = "") -> None:
+        self.detail = message
+        self.kernel = kernel
+        self.statement = statement
+        where = ""
+        if kernel is not None:
+            computes = f" (computes {kernel.source})" if getattr(kernel, "source", "") else ""
+            where = f"kernel {kernel.name!r}{computes}: "
+        super().__init__(where + message + (f"\n  in statement: {statement}" if statement else ""))
+
+
 class ParseError(GraphcError):
     """Malformed text IR; carries the line and column."""
 
@@ -88,6 +104,25 @@ class KernelRuntimeError(GraphcError):
     """A kernel flagged bad data at run time through Program.status (e.g. a gather index out
     of range), with the message the lowering registered; raised by the kernel-IR interpreter
     where the native runtimes raise their KernelError with the same text."""
+
+
+class KernelInterpretError(GraphcError):
+    """The interpreter cannot run a program: an unknown buffer, local, loop variable or
+    scalar op, a malformed storage layout. Carries the kernel it happened in."""
+
+    def __init__(self, message: str, *, kernel: Any = None) -> None:
+        self.detail = message
+        self.kernel = kernel
+        where = ""
+        if kernel is not None:
+            computes = f" (computes {kernel.source})" if kernel.source else ""
+            where = f"kernel {kernel.name!r}{computes}: "
+        super().__init__(where + message)
+
+
+class OutOfBoundsError(KernelInterpretError):
+    """A load, store or GEMM operand index outside its buffer (memory corruption natively)."""
+
 
 
 class NumericsError(GraphcError):

@@ -8,7 +8,7 @@ graph has been checked against its registry entry.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,9 +16,28 @@ from . import dtypes
 from .errors import GraphcError, VerificationError
 from .init import Init
 from .loc import Loc
+from .registry import get_op
 from .types import TensorType
 
 _serial = itertools.count()  # unique ids for debugging text only; never part of semantics
+
+# The text printer and the verifier sit above this module (they read graphs, so they import
+# it), yet str(g), g.to_text() and g.verify() are the conveniences users reach for. They go
+# through these slots, which ir/text.py and ir/verify.py fill as they load; importing any
+# graphc.ir module runs the package __init__, which loads both, so they are never empty.
+_VIEWS: dict[str, Callable[..., Any]] = {}
+
+
+def provide_view(name: str, fn: Callable[..., Any]) -> None:
+    """Install the implementation of a Graph view ("text" or "verify")."""
+    _VIEWS[name] = fn
+
+
+def _view(name: str) -> Callable[..., Any]:
+    try:
+        return _VIEWS[name]
+    except KeyError:  # only if a module of graphc.ir was loaded bypassing the package
+        raise GraphcError(f"internal: graph view {name!r} is not installed; import graphc.ir") from None
 
 
 class Value:
@@ -145,8 +164,6 @@ class Graph:
     def add_node(self, op: str, inputs: Sequence[Value], attrs: dict[str, Any] | None = None,
                  loc: Loc | None = None) -> Node:
         """Check attributes, infer output types and append a node to the schedule."""
-        from .registry import get_op  # registry imports graph types
-
         opdef = get_op(op, loc=loc)
         inputs = list(inputs)
         for i, v in enumerate(inputs):
@@ -201,16 +218,13 @@ class Graph:
         return out
 
     def __str__(self) -> str:
-        from .text import print_graph
-        return print_graph(self)
+        return _view("text")(self)
 
     def to_text(self) -> str:
-        from .text import print_graph
-        return print_graph(self)
+        return _view("text")(self)
 
     def verify(self) -> None:
-        from .verify import verify
-        verify(self)
+        _view("verify")(self)
 
     def copy(self) -> "Graph":
         """A deep structural copy (new Values and Nodes; constant arrays are shared)."""

@@ -23,15 +23,10 @@ Memory is modelled as native code sees it (backends/llvm/runtime.py, codegen.py)
       outside is memory corruption in native code, here an OutOfBoundsError naming the
       kernel, the buffer, the index and the loop variables.
 
-Scalar semantics are the LLVM generator's (see backends/llvm/codegen.py's docstring): f16
-values are computed in f32 and rounded to half precision only where the generator rounds
-(casts to f16, stores, constants); integer division floors with x // 0 = 0; float to int
-casts truncate, saturate and map NaN to 0 (ir.dtypes.float_to_int); max/min propagate NaN
-(and inside `reduce` loops order -0 below +0, as llvm.maximum). Arithmetic is done in the
-buffer's own dtype (float32 for f32); transcendental functions are evaluated in float64
-and rounded: the generator's are within 1.5 ulp of the true value over the ranges its math
-library documents, which numpy's float32 kernels are not (sin of 3e38 is far off). Reassociation and FMA contraction, which the generator may apply,
-are not: the interpreter sums in order (GEMMs through numpy's matmul).
+Scalar semantics (f16 in f32, flooring integer division, saturating float-to-int casts,
+NaN-propagating max/min, transcendental functions through float64) are the LLVM
+generator's: ir/interpret_scalar.py. Memory (roots, views, lane conflicts):
+ir/interpret_memory.py.
 
 Speed: a nest of perfectly nested loops (a `For` whose body is one `For`, and so on) runs
 as one numpy evaluation over all its iterations at once ("lanes"), with loops inside the
@@ -48,353 +43,26 @@ meets them.
 """
 from __future__ import annotations
 
-import math
-import operator
 from math import prod
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import kernel as K
-from .dtypes import DType, bool_, f32, float_to_int, i64
-from .errors import GraphcError, KernelRuntimeError
+from .dtypes import DType, bool_, f32, i64
+from .errors import KernelInterpretError, KernelRuntimeError, OutOfBoundsError
+from .interpret_memory import ARENA, POISON_BYTE, _accesses_conflict, _Memory
+from .interpret_scalar import (binary, compare, compute_dtype, const_value, convert, memory_dtype,
+                               promote, unary)
 
-ARENA = "<arena>"
-POISON_BYTE = 0xFF
+__all__ = ["run_program", "KernelInterpretError", "OutOfBoundsError", "ARENA", "POISON_BYTE",
+           "MAX_LANES", "binary", "compare", "compute_dtype", "const_value", "convert",
+           "memory_dtype", "promote", "unary"]
+
 MAX_LANES = 1 << 20  # a nest with more iterations evaluates its outer loops sequentially
 
 
-class KernelInterpretError(GraphcError):
-    """The interpreter cannot run a program: an unknown buffer, local, loop variable or
-    scalar op, a malformed storage layout. Carries the kernel it happened in."""
-
-    def __init__(self, message: str, *, kernel: K.Kernel | None = None) -> None:
-        self.detail = message
-        self.kernel = kernel
-        where = ""
-        if kernel is not None:
-            computes = f" (computes {kernel.source})" if kernel.source else ""
-            where = f"kernel {kernel.name!r}{computes}: "
-        super().__init__(where + message)
-
-
-class OutOfBoundsError(KernelInterpretError):
-    """A load, store or GEMM operand index outside its buffer (memory corruption natively)."""
-
-
-# -- scalar semantics (backends/llvm/codegen.py is the reference) ---------------------------
-
-def compute_dtype(dt: DType) -> np.dtype:
-    """numpy dtype a value of dt is computed in: f16 in float32, like the generator."""
-    return np.dtype(np.float32) if dt.name == "f16" else dt.np_dtype
-
-
-def memory_dtype(dt: DType) -> np.dtype:
-    """numpy dtype of dt in memory (bool is one byte, read as != 0)."""
-    return np.dtype(np.uint8) if dt.is_bool else dt.np_dtype
-
-
-def _round_half(v):
-    return np.asarray(v).astype(np.float16).astype(np.float32)[()]
-
-
-def const_value(value: Any, dt: DType):
-    """A constant as the generator materialises it (f16 rounded, ints wrapped)."""
-    if dt.is_bool:
-        return np.bool_(bool(value))
-    if dt.is_float:
-        v = compute_dtype(dt).type(float(value))
-        return _round_half(v) if dt.name == "f16" else v
-    bits = dt.itemsize * 8
-    v = ((int(value) + (1 << (bits - 1))) % (1 << bits)) - (1 << (bits - 1))
-    return dt.np_dtype.type(v)
-
-
-def convert(v, src: DType, dst: DType):
-    """A value of src converted to dst (the generator's `convert`)."""
-    if src == dst:
-        return v
-    if dst.is_bool:
-        return np.not_equal(v, 0)  # NaN -> true
-    target = compute_dtype(dst)
-    if src.is_bool:
-        return np.asarray(v).astype(target)[()]
-    if src.is_float and dst.is_float:
-        if dst.name == "f16":  # one correct rounding (the generator rounds f64 to odd first)
-            return np.asarray(v).astype(np.float16).astype(np.float32)[()]
-        return np.asarray(v).astype(target)[()]
-    if src.is_float:  # truncation, saturating, NaN -> 0 (graphc's definition)
-        return float_to_int(np.asarray(v), dst)[()]
-    if dst.is_float:
-        out = np.asarray(v).astype(np.float32 if dst.name == "f16" else target)
-        return (out.astype(np.float16).astype(np.float32) if dst.name == "f16" else out)[()]
-    return np.asarray(v).astype(target)[()]  # sext / trunc (wraps)
-
-
-def promote(a: DType, b: DType) -> DType:
-    """Common dtype of a Compare's operands (the generator's `_promote`)."""
-    order = ["bool", "i32", "i64", "f16", "f32", "f64"]
-    return a if order.index(a.name) >= order.index(b.name) else b
-
-
-def _sigmoid(x):
-    # the mathlib's form: e = exp(-|x|), (x >= 0 ? 1 : e) / (1 + e), never overflows
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0, e) / (1.0 + e)
-
-
-_erf = np.frompyfunc(math.erf, 1, 1)
-
-
-def _wide(fn):
-    """fn evaluated in float64 and rounded to the operand's dtype: the (nearly) correctly
-    rounded value, which the generator's math functions are within 1.5 ulp of over their
-    documented ranges, rather than numpy's float32 kernels (whose sin and cos of huge
-    arguments are far off)."""
-    return lambda x: np.asarray(fn(np.asarray(x, np.float64))).astype(x.dtype)
-
-
-MATH_FUNCS = {
-    "exp": np.exp, "log": np.log, "tanh": np.tanh, "sin": np.sin, "cos": np.cos,
-    "sigmoid": _sigmoid, "rsqrt": lambda x: 1.0 / np.sqrt(x),
-    "erf": lambda x: np.asarray(_erf(x), np.float64),
-}
-
-_FLOAT_UNARY = {
-    "neg": np.negative, "abs": np.abs, "sqrt": np.sqrt,
-    **{name: _wide(fn) for name, fn in MATH_FUNCS.items()},
-    "sign": lambda x: np.where(np.isnan(x), x, np.where(x > 0, x.dtype.type(1),
-                                                        np.where(x < 0, x.dtype.type(-1), x.dtype.type(0)))),
-    # the generator returns an i1 here, which no float-typed use accepts; its evident meaning
-    "not": lambda x: (x == 0).astype(x.dtype),
-}
-_INT_UNARY = {
-    "neg": np.negative, "abs": lambda x: np.where(x < 0, np.negative(x), x),
-    "sign": lambda x: (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype), "not": np.invert,
-}
-_BOOL_UNARY = {"not": np.logical_not, "abs": lambda x: x, "neg": lambda x: x, "sign": lambda x: x}
-
-
-def unary(op: str, x, dt: DType):
-    """op applied to x, a value of dt."""
-    table = _FLOAT_UNARY if dt.is_float else _BOOL_UNARY if dt.is_bool else _INT_UNARY
-    fn = table.get(op)
-    if fn is None:
-        raise KernelInterpretError(f"unary {op} is not defined for {dt}")
-    return np.asarray(fn(np.asarray(x))).astype(compute_dtype(dt))[()]
-
-
-def _float_max_min(op: str, a, b, in_reduction: bool):
-    a, b = np.asarray(a), np.asarray(b)
-    t = np.where(b > a, b, a) if op == "max" else np.where(b < a, b, a)
-    if in_reduction:  # llvm.maximum/minimum: -0 < +0
-        zeros = (a == 0) & (b == 0)
-        pick_b = np.signbit(a) if op == "max" else ~np.signbit(a)
-        t = np.where(zeros & pick_b, b, t)
-        return np.where(np.isnan(a), a, np.where(np.isnan(b), b, t))[()]
-    return np.where(np.isnan(b), b, t)[()]  # b beats a only when better; a NaN b wins
-
-
-def _float_mod(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    zero = a.dtype.type(0)
-    r = np.fmod(a, b)
-    fix = (r != 0) & ((r < 0) ^ (b < 0))
-    r = np.where(fix, r + b, r)
-    return np.where(r == 0, np.copysign(zero, b), r)[()]
-
-
-def _int_div_mod(op: str, a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    one = a.dtype.type(1)
-    bad = (b == 0) | (b == -1)
-    d = np.where(bad, one, b)
-    if op == "div":
-        return np.where(b == 0, a.dtype.type(0), np.where(b == -1, np.negative(a), a // d))[()]
-    return np.where(bad, a.dtype.type(0), a % d)[()]
-
-
-def _int_pow(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    a, b = np.broadcast_arrays(a, b)
-    t = a.dtype.type
-    acc, base, e = np.ones_like(a), a.copy(), np.where(b < 0, t(0), b)
-    while np.any(e != 0):
-        acc = np.where((e & 1) == 1, acc * base, acc)
-        base = base * base
-        e = e >> 1
-    # negative exponents: exact for bases 1 and -1, else 0 (numpy raises)
-    neg = np.where(a == 1, t(1), np.where(a == -1, np.where((b & 1) == 1, t(-1), t(1)), t(0)))
-    return np.where(b < 0, neg, acc)[()]
-
-
-_RING = {"add": operator.add, "sub": operator.sub, "mul": operator.mul}
-
-
-def binary(op: str, a, b, dt: DType, in_reduction: bool = False):
-    """a op b for values of dt; in_reduction: an Assign in a `reduce` loop."""
-    if not dt.is_bool and op in _RING:  # wrapping for ints, IEEE for floats: numpy's own
-        return _RING[op](a, b)
-    if dt.is_float:
-        if op == "div":
-            return a / b
-        if op == "pow":  # through float64, as the other math functions
-            wide = np.power(np.asarray(a, np.float64), np.asarray(b, np.float64))
-            return wide.astype(compute_dtype(dt))[()]
-        if op in ("max", "min"):
-            return _float_max_min(op, a, b, in_reduction)
-        if op == "mod":
-            return _float_mod(a, b)
-        if op in ("and", "or"):
-            za, zb = np.not_equal(a, 0), np.not_equal(b, 0)
-            both = np.logical_and(za, zb) if op == "and" else np.logical_or(za, zb)
-            return both.astype(compute_dtype(dt))
-    elif dt.is_bool:
-        if op in ("add", "or", "max"):
-            return np.logical_or(a, b)
-        if op in ("mul", "and", "min"):
-            return np.logical_and(a, b)
-        if op == "sub":
-            return np.logical_xor(a, b)
-    else:
-        if op in ("div", "mod"):
-            return _int_div_mod(op, a, b)
-        if op == "max":
-            return np.maximum(a, b)
-        if op == "min":
-            return np.minimum(a, b)
-        if op == "and":
-            return np.bitwise_and(a, b)
-        if op == "or":
-            return np.bitwise_or(a, b)
-        if op == "pow":
-            return _int_pow(a, b)
-    raise KernelInterpretError(f"binary {op} is not defined for {dt}")
-
-
-_COMPARE = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
-            "gt": np.greater, "ge": np.greater_equal}
-
-
-def compare(op: str, a, b):
-    """Ordered float compares except ne (NaN != NaN); ints signed; bools unsigned."""
-    fn = _COMPARE.get(op)
-    if fn is None:
-        raise KernelInterpretError(f"unknown compare op {op!r}")
-    return fn(a, b)
-
-
-# -- memory ------------------------------------------------------------------------------------
-
-class _Memory:
-    """Root byte arrays (external buffers and the arena) and each buffer's element view."""
-
-    def __init__(self, program: K.Program, poison: bool) -> None:
-        self.program = program
-        fill = POISON_BYTE if poison else 0
-        self.roots: dict[str, np.ndarray] = {ARENA: np.full(program.arena_bytes, fill, np.uint8)}
-        for b in program.buffers.values():
-            if b.kind != "temp" and b.name not in program.aliases:
-                self.roots[b.name] = np.full(b.size * b.dtype.itemsize, fill, np.uint8)
-        self.place: dict[str, tuple[str, int]] = {n: self._storage(n, 0) for n in program.buffers}
-        self.views: dict[str, np.ndarray] = {}
-        for name, b in program.buffers.items():
-            root, off = self.place[name]
-            nbytes = b.size * b.dtype.itemsize
-            data = self.roots[root]
-            if off < 0 or off + nbytes > data.size:
-                what = "the arena" if root == ARENA else f"buffer {root!r}"
-                raise KernelInterpretError(f"buffer {name!r} at byte {off} (+{nbytes}) lies outside "
-                                           f"{what} of {data.size} bytes")
-            self.views[name] = data[off:off + nbytes].view(memory_dtype(b.dtype))
-
-    def _storage(self, name: str, depth: int) -> tuple[str, int]:
-        """(root, byte offset) of a buffer, through chains of aliases."""
-        p = self.program
-        if depth > 64:
-            raise KernelInterpretError(f"alias cycle through buffer {name!r}")
-        if name in p.aliases:
-            base, off = p.aliases[name]
-            if base not in p.buffers:
-                raise KernelInterpretError(f"alias {name!r} of unknown buffer {base!r}")
-            root, boff = self._storage(base, depth + 1)
-            return root, boff + int(off) * p.buffers[base].dtype.itemsize
-        b = p.buffers[name]
-        if b.kind == "temp":
-            if name not in p.arena:
-                raise KernelInterpretError(f"temp buffer {name!r} has no arena offset")
-            return ARENA, int(p.arena[name])
-        return name, 0
-
-    def fill(self, name: str, data: np.ndarray) -> None:
-        b = self.program.buffers[name]
-        flat = np.asarray(data).reshape(-1)
-        if flat.size != b.size:
-            raise KernelInterpretError(f"buffer {name!r} holds {b.size} elements, got an array of "
-                                       f"{flat.size} ({list(np.shape(data))})")
-        self.views[name][...] = flat.astype(memory_dtype(b.dtype))
-
-    def read(self, name: str) -> np.ndarray:
-        """A copy of a buffer's elements, flat, in its dtype."""
-        b = self.program.buffers[name]
-        v = self.views[name]
-        return v != 0 if b.dtype.is_bool else v.copy()
-
-
-def _accesses_conflict(records: list) -> bool:
-    """Whether recorded lane accesses make lane-parallel evaluation differ from sequential:
-    a byte written by one lane and read by another, or written by several lanes with
-    different values. records: (root, element byte starts, itemsize, lanes, stored bytes or
-    None for a read)."""
-    roots: dict[str, tuple[list, list, list, list, list]] = {}
-    for root, start, size, lanes, values in records:
-        w_a, w_l, w_v, r_a, r_l = roots.setdefault(root, ([], [], [], [], []))
-        addr = (start[:, None] + np.arange(size)).reshape(-1)
-        ln = np.repeat(lanes, size)
-        if values is None:
-            r_a.append(addr)
-            r_l.append(ln)
-        else:
-            w_a.append(addr)
-            w_l.append(ln)
-            w_v.append(values.reshape(-1))
-    for w_a, w_l, w_v, r_a, r_l in roots.values():
-        if not w_a:
-            continue
-        wa, wl, wv = np.concatenate(w_a), np.concatenate(w_l), np.concatenate(w_v)
-        ra = np.concatenate(r_a) if r_a else np.zeros(0, np.int64)
-        rl = np.concatenate(r_l) if r_l else np.zeros(0, np.int64)
-        touched = np.isin(ra, wa)
-        ra, rl = ra[touched], rl[touched]
-        addrs, inv = np.unique(np.concatenate([wa, ra]), return_inverse=True)
-        lanes = np.concatenate([wl, rl])
-        lo = np.full(addrs.size, np.iinfo(np.int64).max)
-        hi = np.full(addrs.size, np.iinfo(np.int64).min)
-        np.minimum.at(lo, inv, lanes)
-        np.maximum.at(hi, inv, lanes)
-        shared = lo != hi
-        if not shared.any():
-            continue
-        w_inv, r_inv = inv[:wa.size], inv[wa.size:]
-        if shared[r_inv].any():
-            return True
-        vlo = np.full(addrs.size, 255, np.uint8)
-        vhi = np.zeros(addrs.size, np.uint8)
-        np.minimum.at(vlo, w_inv, wv)
-        np.maximum.at(vhi, w_inv, wv)
-        if (vlo[shared] != vhi[shared]).any():
-            return True
-    return False
-
-
 # -- execution ---------------------------------------------------------------------------------
-
-def _stmts(stmts):
-    for s in stmts:
-        yield s
-        if isinstance(s, K.For):
-            yield from _stmts(s.body)
-
 
 def _local_reads(e) -> list[str]:
     return [x.name for x in K.walk_exprs(e) if isinstance(x, K.LocalRef)]
@@ -607,7 +275,7 @@ class _Interpreter:
         """Evaluate a nest over all its iterations at once; False (memory and locals as
         they were) when lanes turned out to depend on each other."""
         body = nest[-1].body
-        watched = {self.mem.place[st.buffer][0] for st in _stmts(body)
+        watched = {self.mem.place[st.buffer][0] for st in K.walk_stmts(body)
                    if isinstance(st, K.Store) and st.buffer in self.mem.place}
         snapshot = {r: self.mem.roots[r].copy() for r in watched}
         saved_vars, saved_locals, saved_depth = dict(self.vars), dict(self.locals), self.reduce_depth
@@ -634,7 +302,7 @@ class _Interpreter:
             self._regions[id(nest[0])] = None  # sequential from now on (always exact)
             return False
         last = (-1,) * len(shape)
-        for name in {st.local.name for st in _stmts(body) if isinstance(st, K.Declare)}:
+        for name in {st.local.name for st in K.walk_stmts(body) if isinstance(st, K.Declare)}:
             if name in after:  # after a loop a local holds its last iteration's value
                 dt, v = after[name]
                 self.locals[name] = (dt, np.broadcast_to(v, shape)[last] if np.ndim(v) else v)
@@ -712,7 +380,7 @@ def _lane_independent(body: list) -> bool:
     """Static half of the lane check: no GEMM, and every local the body assigns is
     declared by the body before it is read or assigned (nothing carried between
     iterations through locals)."""
-    everywhere = {s.local.name for s in _stmts(body) if isinstance(s, K.Declare)}
+    everywhere = {s.local.name for s in K.walk_stmts(body) if isinstance(s, K.Declare)}
     declared: set[str] = set()
 
     def visit(stmts) -> bool:

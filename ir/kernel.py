@@ -10,16 +10,68 @@ here is specific to one backend.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Union
 
 from .dtypes import DType, bool_, i64
 
-# -- scalar expressions -------------------------------------------------------------------
+# -- the scalar-function vocabulary ---------------------------------------------------------
 
-UNARY_FUNCS = ("neg", "abs", "sign", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "erf",
-               "sin", "cos", "not")
-BINARY_FUNCS = ("add", "sub", "mul", "div", "pow", "max", "min", "and", "or", "mod")
-COMPARE_FUNCS = ("eq", "ne", "lt", "le", "gt", "ge")
+@dataclass(frozen=True)
+class ScalarFunc:
+    """One function a `Unary`, `Binary` or `Compare` may name. This table is the vocabulary:
+    the kernel-IR interpreter, both code generators and the cost model read it, so a
+    function is either in it and reachable everywhere, or nowhere.
+
+    `kinds`: the dtype kinds it is defined on ("f" float, "i" integer, "b" bool).
+    `library`: on floats it is a math-library routine (backends/llvm/mathlib.py, CUDA's libm),
+    accurate to an ulp or so rather than exactly rounded like an instruction.
+    `cost`: the kernel cost model's work per evaluation, in instruction units (a library
+    routine 8, a division 4, an instruction 1); it decides what is worth a parallel fork."""
+    name: str
+    arity: int
+    kinds: str
+    library: bool = False
+    compare: bool = False
+    cost: int = 1
+
+
+def _lib(name: str, arity: int = 1, kinds: str = "f") -> ScalarFunc:
+    return ScalarFunc(name, arity, kinds, library=True, cost=8)
+
+
+SCALAR_FUNCS: dict[str, ScalarFunc] = {f.name: f for f in (
+    # unary
+    ScalarFunc("neg", 1, "fib"), ScalarFunc("abs", 1, "fib"), ScalarFunc("sign", 1, "fib"),
+    ScalarFunc("not", 1, "fib"), ScalarFunc("sqrt", 1, "f"),
+    *(_lib(n) for n in ("exp", "expm1", "log", "rsqrt", "tanh", "sigmoid", "erf", "sin", "cos")),
+    # binary (on bools: add/or/max are or, mul/and/min are and, sub is xor)
+    ScalarFunc("add", 2, "fib"), ScalarFunc("sub", 2, "fib"), ScalarFunc("mul", 2, "fib"),
+    ScalarFunc("div", 2, "fi", cost=4), ScalarFunc("mod", 2, "fi", cost=4),
+    _lib("pow", 2, "fi"),  # on integers: exact, by squaring (a scalar call, not vectorised)
+    ScalarFunc("max", 2, "fib"), ScalarFunc("min", 2, "fib"),
+    ScalarFunc("and", 2, "fib"), ScalarFunc("or", 2, "fib"),
+    # comparisons (a bool result)
+    *(ScalarFunc(c, 2, "fib", compare=True) for c in ("eq", "ne", "lt", "le", "gt", "ge")),
+)}
+
+UNARY_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.arity == 1)
+BINARY_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.arity == 2 and not f.compare)
+COMPARE_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.compare)
+# float functions a backend computes with a math-library routine (LLVM mathlib, CUDA libm)
+MATH_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.library)
+
+
+def _kind(dt: DType) -> str:
+    return "f" if dt.is_float else "b" if dt.is_bool else "i"
+
+
+def scalar_func(name: str, dtype: DType) -> ScalarFunc | None:
+    """The entry for `name` applied to operands of `dtype`, or None where it is not defined."""
+    f = SCALAR_FUNCS.get(name)
+    return f if f is not None and _kind(dtype) in f.kinds else None
+
+
+# -- scalar expressions -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -274,6 +326,9 @@ class Program:
     errors: list[str] = field(default_factory=list)
     # the MemoryPlan that placed the arena (passes/memory.py), for reports; not program text
     memory_plan: "object | None" = field(default=None, compare=False, repr=False)
+    # the kernel-IR steps that made it, for the ledger: (step, seconds, kernels before,
+    # kernels after, what it did), as lowering recorded them (passes/lower.py)
+    steps: list = field(default_factory=list, compare=False, repr=False)
     # the graph nodes behind each kernel (ir/provenance.py), for the NaN locator and the
     # profiler; not program text
     provenance: "object | None" = field(default=None, compare=False, repr=False)
@@ -320,12 +375,60 @@ def _fmt(s: Stmt, depth: int) -> str:
     raise TypeError(type(s))
 
 
+# -- walkers (the one set: passes and code generators use these, not private copies) -------
+
+def expr_children(e: Expr) -> list[Expr]:
+    """The operands of one expression node, in evaluation order."""
+    if isinstance(e, (Unary, Cast)):
+        return [e.x]
+    if isinstance(e, (Binary, Compare)):
+        return [e.a, e.b]
+    if isinstance(e, Select):
+        return [e.cond, e.a, e.b]
+    if isinstance(e, Load):
+        return [e.index]
+    return []
+
+
 def walk_exprs(e: Expr) -> Iterator[Expr]:
+    """Every node of e as a tree, pre-order (a shared sub-expression once per use)."""
     yield e
     for child in ("x", "a", "b", "cond", "index"):
         sub = getattr(e, child, None)
         if sub is not None and not isinstance(sub, (str, DType)):
             yield from walk_exprs(sub)
+
+
+def walk_expr_dag(e: Expr) -> Iterator[Expr]:
+    """Every node of e once (by identity): expressions are DAGs, and a lowering that reuses a
+    sub-expression must not make a walk exponential."""
+    stack, seen = [e], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        yield x
+        stack.extend(expr_children(x))
+
+
+def walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
+    """Every statement, pre-order, loop bodies included."""
+    for s in stmts:
+        yield s
+        if isinstance(s, For):
+            yield from walk_stmts(s.body)
+
+
+def written_buffers(k: "Kernel") -> list[str]:
+    """Buffers a kernel's statements store into (GEMM results included), in order."""
+    out: dict[str, None] = {}
+    for s in walk_stmts(k.body):
+        if isinstance(s, Store):
+            out.setdefault(s.buffer)
+        elif isinstance(s, Gemm):
+            out.setdefault(s.c)
+    return list(out)
 
 
 def stmt_exprs(s: Stmt) -> list[Expr]:

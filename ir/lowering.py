@@ -10,6 +10,8 @@ import itertools
 from math import prod
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .dtypes import DType, bool_, i32, i64
 from .graph import Node, Value
 from .kernel import (Assign, Binary, Cast, Compare, Const, Declare, Expr, For, Kernel, Load,
@@ -193,7 +195,6 @@ def lower_elementwise(ctx: LowerCtx, node: Node, scalar: Callable[..., Expr]) ->
 
 
 def reduce_init(kind: str, dtype: DType) -> Const:
-    import numpy as np
     if kind in ("sum", "mean"):
         return Const(0 if not dtype.is_float else 0.0, dtype)
     if dtype.is_float:
@@ -309,11 +310,3 @@ def lower_copy_map(ctx: LowerCtx, node: Node, index_of: Callable[[list[Var]], Ex
                 Select(ok, Load(sb, Select(ok, idx, c64(0), i64), src.dtype), fill, out.dtype)
         return [Store(ob, linear_index(vs, ostr), value)]
     ctx.kernel(ctx.loops(out.shape, body), [sb], [ob])
-
-
-# --- fusion groups -----------------------------------------------------------------------------
-
-def lower_fused(ctx: LowerCtx, members: Sequence[Node], needed: set[Value]) -> None:
-    """One loop nest for a fusion group (passes/fusion.py); ir/fused.py builds it."""
-    from .fused import lower_group
-    lower_group(ctx, members, needed)

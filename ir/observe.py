@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import re
 import sys
 import time
 from typing import Any, Callable, Iterator
+
+from .analysis import to_dot
+from .jsonform import graph_to_json
+from .summary import summarize
+from .text import print_graph
 
 log = logging.getLogger("graphc.compile")
 
@@ -33,17 +39,12 @@ GRAPH_FORMATS = {"text": "gcir", "dot": "dot", "json": "json", "summary": "txt"}
 def render_graph(graph: Any, fmt: str = "text") -> str:
     """A graph as text IR, DOT, JSON or a summary (the CLI's --format choices)."""
     if fmt == "text":
-        from .text import print_graph
         return print_graph(graph)
     if fmt == "dot":
-        from .analysis import to_dot
         return to_dot(graph)
     if fmt == "json":
-        import json
-        from .jsonform import graph_to_json
         return json.dumps(graph_to_json(graph), indent=1)
     if fmt == "summary":
-        from .summary import summarize
         return summarize(graph)
     raise ValueError(f"unknown graph format {fmt!r}")
 

@@ -204,7 +204,6 @@ def register(opdef: OpDef) -> OpDef:
 
 
 def get_op(name: str, loc: Any = None) -> OpDef:
-    _load_ops()
     if not isinstance(name, str):
         raise UnknownOpError(f"an op name is a string, not {type(name).__name__} {name!r}", loc=loc)
     try:
@@ -217,13 +216,9 @@ def get_op(name: str, loc: Any = None) -> OpDef:
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load_ops()
+    """Every registered op by name. The op library registers itself when graphc.ir loads
+    (its __init__ imports ir/ops), so this module never imports the ops it indexes."""
     return dict(sorted(_REGISTRY.items()))
-
-
-def _load_ops() -> None:
-    if not _REGISTRY:
-        from . import ops  # noqa: F401  (registers every op module)
 
 
 def elementwise_cost(flops_per_element: int):

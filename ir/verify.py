@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from .analysis import find_cycle
 from .errors import GraphcError, VerificationError
-from .graph import Graph, Node, Value
+from .graph import Graph, Node, Value, provide_view
 from .loc import Loc
+from .registry import get_op
+from .text import attrs_equal, format_node, value_names
 from .types import TensorType
 
 __all__ = ["verify", "problems"]
@@ -30,7 +33,6 @@ class _Problem:
         n = self.node
         where = f" at {n.loc}" if getattr(n, "loc", None) is not None else ""
         try:
-            from .text import format_node
             desc = f"`{format_node(n, names or {}, loc=False)}`"
         except Exception:  # noqa: BLE001 - a node broken enough that printing fails
             try:
@@ -51,9 +53,6 @@ def _safe_repr(v: Any) -> str:
 
 def problems(g: Graph) -> list[_Problem]:
     """Every invariant violation in g (empty when g is well formed)."""
-    from .registry import get_op
-    from .text import attrs_equal
-
     out: list[_Problem] = []
     add = lambda msg, node=None: out.append(_Problem(msg, node))  # noqa: E731
 
@@ -148,8 +147,6 @@ def problems(g: Graph) -> list[_Problem]:
             if isinstance(v, Value):
                 available.add(v)
     if late:
-        from .analysis import find_cycle
-        from .text import format_node, value_names
         cycle = find_cycle(g)
         if cycle:
             vnames = value_names(g)
@@ -231,7 +228,6 @@ def verify(g: Graph) -> None:
     if not found:
         return
     try:
-        from .text import value_names
         names = value_names(g)
     except Exception:  # noqa: BLE001 - printing names is best effort on a broken graph
         names = {}
@@ -250,3 +246,6 @@ def verify(g: Graph) -> None:
     err.loc = getattr(first, "loc", None)
     err.problems = rendered  # type: ignore[attr-defined]
     raise err
+
+
+provide_view("verify", verify)  # g.verify()

@@ -47,10 +47,9 @@ collapse into one buffer) and returns one `InPlace` record per rewritten output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from ..ir.kernel import (Binary, Const, Expr, For, Gemm, Kernel, Load, Program, Stmt, Store, Var,
-                         stmt_exprs, walk_exprs)
+                         stmt_exprs, walk_exprs, walk_stmts)
 
 
 @dataclass(frozen=True)
@@ -67,13 +66,6 @@ class InPlace:
 
 
 # -- what a kernel touches ------------------------------------------------------------------
-
-def walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
-    for s in stmts:
-        yield s
-        if isinstance(s, For):
-            yield from walk_stmts(s.body)
-
 
 def kernel_access(k: Kernel) -> tuple[set[str], set[str]]:
     """(buffers read, buffers written) by a kernel: its declared lists plus what its

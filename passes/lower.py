@@ -18,9 +18,12 @@ from ..ir.dtypes import DType, i32
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
 from ..ir.kernel import Buffer, For, Kernel, Load, Program, Store
-from ..ir.lowering import LowerCtx, lower_elementwise, lower_fused
+from ..ir.kernel_verify import verify_program
+from ..ir.fused import lower_group as lower_fused
+from ..ir.lowering import LowerCtx, lower_elementwise
 from ..ir.provenance import Provenance
 from ..ir.registry import get_op
+from ..ir.validate import verify_level
 from .dce import eliminate_dead_code
 
 _log = logging.getLogger("graphc.passes")
@@ -33,7 +36,7 @@ class LoweringError(GraphcError):
 
 def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
           nested_gemm: bool = True, donate: bool = True, donated_inputs: Iterable[str] = (),
-          gemm_panels: dict[str, int] | None = None) -> Program:
+          gemm_panels: dict[str, int] | None = None, verify: int | None = None) -> Program:
     """Legalise, prune, fuse and lower a copy of graph. fuse_ops: True runs the fusion pass,
     False lowers every node on its own, None keeps the groups the graph already has (as
     gc.compile's pass pipeline left them). plan: parameter updates overwrite the parameters
@@ -45,7 +48,8 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     its launches are asynchronous, so a failing call cannot stop before an in-place update).
     donated_inputs: graph inputs whose arrays kernels may overwrite (gc.compile's donate).
     gemm_panels: {dtype name: panel width} of the backend's GEMM (K.Gemm.b_panels), so
-    lowerings that build a GEMM operand (convolution columns) can write it pre-packed."""
+    lowerings that build a GEMM operand (convolution columns) can write it pre-packed.
+    verify: the kernel-IR verifier's level (None: GRAPHC_VERIFY; see after_step)."""
     from .fusion import fuse
     from .legalize import has_flat_kernel, has_kernel, legalize
     observe.current().stage("lower to kernel IR")
@@ -57,8 +61,10 @@ def lower(graph: Graph, fuse_ops: bool | None = True, plan: bool = True, *,
     elif fuse_ops is False:
         for n in g.nodes:
             n.group = None
-    return _Lowering(g, plan=plan, donate=donate, donated_inputs=frozenset(donated_inputs),
-                     gemm_panels=gemm_panels).run()
+    lowering = _Lowering(g, plan=plan, donate=donate, donated_inputs=frozenset(donated_inputs),
+                         gemm_panels=gemm_panels)
+    lowering.verify = verify
+    return lowering.run()
 
 
 class _Lowering:
@@ -200,10 +206,19 @@ class _Lowering:
             self.after_step("layout", f"planning off: arena {naive_layout(self.p):,} B")
 
     def after_step(self, step: str, what: str) -> None:
-        """A kernel-IR step is done: log it (graphc.passes) and dump the program."""
+        """A kernel-IR step is done: log it (graphc.passes), dump the program, and verify it
+        (ir/kernel_verify.py) when GRAPHC_VERIFY >= 1, after the dump so it shows the
+        program that failed: at level 1 the final (planned) program, at 2 every step."""
         now = time.perf_counter()
         _log.debug("kernel IR %s (%s): %.2f ms, %s", step, self.p.name,
                    (now - self._step_t0) * 1e3, what)
+        kernels = len(self.p.kernels)
+        before = self.p.steps[-1][3] if self.p.steps else len(self.g.nodes)
+        self.p.steps.append((step, now - self._step_t0, before, kernels, what))
         self._step_t0 = now
         observe.current().dump_text(f"kernel-{step}", "kir", lambda: str(self.p), "kernel",
                                     f"kernel IR, {step}: {what}")
+        final = step in ("memory", "layout")  # the arena is placed: the program that runs
+        level = verify_level() if self.verify is None else self.verify
+        if level >= 2 or (level >= 1 and final):
+            verify_program(self.p, placed=final)

@@ -24,13 +24,7 @@ from ..ir.errors import GraphcError
 from ..ir.graph import Graph
 from ..ir.summary import graph_cost
 from ..ir.validate import check_rewrite, verify_level
-
-
-@dataclass(frozen=True)
-class Pass:
-    name: str
-    description: str
-    run: Callable[[Graph], "dict[str, int] | None"]
+from .passdef import Pass
 
 
 @dataclass
@@ -150,24 +144,22 @@ def resolve(passes: Iterable["Pass | str"]) -> list[Pass]:
 log = logging.getLogger("graphc.passes")
 
 
-def _verify_default() -> bool:
-    return verify_level() >= 1
-
-
 class Pipeline:
-    def __init__(self, passes: Iterable["Pass | str"], *, verify: bool | None = None,
+    def __init__(self, passes: Iterable["Pass | str"], *, verify: "bool | int | None" = None,
                  print_after: "Iterable[str] | str" = (), dump_dir: str | None = None,
                  stream: TextIO | None = None, dump_format: str = "text",
                  on_pass: "Callable[[str, Graph], None] | None" = None) -> None:
         """print_after: passes after which the IR is written to `stream` (stdout).
         dump_dir: one numbered file per pass (and the input) plus index.txt, besides any
         dump of the compile in progress. Both in `dump_format` (text, dot, json, summary).
-        on_pass(name, graph) is called after each pass (the CLI renders what it asks for)."""
+        on_pass(name, graph) is called after each pass (the CLI renders what it asks for).
+        verify: a level (0, 1, 2 as GRAPHC_VERIFY, which None reads) or a bool (1 or 0)."""
         self.passes = resolve(passes)
-        self.verify = _verify_default() if verify is None else verify
-        # GRAPHC_VERIFY=2: every pass is also checked by running the graph before and after
-        # it on random inputs (ir/validate.py), so a wrong pass names itself
-        self.validate = self.verify and verify_level() >= 2
+        level = verify_level() if verify is None else int(verify)
+        self.verify = level >= 1
+        # level 2: every pass is also checked by running the graph before and after it on
+        # random inputs (ir/validate.py), so a wrong pass names itself
+        self.validate = level >= 2 if not isinstance(verify, bool) else verify and verify_level() >= 2
         self.print_after = set(self.passes_named(print_after))
         self.dump_dir = dump_dir
         self.dump_format = dump_format

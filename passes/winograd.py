@@ -37,6 +37,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.ops.winograd import interior_tiles, activation_op, tiles
 from ..ir.registry import get_op
 from ..ir.rewrite import rebuild_at
+from .passdef import Pass
 
 MODES = ("auto", "off", "F2", "F4")
 ERROR_BOUND = {2: 2e-6, 4: 2e-5}  # float32 relative error per tile, see the docstring
@@ -282,7 +283,6 @@ def winograd(graph: Graph, mode: str = "auto",
 
 def winograd_pass(mode: str = "auto", machine: MachineFigures = DEFAULT_MACHINE):
     """A pass-manager Pass running the rewrite in `mode`."""
-    from .manager import Pass
     _check_mode(mode)
 
     def run(g: Graph) -> dict:

@@ -9,38 +9,30 @@
 
 Code generation needs neither pycuda nor a GPU (the CI renders and compiles every op and
 example model with nvcc); running needs the `cuda` extra (pycuda), a device and nvcc.
-`factory` is what `graphc.compile(..., backend="cuda")` calls (registered in
-graphc/backends/__init__.py); it lowers the graph with passes.lower.lower.
+`factory` is what graphc/pipeline.py calls with the planned program (lowered as this
+backend's `Needs` say: no GEMM nested in a loop, since each GEMM is a launch of its own, and
+parameter updates into buffers of their own, since launches are asynchronous and a failing
+call cannot stop before an in-place update).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 
-def lower_for_cuda(graph, plan: bool = True):
-    """The kernel-IR program this backend compiles for an optimised graph: no op whose kernel
-    nests a GEMM in a loop (each GEMM is a launch of its own), and parameter updates in
-    output buffers of their own (launches are asynchronous: a failing call cannot stop
-    before an in-place update)."""
-    from ...passes.lower import lower  # the lowering lives in passes/ (lazy: no cycle)
-    return lower(graph, fuse_ops=None, plan=plan, nested_gemm=False, donate=False)
-
-
-def factory(graph, params: Mapping[str, Any] | None = None, single_output: bool = False,
-            **options: Any):
-    """graph -> CudaExecutable. Options: cache (False, or a CompileCache), options (a
-    codegen.CodegenOptions), device_outputs (return pycuda GPUArrays), check_numerics
-    (scan every kernel's results for NaN/inf; NumericsError names the node)."""
+def factory(graph, program=None, *, params: Mapping[str, Any] | None = None,
+            single_output: bool = False, donate=(), **options: Any):
+    """(graph, planned kernel program) -> CudaExecutable. Options: cache (False, or a
+    CompileCache), options (a codegen.CodegenOptions), device_outputs (return pycuda
+    GPUArrays), check_numerics (scan every kernel's results for NaN/inf; NumericsError
+    names the node). `donate` is a permission to overwrite inputs, not an obligation."""
     from dataclasses import replace
 
     from .codegen import CodegenOptions
     from .runtime import CudaExecutable
-    opt_level = options.pop("opt_level", 2)  # gc.compile's pass pipeline already ran (and fused)
+    options.pop("num_threads", None)
     if options.pop("check_numerics", False):
         options["options"] = replace(options.get("options") or CodegenOptions(), check_numerics=True)
-    options.pop("donate", None)  # a permission to overwrite inputs, not an obligation
-    program = lower_for_cuda(graph, plan=opt_level >= 1)
     return CudaExecutable(graph, program, params=params, single_output=single_output, **options)
 
 
-__all__ = ["factory", "lower_for_cuda"]
+__all__ = ["factory"]

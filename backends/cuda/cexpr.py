@@ -261,7 +261,7 @@ class ExprWriter:
                       "not": f"(({x}) == 0)"}
             if op in simple:
                 return simple[op]
-            if op in ("exp", "log", "tanh", "erf", "sin", "cos"):
+            if op in K.MATH_FUNCS:  # the rest of the table's library functions: CUDA's own
                 return f"{op}{'' if d else 'f'}({x})"
         elif dt.is_bool:
             if op == "not":

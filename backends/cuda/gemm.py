@@ -15,15 +15,11 @@ thread; 8-byte accumulators (f64, i64) always use the smaller tile (registers).
 from __future__ import annotations
 
 from math import prod
-from typing import TYPE_CHECKING
 
 from ...ir import kernel as K
 from . import analysis as A
 from .cexpr import CudaCodegenError, compute_dtype, mem_type, reg_type
-from .codegen import Launch, _decompose
-
-if TYPE_CHECKING:
-    from .codegen import _ModuleWriter, _Plan
+from .module import Launch, ModuleWriter, _decompose, _Plan
 
 MAX_GRID_Z = 65535
 MAX_GRID_Y = 65535
@@ -44,7 +40,7 @@ def tile_config(g: K.Gemm, a_dt: str, b_dt: str, c_dt: str, z: int, opt) -> tupl
     return "simt", (64, 64, 16, 4, 4), 256
 
 
-def _check_disjoint(mw: "_ModuleWriter", k: K.Kernel, g: K.Gemm, loops: list[K.For]) -> None:
+def _check_disjoint(mw: ModuleWriter, k: K.Kernel, g: K.Gemm, loops: list[K.For]) -> None:
     """Every z (loop iteration x batch index) must write its own part of C."""
     where = f"kernel {k.name!r}" + (f" (computes {k.source})" if k.source else "")
     c_st = mw.storage[g.c]
@@ -90,7 +86,7 @@ def _epilogue_store(w, g: K.Gemm, c_ptr: str, ldc: int, acc_dt, dc) -> list[str]
     return lam + [f"      *dst = {value};", "    };"]
 
 
-def render_gemm(mw: "_ModuleWriter", k: K.Kernel, fname: str, plan: "_Plan") -> None:
+def render_gemm(mw: ModuleWriter, k: K.Kernel, fname: str, plan: _Plan) -> None:
     g: K.Gemm = plan.body[0]
     loops = plan.nest
     if min(g.m, g.n, g.batch) <= 0:

@@ -1,6 +1,6 @@
 """Compiling CUDA C with nvcc: to a cubin for the runtime, to PTX or cubin for the CI check.
 
-nvcc is found as `$GRAPHC_NVCC`, `nvcc` on PATH, or `$CUDA_HOME/bin/nvcc`. Flags:
+nvcc is found as `$GRAPHC_NVCC`, `nvcc` on PATH, or in the toolkit toolkit.py finds. Flags:
 `-std=c++17 -O3 -fmad=false` (elementwise arithmetic rounds as numpy does; the GEMM
 templates call fma explicitly), `-Werror=all-warnings` when `strict` (the CI check), and
 `-arch=sm_XY` for the target. A failed compile raises `NvccError` with nvcc's
@@ -32,9 +32,9 @@ def find_nvcc() -> str | None:
     path = shutil.which("nvcc")
     if path:
         return path
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    cand = Path(home) / "bin" / "nvcc"
-    return str(cand) if cand.is_file() else None
+    from .toolkit import find_toolkit  # CUDA_HOME, CUDA_PATH, /usr/local/cuda*
+    root = find_toolkit()
+    return str(root / "bin" / "nvcc") if root is not None else None
 
 
 @functools.lru_cache(maxsize=4)

@@ -41,6 +41,7 @@ import numpy as np
 from ...ir import kernel as K
 from ...ir.errors import GraphcError, InputError
 from ...ir.types import format_shape
+from ..errors import KernelError  # the LLVM backend's too (re-exported: runtime.KernelError)
 from ..executable import Executable, convert_argument
 from . import codegen, nvcc
 
@@ -51,10 +52,6 @@ class CudaUnavailable(GraphcError):
 
 class CudaRuntimeError(GraphcError):
     """The CUDA driver reported an error while running a compiled program."""
-
-
-class KernelError(GraphcError):
-    """A compiled kernel flagged bad data at run time (e.g. an index out of range)."""
 
 
 ALIGN = 16  # bytes: vectorised kernels load 16 bytes at a time from every buffer base

@@ -60,13 +60,22 @@ def default_cache_dir() -> Path:
 _source_hash: str | None = None
 
 
+# The modules whose source decides the machine code (the code generator, split by idea,
+# the GEMM and math libraries, the engine): a change to any of them invalidates the cache.
+GENERATOR_SOURCES = ("codegen.py", "irtypes.py", "options.py", "module.py", "function.py",
+                     "loops.py", "gemm_call.py", "scalar.py", "casts.py", "analysis.py",
+                     "gemm_plan.py", "gemm_loops.py", "mathcall.py", "nodes.py", "omp.py",
+                     "mathlib.py", "gemm.py", "gemm_target.py", "gemm_kernel.py", "gemm_pack.py",
+                     "gemm_driver.py", "gemm_ir.py", "engine.py", "cache.py")
+
+
 def generator_source_hash() -> str:
-    """sha256 of the code generator's source files (codegen, mathlib, gemm, engine)."""
+    """sha256 of the code generator's source files (GENERATOR_SOURCES)."""
     global _source_hash
     if _source_hash is None:
         h = hashlib.sha256()
         here = Path(__file__).resolve().parent
-        for name in ("codegen.py", "mathlib.py", "gemm.py", "engine.py", "cache.py"):
+        for name in GENERATOR_SOURCES:
             p = here / name
             if p.is_file():
                 h.update(name.encode())

@@ -1,5 +1,10 @@
 """LLVM engine: host target machine, the O3 pipeline, object emission and MCJIT loading.
 
+The backend's one of each: `new_target_machine` is the only place a TargetMachine is made
+(`target_machine` caches them), `optimize` the only pass pipeline, `load_gomp` the only
+libgomp loader (programs, the GEMM library, AOT emission, the batch-split trampoline and the
+tests' CompiledGemm all go through them).
+
 Compilation is split so that the disk cache (`cache.py`) can stand between the halves:
 
     text IR --optimize_and_emit--> object bytes --load_object--> JitModule (symbol addresses)
@@ -178,16 +183,25 @@ def target_machine(target: HostTarget | None = None, *, jit: bool = True, opt: i
                    reloc: str = "default", codemodel: str = "jitdefault") -> "llvm.TargetMachine":
     """A TargetMachine for `target` (the host by default). `jit=True` (the large code model)
     is what MCJIT wants; AOT export asks for reloc='pic', codemodel='default'."""
-    _initialize()
     target = target or host_target()
     key = (target, jit, opt, reloc, codemodel)
     tm = _tm_cache.get(key)
     if tm is None:
-        t = llvm.Target.from_triple(target.triple)
-        tm = t.create_target_machine(cpu=target.cpu, features=target.features, opt=opt,
-                                     reloc=reloc, codemodel=codemodel, jit=jit)
+        tm = new_target_machine(target, jit=jit, opt=opt, reloc=reloc, codemodel=codemodel)
         _tm_cache[key] = tm
     return tm
+
+
+def new_target_machine(target: HostTarget | None = None, *, jit: bool = True, opt: int = 3,
+                       reloc: str = "default", codemodel: str = "jitdefault") -> "llvm.TargetMachine":
+    """A fresh TargetMachine, the one place the backend creates them: `target_machine`
+    caches these; an MCJIT engine takes ownership of the one it is given, so it needs its
+    own (JitModule, and the tests' CompiledGemm)."""
+    _initialize()
+    target = target or host_target()
+    t = llvm.Target.from_triple(target.triple)
+    return t.create_target_machine(cpu=target.cpu, features=target.features, opt=opt,
+                                   reloc=reloc, codemodel=codemodel, jit=jit)
 
 
 _fd2_lock = threading.RLock()
@@ -340,8 +354,7 @@ class JitModule:
             empty.triple = target.triple
             empty.data_layout = str(tm.target_data)
             # MCJIT takes ownership of the target machine it is given: give it its own.
-            own_tm = llvm.Target.from_triple(target.triple).create_target_machine(
-                cpu=target.cpu, features=target.features, opt=3, jit=True)
+            own_tm = new_target_machine(target)
             self._engine = llvm.create_mcjit_compiler(empty, own_tm)
             try:
                 self._engine.add_object_file(llvm.ObjectFileRef.from_data(obj))

@@ -1,10 +1,7 @@
 """Errors the LLVM backend raises at run time, importable without llvmlite (the AOT loader
-runs compiled code without loading LLVM)."""
+runs compiled code without loading LLVM): the backends' one KernelError."""
 from __future__ import annotations
 
-from ...ir.errors import KernelRuntimeError
+from ..errors import KernelError
 
-
-class KernelError(KernelRuntimeError):
-    """A compiled kernel flagged bad data at run time (e.g. an index out of range); one
-    `except KernelRuntimeError` catches it and the kernel-IR interpreter's alike."""
+__all__ = ["KernelError"]

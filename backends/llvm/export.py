@@ -217,8 +217,12 @@ def link_library(plan: PreparedLibrary, directory: str, name: str, facts: str = 
         with open(script, "w", encoding="utf-8") as f:
             f.write(f"{{ global: {prefix}_*; local: *; }};\n")
         so_tmp = os.path.join(tmp, "lib.so")
+        # -z nodelete: a dlclose (the header's <prefix>_close) must not unmap the library
+        # and the libgomp it pulled in while libgomp's pool threads still live: they would
+        # run unmapped code at exit (a segfault after a clean run, seen under load)
         _run([_cc(), "-std=c11", "-O2", "-fPIC", "-shared", "-o", so_tmp, c_path, obj_path,
-              f"-Wl,--version-script={script}", "-Wl,-z,noexecstack", "-lgomp", "-lm"],
+              f"-Wl,--version-script={script}", "-Wl,-z,noexecstack", "-Wl,-z,nodelete",
+              "-lgomp", "-lm"],
              "linking the shared object")
         with open(so_tmp, "rb") as f:
             library = f.read()

@@ -108,9 +108,11 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
+from ...ir import kernel as K
+
 __all__ = ["MATH_FUNCS", "ACCURACY", "declare_math"]
 
-MATH_FUNCS = ("exp", "expm1", "log", "tanh", "sigmoid", "erf", "sin", "cos", "pow", "rsqrt")
+MATH_FUNCS = K.MATH_FUNCS  # the kernel IR's table (ir/kernel.py): one list of them
 
 # Maximum error in ulp asserted by the tests, per (name, dtype).  See the table above.
 ACCURACY = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from dataclasses import replace
 
 from ..profile import Profile, build_profile, kernel_rows
 from . import engine
@@ -44,28 +43,12 @@ def ticks_per_second() -> float:
         return _rate[0]
 
 
-def profiler_for(exe):
-    """The profiling build of an LLVMExecutable (or of a batch-split one's full graph)."""
+def profile(exe, inputs: dict, params: dict, repeat: int, build) -> Profile:
+    """Run the profiling build of `exe` (`build(exe)`, made once and kept on it: see
+    runtime.profiling_build) `repeat` times on copies of the parameters; rows per kernel."""
     prof = getattr(exe, "_profiler", None)
     if prof is None:
-        from .runtime import LLVMExecutable, default_options
-        compiled = getattr(exe, "compiled", None)
-        base = compiled.options if compiled is not None and compiled.options is not None else default_options()
-        options = replace(base, profile=True, check_numerics=False)
-        program = getattr(exe, "program", None)
-        if program is None or getattr(exe, "parts", None):  # batch split: one part's program
-            from ...passes.lower import lower
-            from . import gemm_panels
-            program = lower(exe.graph, fuse_ops=None, gemm_panels=gemm_panels())
-        prof = LLVMExecutable(exe.graph, program, params=dict(exe._params), options=options,
-                              cache=getattr(exe, "_cache", None))
-        exe._profiler = prof
-    return prof
-
-
-def profile(exe, inputs: dict, params: dict, repeat: int) -> Profile:
-    """Run the profiling build `repeat` times on copies of the parameters; rows per kernel."""
-    prof = profiler_for(exe)
+        prof = exe._profiler = build(exe)
     prof.num_threads = getattr(exe, "num_threads", prof.num_threads)
     prof._execute(inputs, params)  # warm-up (and first-touch of the arena)
     prof.compiled.kernel_cycles(reset=True)

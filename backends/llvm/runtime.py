@@ -229,9 +229,10 @@ class LLVMExecutable(Executable):
         check_numerics: the code checks every kernel's results for NaN/inf and a call that
         finds some raises NumericsError naming the node (backends/numerics.py)."""
         super().__init__(graph, params=params, single_output=single_output)
-        if program is None:
-            from ...passes.lower import lower  # the lead's lowering
-            program = lower(graph)
+        if program is None and compiled is None:
+            raise GraphcError(f"LLVMExecutable({graph.name!r}): give the planned program "
+                              "(graphc.pipeline.lower_program)")
+        program = program if program is not None else compiled.program
         self.program = program
         if check_numerics and compiled is None:
             options = replace(options or default_options(), check_numerics=True)
@@ -328,7 +329,7 @@ class LLVMExecutable(Executable):
 
     def _profile(self, inputs, params, repeat):
         from . import profiling  # a build with per-kernel cycle counters, made on first use
-        return profiling.profile(self, inputs, params, repeat)
+        return profiling.profile(self, inputs, params, repeat, profiling_build)
 
     # -- threads -------------------------------------------------------------------------
     @property
@@ -544,3 +545,16 @@ def run_program(compiled: CompiledProgram, arrays: Mapping[str, np.ndarray], num
         args[i] = arrays[name].ctypes.data
     args[len(compiled.external)] = raw.ctypes.data + start
     ctypes.CFUNCTYPE(None, ctypes.c_void_p)(compiled.entry)(args)
+
+
+def profiling_build(exe) -> "LLVMExecutable":
+    """The build of an executable's program with per-kernel cycle counters (for a batch
+    split, or a loaded artifact, the unsplit program its `whole_program()` lowers)."""
+    compiled = getattr(exe, "compiled", None)
+    base = compiled.options if compiled is not None and compiled.options is not None else default_options()
+    options = replace(base, profile=True, check_numerics=False)
+    program = getattr(exe, "program", None)
+    if program is None or getattr(exe, "parts", None):
+        program = exe.whole_program()
+    return LLVMExecutable(exe.graph, program, params=dict(exe._params), options=options,
+                          cache=getattr(exe, "_cache", None))

@@ -234,7 +234,8 @@ class SharedLibraryExecutable(Executable):
         """The artifact's code has no cycle counters: its graph (the verified .gcir) is
         lowered again and JIT-built with them (needs llvmlite), then run on its weights."""
         from . import profiling
-        return profiling.profile(self, inputs, params, repeat)
+        from .runtime import profiling_build
+        return profiling.profile(self, inputs, params, repeat, profiling_build)
 
     def _report_lines(self) -> list[str]:
         return [f"aot: {self._prefix} loaded from a shared object, {self.num_threads} threads"]

@@ -105,7 +105,8 @@ class BatchSplitExecutable(Executable):
     def _profile(self, inputs, params, repeat):
         """The full graph as one program (not split), built with cycle counters."""
         from . import profiling
-        return profiling.profile(self, inputs, params, repeat)
+        from .runtime import profiling_build
+        return profiling.profile(self, inputs, params, repeat, profiling_build)
 
     @property
     def num_threads(self) -> int:
@@ -152,37 +153,31 @@ class BatchSplitExecutable(Executable):
                 "(one thread each, one fork per call)"] + self.part._report_lines()
 
 
-def batch_split_executable(graph: Graph, threads: int, single_output: bool, opt_level: int,
-                           lower_part, **options) -> tuple[BatchSplitExecutable | None, str]:
-    """(the executable running `graph` as a batch split over up to `threads` threads, "")
-    or (None, why not). The parts are the largest divisor of the batch up to `threads`;
-    the part's graph goes through the llvm pipeline again (fusion regroups it) and
-    lower_part(graph) -> program lowers it."""
-    from ...compile import optimize_graph
-    from ...passes.batch_split import split_batch
+def max_parts(threads: int | None = None, options=None) -> int:
+    """How many parts a batch split may run at once: the threads (GRAPHC_NUM_THREADS or the
+    cores), bounded by the workspace a program (compiled with these CodegenOptions) has: a
+    part's serial GEMM calls pick their region by omp_get_thread_num(), in the trampoline's
+    team the part's index; 1 without libgomp to start them with."""
     from . import codegen
+    threads = min(threads or codegen.default_num_threads(),
+                  (options or codegen.CodegenOptions.from_env()).threads)
+    return threads if threads >= 2 and engine.load_gomp() else 1
+
+
+def batch_split_executable(graph: Graph, split, single_output: bool,
+                           **options) -> BatchSplitExecutable | None:
+    """The executable running `graph` as `split.parts` copies of `split.program` (a
+    graphc.pipeline.BatchSplit the pipeline planned), or None when the part's results
+    cannot be written straight into the caller's arrays."""
     from .runtime import LLVMExecutable
-    # A part's serial GEMM calls pick their workspace region by omp_get_thread_num(): in
-    # the trampoline's team that is the part's index, so parts <= the program's max_threads.
-    threads = min(threads, (options.get("options") or codegen.CodegenOptions.from_env()).threads)
-    if threads < 2 or not graph.inputs or graph.inputs[0].type.rank == 0:
-        return None, "one thread"
-    if not engine.load_gomp():
-        return None, "no libgomp to start the parts with"
-    n = graph.inputs[0].shape[0]
-    parts = max((d for d in range(2, threads + 1) if n % d == 0), default=0)
-    if not parts:
-        return None, f"no batch divisor of {n} up to {threads}"
-    sub, why = split_batch(graph, parts)
-    if sub is None:
-        return None, why
-    # The whole graph's passes already chose Winograd where they would (its transform ops
-    # have no batch rule, so such graphs never get here): the part keeps its convolutions
-    # as they are, whatever winograd= the caller gave.
-    work, single, _ = optimize_graph(sub, backend="llvm", opt_level=opt_level, winograd="off")
-    part = LLVMExecutable(work, lower_part(work), single_output=single, raw_pointers=True, **options)
+    options.pop("check_numerics", None)  # (the pipeline never splits a checked program)
+    part = LLVMExecutable(split.part, split.program, single_output=split.part_single,
+                          raw_pointers=True, **options)
     if not part.plain_results:
-        return None, "a result of the part is a view, an input or a constant"
-    if parts > part.compiled.max_threads:
-        raise GraphcError(f"internal: {parts} parts but workspace for {part.compiled.max_threads} threads")
-    return BatchSplitExecutable(graph, part, parts, single_output), ""
+        return None  # a result of the part is a view, an input or a constant
+    if split.parts > part.compiled.max_threads:
+        raise GraphcError(f"internal: {split.parts} parts but workspace for "
+                          f"{part.compiled.max_threads} threads")
+    exe = BatchSplitExecutable(graph, part, split.parts, single_output)
+    exe.whole_program = split.whole  # the unsplit program, lowered on demand (the profiler)
+    return exe

@@ -51,11 +51,12 @@ def _compiled(backend: str, opt_level: int) -> Callable[[Case], Steps]:
 
 def _kernel_interpreter(case: Case) -> Steps:
     """The -O2 program the LLVM backend would run, executed by the kernel-IR interpreter."""
+    from ..backends import backend_needs
     from ..compile import optimize_graph
     from ..ir.interpret import run_program
-    from ..passes.lower import lower
+    from ..pipeline import lower_program
     work, _, _ = optimize_graph(case.graph, backend="llvm", opt_level=2)
-    program = lower(work, fuse_ops=None, plan=True)
+    program = lower_program(work, backend_needs("llvm"))  # the program llvm runs, GEMM panels too
     params = {p.name: np.array(case.params[p.name], copy=True) for p in work.params}
     out: Steps = []
     for _ in range(case.steps):
@@ -83,11 +84,13 @@ def _aot(case: Case) -> Steps:
 def _cuda_emulator(case: Case) -> Steps:
     """The CUDA backend's program and generated CUDA C, run on the CPU by the emulator
     (backends/cuda/emulator.py): its indexing, thread mapping and reductions, without a GPU."""
-    from ..backends.cuda import analysis, codegen, emulator, lower_for_cuda
+    from ..backends import backend_needs
+    from ..backends.cuda import analysis, codegen, emulator
     from ..compile import optimize_graph
     from ..ir.errors import GraphcError
+    from ..pipeline import lower_program
     work, _, _ = optimize_graph(case.graph, backend="cuda", opt_level=2)
-    program = lower_for_cuda(work)
+    program = lower_program(work, backend_needs("cuda"))
     body, launches, functions = codegen.render_body(program, prefix="gc_fuzz")
     module = codegen.CudaModule("", launches, analysis.storage_map(program), program.arena_bytes,
                                 program.external(), functions)

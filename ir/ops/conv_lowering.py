@@ -1,6 +1,6 @@
 """Convolution kernels: the forward paths, and the per-image backward (Caffe's lowering).
 
-The decompositions in nn.py build the whole batch's im2col matrix, (N, C*KH*KW, OH*OW):
+The decompositions in conv.py build the whole batch's im2col matrix, (N, C*KH*KW, OH*OW):
 nine times the input for a 3x3 kernel, and for the weight gradient also one weight-sized
 product per image before the batch sum. Here each kernel walks the images instead, split
 into up to `RUNS` runs that execute in parallel; a run owns one image's scratch (and, for

@@ -87,10 +87,23 @@ _unary("tanh", np.tanh,
 _unary("sigmoid", lambda x: (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype),
        lambda b, n, g: [b.mul(g, b.mul(n.outputs[0], b.sub(b.scalar(1.0, g), n.outputs[0])))],
        15, doc="1 / (1 + exp(-x)), evaluated as (1 + tanh(x/2)) / 2 so it never overflows")
-_unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)),
+
+
+def _relu_ref(x: np.ndarray) -> np.ndarray:
+    # explicit, not np.maximum(x, 0): numpy returns +0 for -0 in f32/f64 but -0 in f16
+    return np.where(x <= 0, np.zeros((), x.dtype), x).astype(x.dtype)
+
+
+# relu(-0) is +0 on every path, as numpy's f32/f64 maximum(x, 0) and torch.compile's
+# maximum(0, x) give (torch eager's clamp_min keeps -0: no library agrees); NaN stays NaN.
+# Written as a select on an ordered `x <= 0`, not as max(x, 0): a kernel-IR max returns its
+# first operand when the two compare equal, so max(-0, 0) would keep -0 (and rsqrt of it
+# be -inf where the reference gives +inf). On x86 the select is a compare and an and-not.
+_unary("relu", _relu_ref,
        lambda b, n, g: [_zero_where(b, b.greater(n.outputs[0], b.scalar(0, n.outputs[0])), g)],
-       1, "numeric", doc="max(x, 0); the gradient reads the output, so it survives in-place",
-       scalar=lambda xs, a, dt: K.Binary("max", xs[0], _k(0, dt), dt))
+       1, "numeric", doc="max(x, 0), with relu(-0) = +0 and relu(NaN) = NaN; the gradient "
+       "reads the output, so it survives in-place",
+       scalar=lambda xs, a, dt: K.Select(K.Compare("le", xs[0], _k(0, dt)), _k(0, dt), xs[0], dt))
 
 
 def _leaky_vjp(b, n, g):

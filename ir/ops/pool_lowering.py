@@ -1,6 +1,6 @@
 """Max pooling and its gradient as direct window scans.
 
-The decompositions in nn.py go through im2col: the forward materialises every window
+The decompositions in pool.py go through im2col: the forward materialises every window
 ((N, C, KH*KW, OH, OW), the input's size for 2x2/stride-2 pooling) and the gradient adds
 a window-sized mask, an argmax, a routed copy and a col2im, four input-sized buffers
 alive at once in the backward pass. Here each output position scans its window in

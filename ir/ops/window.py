@@ -17,7 +17,7 @@ determine (the stride remainder). <im2col(x), y> == <x, col2im(y)>, so each is t
 VJP: im2col's is col2im (the pad value is a constant and gets no gradient), col2im's is
 im2col with value 0.
 
-Attributes follow ir/ops/nn.py's canonical window geometry (``kernel``, ``strides``,
+Attributes follow ir/ops/_nn_common.py's canonical window geometry (``kernel``, ``strides``,
 ``padding``, ``dilations``). Fusion: im2col is LAYOUT (a gather: each output element is a
 copy of one input element or the pad value); col2im is OPAQUE (it accumulates). The
 references are vectorised numpy: im2col is a strided view copied once (exact); col2im adds
@@ -36,7 +36,7 @@ from ..errors import ShapeError
 from ..registry import Attr, Cost, Fusion, OpDef, register
 from ..types import format_shape as _fs
 from ._common import require_float
-from .nn import (_check_shape_attr, _check_window_attrs, _col2im, _crop, _out_hw, _out_len,
+from ._nn_common import (_check_shape_attr, _check_window_attrs, _col2im, _crop, _out_hw, _out_len,
                  _pad_hw, _windows)
 
 _F64 = np.float64

@@ -8,13 +8,13 @@ from typing import Iterator
 import numpy as np
 
 import graphc as gc
-from graphc.backends import backend_graph_passes
+from graphc.backends import backend_graph_passes, backend_needs
 from graphc.compile import prepare
 from graphc.ir import all_ops
 from graphc.ir import kernel as K
 from graphc.ir.dtypes import f32
 from graphc.passes.dce import eliminate_dead_code
-from graphc.backends.cuda import lower_for_cuda
+from graphc.pipeline import lower_program
 from graphc.passes.manager import Pipeline, standard_passes
 
 from tests.examples import digits_cnn, mlp_step
@@ -42,7 +42,7 @@ def program(g, outputs=None) -> K.Program:
 def lowered(g, outputs=None) -> tuple[gc.ir.Graph, K.Program]:
     """(the optimised graph, its kernel-IR program), as the CUDA backend gets them."""
     work = optimised(g, outputs)
-    return work, lower_for_cuda(work)
+    return work, lower_program(work, backend_needs("cuda"))
 
 
 def op_graphs(seeds=(0, 1), f16: bool = True) -> Iterator[tuple[str, gc.ir.Graph]]:

@@ -38,9 +38,9 @@ def _cnn(n: int) -> gc.Graph:
 
 
 def _factory(g, **kw):
-    from graphc.backends.llvm import factory
+    from graphc.pipeline import compile_graph
     work, single, _ = optimize_graph(g, backend="llvm")
-    return factory(work, single_output=single, **kw)
+    return compile_graph(work, "llvm", single_output=single, **kw)
 
 
 @pytest.mark.parametrize("n,threads,parts", [(4, 2, 2), (6, 3, 3), (6, 4, 3), (2, 2, 2)])

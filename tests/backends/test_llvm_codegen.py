@@ -753,3 +753,20 @@ def test_disk_cache_is_bounded_least_recently_used_first(tmp_path):
     left = sorted(p.stem for p in tmp_path.glob("*.gco"))
     total = sum(p.stat().st_size for p in tmp_path.glob("*.gco"))
     assert total <= 10_000 and "k5" in left and "k0" not in left
+
+
+def test_compile_cache_hashes_every_generator_module():
+    """The disk cache keys on the generator's source (cache.GENERATOR_SOURCES): every module
+    in backends/llvm that codegen, gemm, mathlib or engine import, directly or not, must be
+    in it, or editing that module would keep serving stale machine code."""
+    import networkx as nx
+
+    from tests.test_import_graph import import_graph
+    g = import_graph()
+    pkg = "graphc.backends.llvm"
+    reach: set[str] = set()
+    for root in ("codegen", "gemm", "mathlib", "engine"):
+        reach |= {f"{pkg}.{root}"} | nx.descendants(g, f"{pkg}.{root}")
+    files = {m[len(pkg) + 1:] + ".py" for m in reach if m.startswith(pkg + ".")}
+    assert len(files) > 10  # the split generator, seen through the import graph
+    assert not files - set(cache_mod.GENERATOR_SOURCES)

@@ -21,9 +21,10 @@ import pytest
 
 import llvmlite.ir as ir
 
-from graphc.backends.llvm.gemm import (CompiledGemm, GemmBlocking, GemmTarget, declare_gemm,
+from graphc.backends.llvm.gemm import (GemmBlocking, GemmTarget, declare_gemm,
                                        emit_parallel_gemm_entry, emit_parallel_region,
                                        gemm_name, workspace_elements)
+from tests.backends.gemm_support import CompiledGemm
 
 DTYPES = {"f32": np.float32, "f64": np.float64}
 EDGE_SIZES = (1, 3, 7, 17, 63, 65, 100, 257)
@@ -302,8 +303,7 @@ def test_emit_parallel_region_outlines_a_parallel_loop():
 
     import llvmlite.binding as llvm
 
-    from graphc.backends.llvm.gemm import (create_host_target_machine, load_libgomp,
-                                           optimize_module)
+    from graphc.backends.llvm import engine as eng
     i64 = ir.IntType(64)
     m = ir.Module(name="par")
     fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [i64.as_pointer(), i64,
@@ -330,11 +330,10 @@ def test_emit_parallel_region_outlines_a_parallel_loop():
 
     emit_parallel_region(b, m, "fill.omp", fn.args, body, 2)
     b.ret_void()
-    load_libgomp()
-    tm = create_host_target_machine()
-    llmod = llvm.parse_assembly(str(m))
-    llmod.verify()
-    optimize_module(llmod, tm)
+    assert eng.load_gomp()
+    tm = eng.new_target_machine()  # the MCJIT engine below takes ownership of it
+    llmod = eng.parse_module(str(m))
+    eng.optimize(llmod, tm)
     engine = llvm.create_mcjit_compiler(llmod, tm)
     engine.finalize_object()
     f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p)(

@@ -156,6 +156,17 @@ def _run_driver(exe: pathlib.Path, weights: str, work: pathlib.Path, steps: int)
                           timeout=120, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
 
 
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf")
+def test_library_stays_mapped_after_dlclose(artifacts):
+    """The .so is linked -z nodelete: <prefix>_close's dlclose must not unmap it (and the
+    libgomp it pulled in) under libgomp's live pool threads, which then crashed the C
+    driver at exit now and then (rc -11 after a correct run)."""
+    _, _, path = artifacts["mlp"]
+    out = subprocess.run(["readelf", "-d", path + ".so"], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "NODELETE" in out, out
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_c_program_runs_artifact(artifacts, model, tmp_path):
     """A C program compiled against name.h and linked with name.so (no Python in that

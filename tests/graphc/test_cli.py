@@ -85,6 +85,11 @@ def test_errors_are_reported_without_a_traceback(capsys, tmp_path):
     assert main(["dump", f"{model}:build"]) == 1
     err = capsys.readouterr().err
     assert "matmul" in err and f"{model}:7" in err
+    numpy_fn = tmp_path / "np_fn.py"  # a function that needs arguments: refused, not a TypeError
+    numpy_fn.write_text("import numpy as np\n\ndef f(x, *, scale):\n    return np.tanh(x) * scale\n")
+    assert main(["dump", f"{numpy_fn}:f"]) == 1
+    err = capsys.readouterr().err
+    assert "takes arguments (x, scale)" in err and "Traceback" not in err
 
 
 def test_help_and_version(capsys):

@@ -56,7 +56,9 @@ def test_compile_dumps_every_stage(tmp_path):
     # graph files: the input, one per ledger entry (same names, same order), the optimised
     graphs = [f for f, k, _ in rows if k == "graph"]
     assert graphs[0] == "00-input.gcir" and graphs[-1].endswith("-optimized.gcir")
-    assert [f[3:-5] for f in graphs[1:-1]] == [e.name for e in exe.ledger]
+    steps = ["lowered", "donate", "schedule", "memory"]  # ledger rows after the graph passes
+    assert [e.name for e in exe.ledger][-4:] == steps
+    assert [f[3:-5] for f in graphs[1:-1]] == [e.name for e in exe.ledger][:-4]
     for f in graphs:  # each parses back into a valid graph
         gc.parse((d / f).read_text()).verify()
     last_pass = gc.parse((d / graphs[-2]).read_text())
@@ -64,8 +66,7 @@ def test_compile_dumps_every_stage(tmp_path):
     assert len(last_pass.nodes) >= len(exe.graph.nodes)
     # kernel IR: after lowering and each kernel-IR step, the last one what the code ran
     kernels = [f for f, k, _ in rows if k == "kernel"]
-    assert [re.sub(r"^\d\d-kernel-|\.kir$", "", f) for f in kernels] == \
-        ["lowered", "donate", "schedule", "memory"]
+    assert [re.sub(r"^\d\d-kernel-|\.kir$", "", f) for f in kernels] == steps
     program = exe.compiled.program
     assert (d / kernels[-1]).read_text().rstrip("\n") == str(program).rstrip("\n")
     assert (d / "memory-plan.txt").read_text().rstrip("\n") == str(program.memory_plan)
@@ -139,17 +140,42 @@ def test_cli_report_honours_format_and_output(tmp_path, capsys):
     assert main(["dump", EXAMPLE, "--report", "--format", "json", "-o", str(out)]) == 0
     entries = json.loads(out.read_text())["ledger"]
     names = [p.name for p in standard_passes(2, backend_graph_passes("llvm"))]
+    names += ["lowered", "donate", "schedule", "memory"]  # the kernel-IR steps follow
     assert [e["name"] for e in entries] == names
     for e in entries:
         assert e["nodes_after"] >= 0 and e["seconds"] >= 0 and isinstance(e["details"], dict)
     want = _pipeline_graphs()
-    assert entries[-1]["nodes_after"] == len(want[names[-1]].nodes)
+    graph_rows = entries[:-4]
+    assert graph_rows[-1]["nodes_after"] == len(want[graph_rows[-1]["name"]].nodes)
+    program = _planned_program(want[graph_rows[-1]["name"]])
+    assert entries[-1]["nodes_after"] == len(program.kernels)  # kernels, after the memory plan
     assert main(["dump", EXAMPLE, "--report"]) == 0
     table = capsys.readouterr().out.splitlines()
     rows = [ln.split()[0] for ln in table[2:] if ln and not ln.startswith(" ")]  # not the notes
     assert table[0].split()[:2] == ["pass", "ms"] and rows == names
     assert main(["dump", EXAMPLE, "--report", "--format", "dot"]) == 1
     assert "--report prints the pass ledger" in capsys.readouterr().err
+
+
+def _planned_program(optimised):
+    from graphc.backends import backend_needs
+    from graphc.pipeline import lower_program
+    return lower_program(optimised.copy(), backend_needs("llvm"))
+
+
+def test_cli_after_a_kernel_ir_step_prints_the_planned_program(capsys):
+    """`--after memory` is the program gc.compile runs (the pipeline's, arena offsets and
+    all); an unknown kernel step names the ones there are."""
+    assert main(["dump", EXAMPLE, "--after", "memory"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("// kernel IR after memory\n")
+    want = _planned_program(_pipeline_graphs()["fusion"])
+    assert out.split("\n", 1)[1].strip() == str(want).strip()
+    g, _ = prepare(load_target(EXAMPLE))
+    exe = gc.compile(g)
+    assert str(exe.program).strip() == str(want).strip()
+    assert main(["dump", EXAMPLE, "--after", "layout"]) == 1
+    assert "lowered, donate, schedule, memory" in capsys.readouterr().err
 
 
 def test_cli_all_stages_honours_format_and_output(tmp_path, capsys):

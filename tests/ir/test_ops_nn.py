@@ -1,4 +1,5 @@
-"""Tests of the nn ops (ir/ops/nn.py): shape inference and its errors, the numpy reference
+"""Tests of the nn ops (ir/ops/conv.py, pool.py, softmax.py, norm.py): shape inference and
+its errors, the numpy reference
 against naive loop implementations written here, float64 gradient checks of every VJP
 (double-backward included), dtype genericity and costs."""
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from graphc.backends import compile_graph
+from graphc.pipeline import compile_graph
 from graphc.backends.reference.interpreter import evaluate
 from graphc.ir import AttrError, DTypeError, Fusion, Graph, ShapeError, TensorType, get_op
 from graphc.ir.winograd import POINTS, check, transform
