@@ -12,7 +12,7 @@ from .ir.loc import capture_loc
 from .logconfig import CompileLog
 from .options import CompileOptions
 from .passes.dce import eliminate_dead_code, live_values, prune_signature
-from .passes.manager import Pass, Pipeline, resolve, standard_passes
+from .passes.manager import Pipeline, resolve, standard_passes
 from .passes.winograd import configure as configure_winograd
 from .tensor import Tensor
 

@@ -10,7 +10,7 @@ here is specific to one backend.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 from .dtypes import DType, bool_, i64
 
@@ -399,17 +399,20 @@ def walk_exprs(e: Expr) -> Iterator[Expr]:
             yield from walk_exprs(sub)
 
 
-def walk_expr_dag(e: Expr) -> Iterator[Expr]:
+def walk_expr_dag(e: Expr, children: "Callable[[Expr], Iterable[Expr]] | None" = None,
+                  seen: set | None = None) -> Iterator[Expr]:
     """Every node of e once (by identity): expressions are DAGs, and a lowering that reuses a
-    sub-expression must not make a walk exponential."""
-    stack, seen = [e], set()
+    sub-expression must not make a walk exponential. `children` extends expr_children (a
+    code generator's own node kinds); `seen` (ids) is shared across calls when given."""
+    stack, seen = [e], set() if seen is None else seen
+    kids = expr_children if children is None else children
     while stack:
         x = stack.pop()
         if id(x) in seen:
             continue
         seen.add(id(x))
         yield x
-        stack.extend(expr_children(x))
+        stack.extend(kids(x))
 
 
 def walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:

@@ -155,6 +155,10 @@ class OpDef:
     # computed from that index alone, and the attributes for a batch of `rows` (ir/batch.py;
     # elementwise ops and reductions have a default there). None: the op is not batch-wise.
     batch_split: Callable[..., Any] | None = None
+    # `rounding(attrs) -> eps units`: the float error one application may add, relative to
+    # the magnitude of its inputs, where counting terms underestimates it (a transform
+    # with large coefficients: ir/tolerance.py). None: the default estimate there.
+    rounding: Callable[[dict], float] | None = None
 
     @property
     def differentiable(self) -> bool:

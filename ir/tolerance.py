@@ -32,10 +32,13 @@ from .types import TensorType
 
 
 def _node_rounding(node) -> float:
-    """eps-units of error one node may add: elementwise ops a few ulp (vector
-    transcendental functions included), other ops one per term they combine (sums,
-    products, windows), estimated from how many input elements feed each output."""
+    """eps-units of error one node may add: the op's own `rounding` hook where it has one,
+    elementwise ops a few ulp (vector transcendental functions included), other ops one
+    per term they combine (sums, products, windows), estimated from how many input
+    elements feed each output."""
     opdef = get_op(node.op)
+    if opdef.rounding is not None:  # the op knows better (registry: OpDef.rounding)
+        return float(opdef.rounding(node.attrs))
     out = node.outputs[0].type.size if node.outputs else 1
     if opdef.scalar is not None or opdef.view:
         return 4.0

@@ -12,30 +12,15 @@ from .nodes import _EpilogueUse, _GemmCall, _GemmEpilogue
 
 
 def _expr_children(e) -> list:
-    if isinstance(e, K.Unary) or isinstance(e, K.Cast):
-        return [e.x]
-    if isinstance(e, (K.Binary, K.Compare)):
-        return [e.a, e.b]
-    if isinstance(e, K.Select):
-        return [e.cond, e.a, e.b]
-    if isinstance(e, K.Load):
-        return [e.index]
+    """K.expr_children, and the operand of this generator's own epilogue nodes."""
     if isinstance(e, (_GemmEpilogue, _EpilogueUse)):
         return [e.expr]
-    return []
+    return K.expr_children(e)
 
 
 def _walk_expr(e, seen=None):
-    """Every node of an expression DAG once (by identity)."""
-    stack = [e]
-    seen = set() if seen is None else seen
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        yield x
-        stack.extend(_expr_children(x))
+    """Every node of an expression DAG once (by identity), this generator's nodes too."""
+    return K.walk_expr_dag(e, _expr_children, seen)
 
 
 def _local_refs(e):

@@ -73,6 +73,18 @@ def _matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return transform(m).arrays()
 
 
+def _transform_rounding(which: int):
+    """OpDef.rounding of a transform L X L^T (L = one of _matrices: 0 A^T, 1 G, 2 B^T):
+    an output's terms add up to rowsum(|L|)^2 times the input's magnitude (F(4x4)'s A^T
+    row [0, 1, -1, 8, -8, 1]: 19^2 = 361), and each of the two stages rounds sums of that
+    size, so the error is of that many eps units (twice) whatever order a kernel sums in;
+    counting input elements per output (the default) sees 36 and misses the growth."""
+    def rounding(attrs: dict) -> float:
+        L = np.abs(np.asarray(_matrices(attrs["tile"])[which], np.float64))
+        return 4.0 + 2.0 * float(L.sum(axis=1).max()) ** 2
+    return rounding
+
+
 # --- kernel IR helpers ----------------------------------------------------------------------
 
 def _lincomb(coeffs, terms: list[K.Expr], dt) -> K.Expr:
@@ -209,6 +221,7 @@ def _filter_cost(ts, outs, a):
 register(OpDef(
     "winograd_filter_transform", Fusion.OPAQUE, _filter_infer, _filter_ref, 1,
     {"tile": _TILE, "flip": Attr("bool", False)}, None, _filter_cost, lower=_lower_filter,
+    rounding=_transform_rounding(1),
     doc="Winograd F(m x m, 3 x 3) filter transform G g G^T: (K, C, 3, 3) -> (alpha^2, K, C), "
         "alpha = tile + 2; flip=true gives the rotated, K/C-transposed filter "
         "(alpha^2, C, K) of the input-gradient convolution"))
@@ -303,6 +316,7 @@ def _input_cost(ts, outs, a):
 register(OpDef(
     "winograd_input_transform", Fusion.OPAQUE, _input_infer, _input_ref, 1,
     {"tile": _TILE, "padding": Attr("ints", (0, 0, 0, 0))}, None, _input_cost, lower=_lower_input,
+    rounding=_transform_rounding(2),
     doc="Winograd F(m x m, 3 x 3) input transform B^T d B of the overlapping alpha x alpha "
         "tiles of the zero-padded image: (N, C, H, W) -> (alpha^2, C, N*TH*TW), tile "
         "(n*TH + th)*TW + tw; padding (top, bottom, left, right)"))
@@ -421,7 +435,7 @@ def _output_cost(ts, outs, a):
 register(OpDef(
     "winograd_output_transform", Fusion.OPAQUE, _output_infer, _output_ref, None,
     {"tile": _TILE, "output_shape": Attr("ints"), "activation": Attr("str", "")}, None,
-    _output_cost, lower=_lower_output,
+    _output_cost, lower=_lower_output, rounding=_transform_rounding(0),
     doc="Winograd F(m x m, 3 x 3) output transform A^T M A: (alpha^2, K, N*TH*TW) -> "
         "(N, K, OH, OW) given by output_shape, then + bias[k] (optional second operand, (K,)) "
         "and the named unary activation"))

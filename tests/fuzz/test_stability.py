@@ -173,3 +173,31 @@ graph @p(%x: f32[1,1,4,1], %v: f32[1,1,4,1]) {
     else:
         with pytest.raises(validate.TranslationValidationError):
             validate.check_lowering(g, program=None)
+
+
+def test_winograd_f4_transforms_budget_their_coefficient_growth():
+    """Seed 9100384: F(4x4)'s output transform A^T M A has coefficients up to 8 (row sums
+    up to 19), so f32 kernels that sum in another order than the reference differ by
+    ~35 eps of the input's magnitude: the op's registry `rounding` hook budgets 2 * 19^2,
+    where counting input elements gave 14. A wrong transform is still reported."""
+    from graphc.ir.registry import get_op
+    rng = np.random.default_rng(9100384)
+    m = rng.standard_normal((36, 3, 4)).astype(np.float32)
+    g = gc.parse("""
+graph @w(%x1: f32[36,3,4]) {
+  %0 = winograd_output_transform(%x1) {tile=4, output_shape=[1, 3, 6, 5], activation="tanh"} : f32[1,3,6,5]
+  return %0
+}
+""")
+    truth, ref, b, s, _ = _judged(g, {"x1": m})
+    t = g.outputs[0].type
+    assert b >= get_op("winograd_output_transform").rounding({"tile": 4}) >= 2 * 19 ** 2
+    exe = gc.compile(g, backend="llvm", opt_level=0)
+    got = exe(x1=m)
+    got = got[0] if isinstance(got, (tuple, list)) else got
+    assert compare(got, truth, ref, t, b, s) is None
+    err = np.abs(got.astype(np.float64) - truth).max()
+    assert err <= (8 + b) * np.finfo(np.float32).eps * s  # the budget covers what llvm does
+    wrong = ref.copy()
+    wrong.flat[7] += 0.05  # e.g. one coefficient off: far beyond any rounding
+    assert compare(wrong, truth, ref, t, b, s) is not None
