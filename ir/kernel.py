@@ -58,6 +58,7 @@ UNARY_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.arity == 1)
 BINARY_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.arity == 2 and not f.compare)
 COMPARE_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.compare)
 # float functions a backend computes with a math-library routine (LLVM mathlib, CUDA libm)
+ARENA_ALIGN = 64  # bytes: every arena slot starts on a cache line, enough for any vector load
 MATH_FUNCS = tuple(n for n, f in SCALAR_FUNCS.items() if f.library)
 
 

@@ -35,7 +35,7 @@ from .errors import KernelVerificationError
 
 __all__ = ["verify_program", "ARENA_ALIGN", "affine_range"]
 
-ARENA_ALIGN = 64  # bytes: every arena slot starts on a cache line (passes/memory.py packs so)
+ARENA_ALIGN = K.ARENA_ALIGN  # (ir/kernel.py)
 _TEXT_MAX = 160
 
 

@@ -17,7 +17,7 @@ from ..ir import observe
 from ..ir.dtypes import DType, i32
 from ..ir.errors import GraphcError
 from ..ir.graph import Graph, Node, Value
-from ..ir.kernel import Buffer, For, Kernel, Load, Program, Store
+from ..ir.kernel import Buffer, For, Load, Program, Store
 from ..ir.kernel_verify import verify_program
 from ..ir.fused import lower_group as lower_fused
 from ..ir.lowering import LowerCtx, lower_elementwise
@@ -27,7 +27,6 @@ from ..ir.validate import verify_level
 from .dce import eliminate_dead_code
 
 _log = logging.getLogger("graphc.passes")
-ARENA_ALIGN = 64  # bytes: a cache line, and enough for any vector load
 
 
 class LoweringError(GraphcError):

@@ -34,10 +34,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..ir.kernel import Program
+from ..ir.kernel import ARENA_ALIGN, Program  # (ARENA_ALIGN re-exported for tests)
 from .inplace import InPlace, apply_inplace, kernel_access, storage_root
 
-ARENA_ALIGN = 64  # bytes: a cache line, and enough for any vector load
 
 
 def _aligned(nbytes: int) -> int:
