@@ -33,7 +33,7 @@ from . import kernel as K
 from .dtypes import DType, bool_, f32, i64
 from .errors import KernelVerificationError
 
-__all__ = ["verify_program", "ARENA_ALIGN", "affine_range"]
+__all__ = ["verify_program", "verify_layout", "ARENA_ALIGN", "affine_range"]
 
 ARENA_ALIGN = K.ARENA_ALIGN  # (ir/kernel.py)
 _TEXT_MAX = 160
@@ -54,6 +54,14 @@ def verify_program(program: K.Program, *, placed: bool | None = None) -> None:
             raise KernelVerificationError("two kernels share this name", kernel=k)
         names.add(k.name)
         _KernelCheck(p, k).run()
+
+
+def verify_layout(program: K.Program) -> None:
+    """The cheap, whole-program part of verify_program (buffers, aliases, the placed
+    arena: linear in buffers), which every code generator checks before it renders."""
+    _check_buffers(program)
+    _check_aliases(program)
+    _check_arena(program, placed=True)
 
 
 # -- the program's containers ---------------------------------------------------------------

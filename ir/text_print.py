@@ -79,37 +79,28 @@ def value_names(g: Graph) -> dict[Value, str]:
         name = v.name if isinstance(v.name, str) and v.name else f"?unnamed.v{v.uid}"
         names.setdefault(v, _spell_name(name))
         used.add(name)
-    anon_consts: list[Value] = []
-    anon_outs: list[Value] = []
-    for v in g.constants:
-        if v in names:
-            continue
-        if isinstance(v.name, str) and v.name and v.name not in used:
-            names[v] = _spell_name(v.name)
-            used.add(v.name)
-        else:
-            anon_consts.append(v)
-    for n in g.nodes:
-        for v in n.outputs:
+    def named(values) -> list[Value]:
+        """Keep each value's own name where free; the rest, in order, get numbers."""
+        anonymous = []
+        for v in values:
             if v in names:
                 continue
             if isinstance(v.name, str) and v.name and v.name not in used:
                 names[v] = _spell_name(v.name)
                 used.add(v.name)
             else:
-                anon_outs.append(v)
-    k = 0
-    for v in anon_consts:
-        while f"c{k}" in used:
-            k += 1
-        names[v] = f"%c{k}"
-        used.add(f"c{k}")
-    k = 0
-    for v in anon_outs:
-        while str(k) in used:
-            k += 1
-        names[v] = f"%{k}"
-        used.add(str(k))
+                anonymous.append(v)
+        return anonymous
+
+    anon_consts = named(g.constants)
+    anon_outs = named(v for n in g.nodes for v in n.outputs)
+    for prefix, anonymous in (("c", anon_consts), ("", anon_outs)):
+        k = 0
+        for v in anonymous:
+            while f"{prefix}{k}" in used:
+                k += 1
+            names[v] = f"%{prefix}{k}"
+            used.add(f"{prefix}{k}")
     return names
 
 

@@ -54,6 +54,8 @@ grid, block, buffer arguments) the runtime issues in order.
 from __future__ import annotations
 
 from ...ir import kernel as K
+from ...ir.errors import KernelVerificationError
+from ...ir.kernel_verify import verify_layout
 from . import analysis as A
 from .cexpr import NARROW_LIMIT, CudaCodegenError, ExprWriter, mem_type, sanitize
 from .gemm import render_gemm
@@ -118,17 +120,10 @@ class _ModuleWriter(ThreadRenderer, ReductionRenderer):
                 if a.buffer not in p.buffers:
                     raise CudaCodegenError(f"kernel {k.name!r} uses unknown buffer {a.buffer!r}"
                                            + (f" (computes {k.source})" if k.source else ""))
-        for name, b in p.buffers.items():
-            if b.kind == "temp" and name not in p.aliases:
-                if name not in p.arena:
-                    raise CudaCodegenError(f"temp buffer {name!r} has no arena offset")
-                off = p.arena[name]
-                if off < 0 or off + b.size * b.dtype.itemsize > p.arena_bytes:
-                    raise CudaCodegenError(f"temp buffer {name!r} at byte {off} is outside the "
-                                           f"arena of {p.arena_bytes} bytes")
-        for name, (base, _) in p.aliases.items():
-            if base not in p.buffers:
-                raise CudaCodegenError(f"alias {name!r} of unknown buffer {base!r}")
+        try:  # buffers, aliases and arena: the kernel-IR verifier's checks, not a copy
+            verify_layout(p)
+        except KernelVerificationError as e:
+            raise CudaCodegenError(e.message) from None
 
     # .. driver ..
     def render(self) -> None:

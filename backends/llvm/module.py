@@ -9,6 +9,8 @@ from llvmlite import ir
 
 from ...ir import kernel as K
 from ...ir.dtypes import DType
+from ...ir.errors import KernelVerificationError
+from ...ir.kernel_verify import verify_layout
 from .analysis import buffers_used
 from .function import _FuncGen
 from .gemm_plan import (WORKSPACE, _gemm_lib, _gemm_target, gemm_function_type, gemm_workspace,
@@ -82,19 +84,10 @@ class _ModuleGen:
                 if b not in p.buffers and b != WORKSPACE:
                     raise CodegenError(f"kernel {k.name!r} uses unknown buffer {b!r}"
                                        + (f" (computes {k.source})" if k.source else ""))
-        for name, b in p.buffers.items():
-            if b.kind not in K.BUFFER_KINDS:
-                raise CodegenError(f"buffer {name!r} has unknown kind {b.kind!r}")
-            if b.kind == "temp" and name not in p.aliases:
-                if name not in p.arena:
-                    raise CodegenError(f"temp buffer {name!r} has no arena offset")
-                off = p.arena[name]
-                if off < 0 or off + b.size * b.dtype.itemsize > p.arena_bytes:
-                    raise CodegenError(f"temp buffer {name!r} at byte {off} (+{b.size * b.dtype.itemsize}) "
-                                       f"is outside the arena of {p.arena_bytes} bytes")
-        for name, (base, off) in p.aliases.items():
-            if base not in p.buffers:
-                raise CodegenError(f"alias {name!r} of unknown buffer {base!r}")
+        try:  # buffers, aliases and arena: the kernel-IR verifier's checks, not a copy
+            verify_layout(p)
+        except KernelVerificationError as e:
+            raise CodegenError(e.message) from None
 
     def _storage(self, name: str, depth: int) -> tuple[str, int]:
         """(root, byte offset): root is an external buffer name or '<arena>'."""
